@@ -1,0 +1,1 @@
+"""One peer of the task cluster: configuration, membership, election driver, HTTP API."""

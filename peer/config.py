@@ -1,0 +1,204 @@
+"""Cluster configuration: reading, validating and writing `cluster.toml`.
+
+Owns the `ClusterConfig` / `NodeAddress` types and nothing else: no sockets, no clock.
+A bad file raises `ConfigError` naming the field and the reason.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+POLICIES = ("fifo", "priority", "fair")
+
+
+class ConfigError(ValueError):
+    """The configuration file is unreadable or a field is invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    id: int
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    nodes: tuple[NodeAddress, ...]
+    data_dir: str = "data"
+    heartbeat_interval: float = 0.1
+    suspect_after: float = 0.3
+    failure_timeout: float = 0.5
+    election_timeout: float = 0.2
+    slots: int = 4
+    policy: str = "fifo"
+    task_modules: tuple[str, ...] = field(default_factory=tuple)
+    allow_shell: bool = False
+    secret: str = ""
+    max_body: int = 1 << 20
+    submit_wait: float = 2.0
+
+    def node(self, node_id: int) -> NodeAddress:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise ConfigError(f"node: no [[node]] with id {node_id}")
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return tuple(n.id for n in self.nodes)
+
+    def node_dir(self, node_id: int) -> Path:
+        return Path(self.data_dir) / f"node-{node_id}"
+
+
+def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"cluster.{key}: must be a positive number of seconds")
+    return float(value)
+
+
+def _positive_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"cluster.{key}: must be a positive integer")
+    return value
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"cluster.{key}: must be a string")
+    return value
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"cluster.{key}: must be true or false")
+    return value
+
+
+def _module_names(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise ConfigError(f"cluster.{key}: must be a list of module names")
+    return tuple(value)
+
+
+_CHECKS = {
+    "heartbeat_interval": _seconds,
+    "suspect_after": _seconds,
+    "failure_timeout": _seconds,
+    "election_timeout": _seconds,
+    "submit_wait": _seconds,
+    "slots": _positive_int,
+    "max_body": _positive_int,
+    "data_dir": _string,
+    "secret": _string,
+    "policy": _string,
+    "allow_shell": _boolean,
+    "task_modules": _module_names,
+}
+
+
+def _check_cluster_table(table: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        check = _CHECKS.get(key)
+        if check is None:
+            raise ConfigError(f"cluster.{key}: unknown setting")
+        out[key] = check(key, value)
+    if out.get("policy", "fifo") not in POLICIES:
+        raise ConfigError(f"cluster.policy: must be one of {', '.join(POLICIES)}")
+    return out
+
+
+def _check_nodes(raw: Any) -> tuple[NodeAddress, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError("node: at least one [[node]] table is required")
+    nodes: list[NodeAddress] = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or set(entry) - {"id", "host", "port"}:
+            raise ConfigError(f"node[{i}]: only id, host and port are allowed")
+        node_id, host, port = entry.get("id"), entry.get("host", "127.0.0.1"), entry.get("port")
+        if isinstance(node_id, bool) or not isinstance(node_id, int) or node_id <= 0:
+            raise ConfigError(f"node[{i}].id: must be a positive integer")
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"node[{i}].host: must be a host name or address")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ConfigError(f"node[{i}].port: must be a port number")
+        nodes.append(NodeAddress(node_id, host, port))
+    ids = [n.id for n in nodes]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("node: ids must be unique")
+    return tuple(sorted(nodes, key=lambda n: n.id))
+
+
+def parse_config(data: dict[str, Any]) -> ClusterConfig:
+    """Build a validated config from an already-parsed TOML document."""
+    unknown = set(data) - {"cluster", "node"}
+    if unknown:
+        raise ConfigError(f"{sorted(unknown)[0]}: unknown table")
+    table = data.get("cluster", {})
+    if not isinstance(table, dict):
+        raise ConfigError("cluster: must be a table")
+    config = ClusterConfig(nodes=_check_nodes(data.get("node")), **_check_cluster_table(table))
+    if not config.heartbeat_interval < config.suspect_after <= config.failure_timeout:
+        raise ConfigError(
+            "cluster.failure_timeout: need heartbeat_interval < suspect_after <= failure_timeout"
+        )
+    return config
+
+
+def load_config(path: str | Path) -> ClusterConfig:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
+    return parse_config(data)
+
+
+def with_nodes(config: ClusterConfig, count: int, base_port: int | None = None) -> ClusterConfig:
+    """Nodes 1..count: those of the file, extended on following ports when count exceeds it.
+
+    With `base_port`, node i listens on base_port + i - 1.
+    """
+    known = {n.id: n for n in config.nodes}
+    last = config.nodes[-1]
+    nodes = []
+    for node_id in range(1, count + 1):
+        base = known.get(node_id, NodeAddress(node_id, last.host, last.port + node_id - last.id))
+        port = base.port if base_port is None else base_port + node_id - 1
+        nodes.append(NodeAddress(node_id, base.host, port))
+    return replace(config, nodes=tuple(nodes))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def dump_config(config: ClusterConfig) -> str:
+    """The TOML text of `config`; `load_config` of it gives the same config back."""
+    lines = ["[cluster]"]
+    for name in ClusterConfig.__dataclass_fields__:
+        if name != "nodes":
+            lines.append(f"{name} = {_toml_value(getattr(config, name))}")
+    for node in config.nodes:
+        lines += ["", "[[node]]", f"id = {node.id}", f'host = "{node.host}"', f"port = {node.port}"]
+    return "\n".join(lines) + "\n"

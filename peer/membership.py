@@ -1,0 +1,144 @@
+"""Gossip membership: who is alive, suspect or dead, as a pure table.
+
+Every `heartbeat_interval` a peer bumps its own heartbeat counter and sends its digest
+(per peer: incarnation, counter, role, term, leader, log figures) to the others: all of
+them up to `FULL_FANOUT_LIMIT` peers, a random `fanout` beyond. A peer whose counter has
+not grown for `suspect_after` is suspect, for `failure_timeout` dead; a peer never heard
+from is dead. A restart shows as a higher incarnation. Time comes in as `now`; no I/O.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import Enum
+
+FULL_FANOUT_LIMIT = 9
+
+
+class Status(Enum):
+    ALIVE = "alive"
+    SUSPECT = "suspect"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberDigest:
+    """What one peer says of itself; gossiped onwards unchanged."""
+
+    id: int
+    incarnation: int
+    counter: int
+    role: str = "follower"
+    term: int = 0
+    leader: int | None = None
+    last_index: int = 0
+    commit_index: int = 0
+
+    def version(self) -> tuple[int, int]:
+        return (self.incarnation, self.counter)
+
+
+@dataclass(frozen=True, slots=True)
+class Gossip:
+    sender: int
+    members: tuple[MemberDigest, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipTimings:
+    heartbeat_interval: float = 0.1
+    suspect_after: float = 0.3
+    failure_timeout: float = 0.5
+    fanout: int = 3
+
+
+@dataclass(slots=True)
+class _Record:
+    digest: MemberDigest
+    changed_at: float  # local time the version last grew
+
+
+class MembershipTable:
+    """One peer's view of the cluster, fed with gossip and ticks."""
+
+    def __init__(
+        self,
+        node_id: int,
+        peers: Iterable[int],
+        incarnation: int,
+        timings: MembershipTimings,
+        rng: random.Random,
+    ) -> None:
+        self.id = node_id
+        self.others = tuple(sorted(set(peers) - {node_id}))
+        self.timings = timings
+        self.rng = rng
+        self.me = MemberDigest(node_id, incarnation, 0)
+        self._records: dict[int, _Record] = {}
+        self._next_beat = 0.0
+
+    def set_local(self, **fields: object) -> None:
+        """Update what this peer says of itself (role, term, leader, log figures)."""
+        self.me = replace(self.me, **fields)  # type: ignore[arg-type]
+
+    def tick(self, now: float) -> list[tuple[int, Gossip]]:
+        """Bump the heartbeat when it is due; returns the gossip to send."""
+        if now < self._next_beat:
+            return []
+        self._next_beat = now + self.timings.heartbeat_interval
+        self.me = replace(self.me, counter=self.me.counter + 1)
+        gossip = Gossip(self.id, (self.me, *(r.digest for r in self._records.values())))
+        return [(peer, gossip) for peer in self._targets()]
+
+    def _targets(self) -> Iterable[int]:
+        if len(self.others) + 1 <= FULL_FANOUT_LIMIT:
+            return self.others
+        return self.rng.sample(self.others, min(self.timings.fanout, len(self.others)))
+
+    def merge(self, now: float, gossip: Gossip) -> list[int]:
+        """Take in a digest; returns the ids that restarted (a higher incarnation)."""
+        restarted = []
+        for digest in gossip.members:
+            if digest.id == self.id or digest.id not in self.others:
+                continue
+            known = self._records.get(digest.id)
+            if known is None:
+                self._records[digest.id] = _Record(digest, now)
+            elif digest.version() > known.digest.version():
+                if digest.incarnation > known.digest.incarnation:
+                    restarted.append(digest.id)
+                known.digest, known.changed_at = digest, now
+        return restarted
+
+    def status(self, peer: int, now: float) -> Status:
+        if peer == self.id:
+            return Status.ALIVE
+        record = self._records.get(peer)
+        if record is None:
+            return Status.DEAD
+        silent = now - record.changed_at
+        if silent < self.timings.suspect_after:
+            return Status.ALIVE
+        if silent < self.timings.failure_timeout:
+            return Status.SUSPECT
+        return Status.DEAD
+
+    def live(self, now: float) -> frozenset[int]:
+        """Every peer not held dead, this one included."""
+        alive = {p for p in self.others if self.status(p, now) is not Status.DEAD}
+        return frozenset(alive | {self.id})
+
+    def digest(self, peer: int) -> MemberDigest | None:
+        if peer == self.id:
+            return self.me
+        record = self._records.get(peer)
+        return record.digest if record else None
+
+    def last_seen(self, peer: int, now: float) -> float | None:
+        """Seconds since the peer's heartbeat last grew; None if never heard from."""
+        if peer == self.id:
+            return 0.0
+        record = self._records.get(peer)
+        return None if record is None else now - record.changed_at

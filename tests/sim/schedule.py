@@ -1,0 +1,62 @@
+"""Seeded fault schedules for the simulator, and the seed list a run covers.
+
+`SIM_SEED=N` replays one seed; `SIM_SEEDS=K` sets how many a run covers (default 200).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+from tests.sim.cluster import SimCluster
+from tests.sim.network import Faults
+
+
+def seeds(default: int = 200) -> list[int]:
+    one = os.environ.get("SIM_SEED")
+    if one is not None:
+        return [int(one)]
+    return list(range(int(os.environ.get("SIM_SEEDS", default))))
+
+
+def random_faults(rng: random.Random) -> Faults:
+    return Faults(
+        loss=rng.choice([0.0, 0.02, 0.1, 0.25]),
+        duplicate=rng.choice([0.0, 0.05, 0.2]),
+        min_delay=0.001,
+        max_delay=rng.choice([0.005, 0.02, 0.08]),
+    )
+
+
+def random_partition(sim: SimCluster, rng: random.Random) -> str:
+    ids = list(sim.ids)
+    kind = rng.choice(["minority", "isolate_leader", "partial", "split"])
+    if kind == "isolate_leader" and sim.leaders():
+        leader = rng.choice(sim.leaders())
+        sim.net.partition({leader}, set(ids) - {leader})
+        return f"isolate leader {leader}"
+    if kind == "partial":
+        a, b = rng.sample(ids, 2)
+        sim.net.cut_link(a, b)
+        return f"cut link {a}-{b}"
+    rng.shuffle(ids)
+    k = rng.randint(1, len(ids) // 2) if kind == "minority" else rng.randint(1, len(ids) - 1)
+    sim.net.partition(set(ids[:k]), set(ids[k:]))
+    return f"partition {sorted(ids[:k])} | {sorted(ids[k:])}"
+
+
+def apply_random_fault(sim: SimCluster, rng: random.Random) -> str:
+    action = rng.choice(["crash", "restart", "partition", "partition", "heal"])
+    down = [i for i in sim.ids if i not in sim.nodes]
+    if action == "crash" and len(sim.up) > 1:
+        victim = rng.choice(sim.leaders() or sim.up) if rng.random() < 0.5 else rng.choice(sim.up)
+        sim.crash(victim)
+        return f"crash {victim}"
+    if action == "restart" and down:
+        node = rng.choice(down)
+        sim.start(node)
+        return f"restart {node}"
+    if action == "partition":
+        return random_partition(sim, rng)
+    sim.net.heal()
+    return "heal"
