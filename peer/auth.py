@@ -1,0 +1,45 @@
+"""Signing of peer-to-peer requests: HMAC-SHA256 over sender, timestamp and body.
+
+`sign` builds the headers; `verify` checks them and says why a request is refused.
+The clock reading is passed in, so both are pure functions of their arguments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+MAX_SKEW = 10.0  # seconds a signed request stays valid
+SENDER = "X-Peer-Id"
+TIMESTAMP = "X-Peer-Time"
+SIGNATURE = "X-Peer-Signature"
+
+
+def _mac(secret: bytes, sender: str, timestamp: str, body: bytes) -> str:
+    msg = sender.encode() + b"\n" + timestamp.encode() + b"\n" + body
+    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+
+
+def sign(secret: bytes, sender: int, now: float, body: bytes) -> dict[str, str]:
+    timestamp = f"{now:.3f}"
+    return {
+        SENDER: str(sender),
+        TIMESTAMP: timestamp,
+        SIGNATURE: _mac(secret, str(sender), timestamp, body),
+    }
+
+
+def verify(secret: bytes, headers: dict[str, str], body: bytes, now: float) -> str | None:
+    """None when the request is authentic and fresh, else the reason it is refused."""
+    sender, timestamp, signature = (headers.get(h) for h in (SENDER, TIMESTAMP, SIGNATURE))
+    if not sender or not timestamp or not signature:
+        return "unsigned request"
+    try:
+        sent_at = float(timestamp)
+    except ValueError:
+        return "malformed timestamp"
+    if not abs(now - sent_at) <= MAX_SKEW:
+        return "stale or future timestamp"
+    if not hmac.compare_digest(signature, _mac(secret, sender, timestamp, body)):
+        return "bad signature"
+    return None

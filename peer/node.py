@@ -1,0 +1,115 @@
+"""The driver: feeds one peer's pure core from the network and the clock, and carries
+out what it returns, in a fixed order: persist, then send, then report.
+
+One task owns the core; request handlers only queue messages into its inbox, so there is
+no lock around protocol state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections import deque
+from typing import Any
+
+from peer.config import ClusterConfig
+from peer.core import PeerCore, PeerMessage, Settings
+from peer.storage import Storage
+from peer.transport import Transport
+
+log = logging.getLogger(__name__)
+
+TICKS_PER_HEARTBEAT = 5
+MAX_INBOX = 50_000
+
+
+class Node:
+    def __init__(self, config: ClusterConfig, node_id: int) -> None:
+        self.config = config
+        self.id = node_id
+        self.address = config.node(node_id)
+        self.storage = Storage(config.node_dir(node_id))
+        self.incarnation = self.storage.next_incarnation()
+        settings = Settings(
+            heartbeat_interval=config.heartbeat_interval,
+            suspect_after=config.suspect_after,
+            failure_timeout=config.failure_timeout,
+            election_timeout=config.election_timeout,
+        )
+        self.core = PeerCore(
+            node_id,
+            config.ids,
+            settings,
+            random.Random(),
+            self.storage.load_hard_state(),
+            self.incarnation,
+        )
+        self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
+        self.tick_interval = config.heartbeat_interval / TICKS_PER_HEARTBEAT
+        self._inbox: deque[PeerMessage] = deque(maxlen=MAX_INBOX)
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ driver
+
+    async def start(self) -> None:
+        await self.transport.start()
+        self._task = asyncio.create_task(self._drive(), name=f"driver-{self.id}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.transport.close()
+        self.storage.close()
+
+    def deliver(self, messages: list[PeerMessage]) -> None:
+        """Queue messages from a peer for the driver (called by the HTTP handler)."""
+        self._inbox.extend(messages)
+        self._wake.set()
+
+    async def _drive(self) -> None:
+        next_tick = 0.0
+        while True:
+            now = time.monotonic()
+            while self._inbox:
+                self.core.receive(now, self._inbox.popleft())
+            if now >= next_tick:
+                self.core.tick(now)
+                next_tick = now + self.tick_interval
+            self._carry_out()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    def _carry_out(self) -> None:
+        batch = self.core.ready()
+        if batch.hard_state is not None:
+            self.storage.save_hard_state(batch.hard_state)
+        for to, message in batch.messages:
+            self.transport.send(to, message)
+        for event in batch.events:
+            log.info("%s", event)
+
+    # ----------------------------------------------------------------- queries
+
+    def view(self) -> dict[str, Any]:
+        view = self.core.view(time.monotonic())
+        view["pid"] = os.getpid()
+        view["url"] = self.address.url
+        urls = {n.id: n.url for n in self.config.nodes}
+        for member in view["members"]:
+            member["url"] = urls[member["id"]]
+        return view
+
+
+def secret(config: ClusterConfig) -> bytes:
+    if not config.secret:
+        log.warning("cluster.secret is empty: peer messages are signed with an empty key")
+    return config.secret.encode()

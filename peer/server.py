@@ -1,0 +1,33 @@
+"""Runs one peer: the driver and its HTTP server, until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from peer.api import build_app
+from peer.config import ClusterConfig
+from peer.node import Node
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config: ClusterConfig, node_id: int) -> None:
+    node = Node(config, node_id)
+    runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, node.address.host, node.address.port, reuse_address=True)
+    await site.start()
+    await node.start()
+    log.info("peer %s serving on %s (incarnation %s)", node_id, node.address.url, node.incarnation)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("peer %s stopping", node_id)
+    await node.stop()
+    await runner.cleanup()
