@@ -248,8 +248,8 @@ class BullyElection:
     def _tick_candidate(self) -> None:
         if self._now < self._deadline:
             return
-        if self.phase is Phase.ELECTING:
-            self._start_probe()  # nobody higher answered: claim
+        if self.phase in (Phase.ELECTING, Phase.WAITING) and self._sees_majority():
+            self._start_probe()  # nobody higher answered, or it never took over: claim
         else:
             self._back_off()
 
@@ -356,28 +356,49 @@ class BullyElection:
             self._become_leader()
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
-        if msg.term < self.term:
-            self._send(msg.sender, HeartbeatAck(self.term, self.id, False))
-            return
-        if msg.term > self.term:
-            self._adopt_term(msg.term)
-        if self.voted_for is None:
-            self.voted_for = msg.sender
-            self._dirty = True
-        if self.leader != msg.sender:
-            self._emit(f"peer {self.id} follows {msg.sender}, term {msg.term}")
-            self.caught_up = False
-        self.phase = Phase.IDLE
-        self.leader = msg.sender
-        self._leader_contact = self._now
-        self._refusing_since.clear()
-        self._send(msg.sender, HeartbeatAck(self.term, self.id, True))
+        ok = self.leader_contact(self._now, msg.term, msg.sender)
+        self._send(msg.sender, HeartbeatAck(self.term, self.id, ok))
 
     def _on_heartbeat_ack(self, msg: HeartbeatAck) -> None:
-        if msg.term > self.term:
-            self._adopt_term(msg.term)
-        elif self.phase is Phase.LEADING and msg.term == self.term and msg.ok:
-            self._heard[msg.sender] = self._now
+        self.leader_ack(self._now, msg.term, msg.sender, msg.ok)
+
+    # ------------------------------------------ leader contact from replication
+
+    def leader_contact(self, now: float, term: int, leader: int) -> bool:
+        """A message from the leader of `term` (a heartbeat or an append).
+
+        Returns False when `term` is stale (the caller refuses with `self.term`).
+        """
+        self._now = now
+        if term < self.term or leader not in self.others:
+            return False
+        if term > self.term:
+            self._adopt_term(term)
+        if self.voted_for is None:
+            self.voted_for = leader
+            self._dirty = True
+        if self.leader != leader:
+            self._emit(f"peer {self.id} follows {leader}, term {term}")
+            self.caught_up = False
+        self.phase = Phase.IDLE
+        self.leader = leader
+        self._leader_contact = now
+        self._refusing_since.clear()
+        return True
+
+    def leader_ack(self, now: float, term: int, sender: int, ok: bool) -> None:
+        """A follower's answer to this leader's heartbeat or append."""
+        self._now = now
+        if term > self.term:
+            self._adopt_term(term)
+        elif self.phase is Phase.LEADING and term == self.term and ok:
+            self._heard[sender] = now
+
+    def observe_term(self, now: float, term: int) -> None:
+        """Any peer message carrying a newer term: adopt it and step down."""
+        self._now = now
+        if term > self.term:
+            self._adopt_term(term)
 
     # ------------------------------------------------------------------ helpers
 

@@ -1,8 +1,12 @@
-"""One peer's protocol core: membership and election wired together, still pure.
+"""One peer's protocol core: membership, election, replication and the task table
+wired together, still pure.
 
 `PeerCore` is what both the real driver (`peer.node`) and the simulator (`tests/sim`)
-run. It takes ticks and messages with `now` passed in and returns one `CoreReady` batch:
-state to persist, messages to send, events to report. No I/O, clock or global random.
+run. It takes ticks, messages and proposals with `now` passed in and returns one
+`CoreReady` batch: state and entries to persist, messages to send, entries applied,
+events to report. Terms of replication messages are checked here, by the election,
+before the replicator sees them. The election's `Heartbeat` leaves as an `Append`.
+No I/O, clock or global random.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from election import BullyElection, HardState, LogPosition, Role, Timings
-from election.messages import ALL_MESSAGES, Message
+from election import BullyElection, HardState, Heartbeat, LogPosition, Role, Timings
+from election.messages import Message
+from peer.log import Append, AppendReply, Entry, FetchLog, Log, LogChunk
 from peer.membership import Gossip, MembershipTable, MembershipTimings
+from peer.replication import Replicator
+from peer.tasks import Applied, TaskTable
 
-PeerMessage = Message | Gossip
+ReplicationMessage = Append | AppendReply | FetchLog | LogChunk
+PeerMessage = Message | Gossip | ReplicationMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +33,7 @@ class Settings:
     suspect_after: float = 0.3
     failure_timeout: float = 0.5
     election_timeout: float = 0.2
+    max_batch: int = 512
 
     def election_timings(self) -> Timings:
         return Timings(self.heartbeat_interval, self.election_timeout, self.failure_timeout)
@@ -35,10 +44,16 @@ class Settings:
 
 @dataclass(slots=True)
 class CoreReady:
-    """One batch of output: persist `hard_state`, then send `messages`, then report."""
+    """One batch of output, carried out in this order: persist `hard_state`, `entries`
+    (rewriting the log from `entries_from`) and `commit_index`; send `messages`; then
+    hand `applied` to whoever waits on it and report `events`."""
 
     hard_state: HardState | None = None
+    entries_from: int | None = None
+    entries: list[Entry] = field(default_factory=list)
+    commit_index: int | None = None
     messages: list[tuple[int, PeerMessage]] = field(default_factory=list)
+    applied: list[Applied] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
 
@@ -51,6 +66,8 @@ class PeerCore:
         rng: random.Random,
         hard_state: HardState | None = None,
         incarnation: int = 1,
+        log: Log | None = None,
+        commit_index: int = 0,
     ) -> None:
         peers = tuple(peers)
         self.id = node_id
@@ -59,31 +76,88 @@ class PeerCore:
             node_id, peers, incarnation, settings.membership_timings(), rng
         )
         self.election = BullyElection(node_id, peers, settings.election_timings(), rng, hard_state)
-        self._gossip_out: list[tuple[int, PeerMessage]] = []
+        self.log = log or Log()
+        self.replicator = Replicator(
+            node_id,
+            peers,
+            self.log,
+            min(commit_index, self.log.last_index),
+            settings.max_batch,
+            resend_after=settings.failure_timeout / 2,
+        )
+        self.tasks = TaskTable()
+        self._now = 0.0
+        self._out: list[tuple[int, PeerMessage]] = []
         self._events: list[str] = []
+        self._persisted_commit = self.replicator.commit_index
+        for entry in self.replicator.take_committed():  # replay what is known committed
+            self.tasks.apply(entry.index, entry.command)
 
     # ------------------------------------------------------------------ inputs
 
     def tick(self, now: float) -> None:
+        self._now = now
         self._sync_log()
         self.election.tick(now, self.membership.live(now))
+        self._sync_roles()
         self._publish_local()
-        self._gossip_out.extend(self.membership.tick(now))
+        self._out.extend(self.membership.tick(now))
 
     def receive(self, now: float, message: PeerMessage) -> None:
+        self._now = now
+        self._sync_log()
         if isinstance(message, Gossip):
             for peer in self.membership.merge(now, message):
                 self._events.append(f"peer {peer} restarted")
-            return
-        if isinstance(message, ALL_MESSAGES):
-            self._sync_log()
+        elif isinstance(message, Append | AppendReply | FetchLog | LogChunk):
+            self._receive_replication(now, message)
+        else:
             self.election.step(now, message)
+        self._sync_roles()
+
+    def propose(self, now: float, commands: list[str]) -> list[Entry]:
+        """Append commands to the log; empty unless this peer is a ready leader."""
+        self._now = now
+        return self.replicator.propose(now, commands) if self.is_ready_leader else []
+
+    def _receive_replication(self, now: float, message: ReplicationMessage) -> None:
+        if isinstance(message, Append):
+            if self.election.leader_contact(now, message.term, message.sender):
+                self.replicator.on_append(message)
+            else:
+                reply = AppendReply(self.election.term, self.id, False, 0)
+                self._out.append((message.sender, reply))
+        elif isinstance(message, AppendReply):
+            self.election.leader_ack(now, message.term, message.sender, message.ok)
+            self.replicator.on_append_reply(now, message)
+        elif isinstance(message, FetchLog):
+            if self.election.leader_contact(now, message.term, message.sender):
+                self.replicator.on_fetch(message)
+            else:
+                refusal = LogChunk(self.election.term, self.id, message.from_index, (), 0)
+                self._out.append((message.sender, refusal))
+        else:
+            self.election.observe_term(now, message.term)
+            self.replicator.on_log_chunk(now, message)
 
     def ready(self) -> CoreReady:
         out = self.election.ready()
-        batch = CoreReady(out.hard_state, [], self._events + out.events)
-        batch.messages = [(e.to, e.message) for e in out.messages] + self._gossip_out
-        self._gossip_out, self._events = [], []
+        batch = CoreReady(hard_state=out.hard_state, events=self._events + out.events)
+        self._sync_roles()
+        for envelope in out.messages:
+            if isinstance(envelope.message, Heartbeat) and self.replicator.leading:
+                self.replicator.heartbeat(self._now, envelope.to)
+            else:
+                batch.messages.append((envelope.to, envelope.message))
+        batch.messages += self.replicator.take_messages() + self._out
+        persist = self.replicator.take_persist()
+        if persist is not None:
+            batch.entries_from, batch.entries = persist
+        if self.replicator.commit_index != self._persisted_commit:
+            batch.commit_index = self._persisted_commit = self.replicator.commit_index
+        for entry in self.replicator.take_committed():
+            batch.applied.append(self.tasks.apply(entry.index, entry.command))
+        self._out, self._events = [], []
         return batch
 
     # ----------------------------------------------------------------- queries
@@ -97,12 +171,19 @@ class PeerCore:
         return self.election.leader
 
     @property
-    def is_ready_leader(self) -> bool:
-        return self.election.role is Role.LEADER
+    def term(self) -> int:
+        return self.election.term
 
-    def known_leader(self) -> int | None:
-        """The leader this peer follows (itself when leading), or None."""
-        return self.election.leader
+    @property
+    def is_ready_leader(self) -> bool:
+        return self.election.role is Role.LEADER and self.replicator.serving
+
+    def leader_is_ready(self) -> bool:
+        """A leader is known and has committed an entry of its term (its no-op)."""
+        if self.election.role is Role.LEADER:
+            return self.replicator.serving
+        commit = self.replicator.commit_index
+        return self.election.leader is not None and self.log.term_at(commit) == self.term
 
     def view(self, now: float) -> dict[str, Any]:
         """This peer's view of the cluster, in the shape of `GET /cluster` (minus urls)."""
@@ -116,6 +197,8 @@ class PeerCore:
                     "status": self.membership.status(peer, now).value,
                     "role": digest.role if digest else None,
                     "term": digest.term if digest else None,
+                    "last_index": digest.last_index if digest else None,
+                    "commit_index": digest.commit_index if digest else None,
                     "last_seen_ms": None if seen is None else round(seen * 1000),
                 }
             )
@@ -124,18 +207,35 @@ class PeerCore:
             "role": self.election.role.value,
             "term": self.election.term,
             "leader": self.election.leader,
-            "ready": self.is_ready_leader or self.election.leader is not None,
-            "commit_index": 0,
-            "last_index": 0,
+            "ready": self.leader_is_ready(),
+            "commit_index": self.replicator.commit_index,
+            "last_index": self.log.last_index,
+            "queue_depth": self.tasks.counts["queued"] + self.tasks.counts["scheduled"],
+            "tasks": dict(self.tasks.counts),
             "members": members,
         }
 
     # ----------------------------------------------------------------- helpers
 
     def _sync_log(self) -> None:
-        self.election.set_log(LogPosition(), caught_up=self.election.leader is not None)
+        caught_up = self.election.leader is not None and self.replicator.in_sync
+        self.election.set_log(LogPosition(self.log.last_term, self.log.last_index), caught_up)
+
+    def _sync_roles(self) -> None:
+        leading = self.election.role is Role.LEADER
+        if leading and not self.replicator.leading:
+            best_peer, best = self.election.best_log
+            mine = (self.log.last_term, self.log.last_index)
+            source = best_peer if best.key() > mine else self.id
+            self.replicator.become_leader(self._now, self.election.term, source)
+        elif not leading and self.replicator.leading:
+            self.replicator.step_down(self.election.term)
 
     def _publish_local(self) -> None:
         self.membership.set_local(
-            role=self.election.role.value, term=self.election.term, leader=self.election.leader
+            role=self.election.role.value,
+            term=self.election.term,
+            leader=self.election.leader,
+            last_index=self.log.last_index,
+            commit_index=self.replicator.commit_index,
         )

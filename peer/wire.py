@@ -14,10 +14,18 @@ import orjson
 
 from election.messages import ALL_MESSAGES, LogPosition
 from peer.core import PeerMessage
+from peer.log import Append, AppendReply, Entry, FetchLog, LogChunk
 from peer.membership import Gossip, MemberDigest
 
-KINDS: dict[str, type] = {cls.__name__: cls for cls in (*ALL_MESSAGES, Gossip)}
-_NESTED: dict[str, type] = {"LogPosition": LogPosition, "MemberDigest": MemberDigest}
+KINDS: dict[str, type] = {
+    cls.__name__: cls for cls in (*ALL_MESSAGES, Gossip, Append, AppendReply, FetchLog, LogChunk)
+}
+_NESTED: dict[str, type] = {
+    "LogPosition": LogPosition,
+    "MemberDigest": MemberDigest,
+    "Entry": Entry,
+}
+MAX_STRING = 64 << 20
 
 
 class WireError(ValueError):
@@ -75,8 +83,8 @@ def _check(where: str, annotation: str, value: Any) -> Any:
             raise WireError(f"{where}: must be a boolean")
         return value
     if annotation == "str":
-        if not isinstance(value, str) or len(value) > 64:
-            raise WireError(f"{where}: must be a short string")
+        if not isinstance(value, str) or len(value) > MAX_STRING:
+            raise WireError(f"{where}: must be a string")
         return value
     if annotation in _NESTED:
         return _build(_NESTED[annotation], value)

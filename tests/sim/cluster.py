@@ -2,7 +2,9 @@
 
 Virtual time advances in fixed steps; each step delivers due messages, ticks every
 running peer, persists what it asks to persist (the "disk" survives crashes), then sends
-what it produced. Invariants are checked after every step and raise `InvariantViolation`.
+what it produced. Clients may propose commands to whichever peer is a ready leader; a
+command is acknowledged when that leader applies it in the term it proposed it.
+Invariants are checked after every step and raise `InvariantViolation`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
+import orjson
+
 from election import HardState, Role
-from peer.core import PeerCore, Settings
+from peer.core import CoreReady, PeerCore, Settings
+from peer.log import Entry, Log
 from tests.sim.network import Faults, SimNetwork
 
 STEP = 0.01
@@ -35,6 +40,12 @@ class SimCluster:
         self.leaders_by_term: dict[int, int] = {}
         self.minority_since: dict[int, float] = {}
         self.last_term: dict[int, int] = dict.fromkeys(self.ids, 0)
+        self.disk_log: dict[int, list[Entry]] = {i: [] for i in self.ids}
+        self.disk_commit: dict[int, int] = dict.fromkeys(self.ids, 0)
+        self.committed: dict[int, Entry] = {}  # every entry any peer applied, by index
+        self.pending: dict[int, tuple[int, str]] = {}  # index -> (term, key) proposed
+        self.acked: set[str] = set()  # keys of commands a client saw acknowledged
+        self.proposals = 0
         for node_id in self.ids:
             self.start(node_id)
 
@@ -49,6 +60,8 @@ class SimCluster:
             random.Random(self.rng.random()),
             self.disk.get(node_id),
             self.incarnation[node_id],
+            Log(list(self.disk_log[node_id])),
+            self.disk_commit[node_id],
         )
 
     def crash(self, node_id: int) -> None:
@@ -60,9 +73,11 @@ class SimCluster:
 
     # ------------------------------------------------------------------- time
 
-    def step(self) -> None:
+    def step(self, propose_rate: float = 0.0) -> None:
         self.now = round(self.now + STEP, 6)
-        for src, dst, message in self.net.due(self.now):
+        if propose_rate and self.rng.random() < propose_rate:
+            self.propose()
+        for _src, dst, message in self.net.due(self.now):
             node = self.nodes.get(dst)
             if node is not None:
                 node.receive(self.now, message)
@@ -72,9 +87,11 @@ class SimCluster:
             self._flush(node_id)
         self.check_invariants()
 
-    def run(self, seconds: float) -> None:
-        for _ in range(round(seconds / STEP)):
-            self.step()
+    def run(self, seconds: float, propose_rate: float = 0.0) -> None:
+        for n in range(round(seconds / STEP)):
+            self.step(propose_rate)
+            if propose_rate and n % 25 == 0:
+                self.check_logs()
 
     def run_until(self, condition, seconds: float) -> bool:  # type: ignore[no-untyped-def]
         for _ in range(round(seconds / STEP)):
@@ -83,12 +100,69 @@ class SimCluster:
             self.step()
         return bool(condition())
 
+    def propose(self) -> None:
+        """A client submits one command to a ready leader, if there is one."""
+        ready = [i for i, n in self.nodes.items() if n.is_ready_leader]
+        if not ready:
+            return
+        leader = self.rng.choice(ready)
+        self.proposals += 1
+        key = f"k{self.proposals}"
+        task = {"kind": "echo", "args": self.proposals, "key": key}
+        command = orjson.dumps({"op": "submit", "at": self.now, "tasks": [task]}).decode()
+        for entry in self.nodes[leader].propose(self.now, [command]):
+            self.pending[entry.index] = (entry.term, key)
+        self._flush(leader)
+
     def _flush(self, node_id: int) -> None:
         batch = self.nodes[node_id].ready()
-        if batch.hard_state is not None:
-            self.disk[node_id] = batch.hard_state  # persisted before anything is sent
+        self._persist(node_id, batch)  # persisted before anything is sent
         for to, message in batch.messages:
             self.net.send(self.now, node_id, to, message)
+        node = self.nodes[node_id]
+        for applied in batch.applied:
+            self._check_applied(node_id, node.log.entries[applied.index - 1])
+            proposed = self.pending.get(applied.index)
+            if node.is_ready_leader and proposed and proposed[0] == node.term:
+                self.acked.add(proposed[1])
+
+    def _persist(self, node_id: int, batch: CoreReady) -> None:
+        if batch.hard_state is not None:
+            self.disk[node_id] = batch.hard_state
+        if batch.entries_from is not None:
+            del self.disk_log[node_id][batch.entries_from - 1 :]
+            self.disk_log[node_id].extend(batch.entries)
+        if batch.commit_index is not None:
+            self.disk_commit[node_id] = batch.commit_index
+
+    def _check_applied(self, node_id: int, entry: Entry) -> None:
+        first = self.committed.setdefault(entry.index, entry)
+        if first != entry:
+            raise InvariantViolation(
+                f"t={self.now}: peer {node_id} applied {entry} at {entry.index}, "
+                f"another peer applied {first}"
+            )
+
+    def check_logs(self) -> None:
+        """Log matching, and every committed entry present on every serving leader."""
+        for node_id, node in self.nodes.items():
+            if node.is_ready_leader:
+                for index, entry in self.committed.items():
+                    if node.log.term_at(index) != entry.term:
+                        raise InvariantViolation(
+                            f"t={self.now}: leader {node_id} lacks committed entry {index}"
+                        )
+        logs = [(i, n.log) for i, n in self.nodes.items()]
+        for a, log_a in logs:
+            for b, log_b in logs:
+                if a < b:
+                    self._check_matching(a, log_a, b, log_b)
+
+    def _check_matching(self, a: int, log_a: Log, b: int, log_b: Log) -> None:
+        top = min(log_a.last_index, log_b.last_index)
+        same = next((i for i in range(top, 0, -1) if log_a.term_at(i) == log_b.term_at(i)), 0)
+        if log_a.entries[:same] != log_b.entries[:same]:
+            raise InvariantViolation(f"t={self.now}: logs of {a} and {b} break log matching")
 
     # ------------------------------------------------------------- invariants
 

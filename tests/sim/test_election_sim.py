@@ -118,3 +118,11 @@ def test_idle_cluster_keeps_its_leader() -> None:
     sim.run(60.0)
     assert sim.leaders() == [5]
     assert sim.nodes[5].election.term == term
+
+
+def test_higher_peer_cut_off_from_majority_does_not_block_the_cluster() -> None:
+    """5 reaches only 4: it answers Alive but can never lead; 4 must lead after a bound."""
+    sim = SimCluster(5, seed=8)
+    for other in (1, 2, 3):
+        sim.net.cut_link(5, other)
+    assert sim.run_until(lambda: len(sim.leaders()) == 1 and 5 not in sim.leaders(), 10.0)

@@ -1,0 +1,248 @@
+"""Log replication, Raft-style, as a pure machine: `Replicator`.
+
+Leader: one `Append` in flight per follower; entries proposed meanwhile go out together
+in the next one (group commit), at most `max_batch` per message. An index of the
+leader's own term is committed once a majority holds it, and everything below with it.
+A new leader first fetches the most up-to-date log among its acking majority (log sync),
+then appends a no-op of its term, and serves writes only once that no-op is committed.
+
+Follower: checks (prev_index, prev_term), drops a conflicting suffix, appends, and
+answers with its match index (or a hint where to retry from on refusal).
+
+Terms are checked by the election before anything reaches this machine. Outputs are
+collected for the driver: entries to persist (and where to truncate), messages, and
+committed entries to apply. No I/O, no clock reads: `now` comes in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from peer.log import Append, AppendReply, Entry, FetchLog, Log, LogChunk
+
+NOOP = '{"op":"noop"}'
+
+
+@dataclass(slots=True)
+class _Follower:
+    next_index: int
+    match_index: int = 0
+    inflight_last: int = 0  # last index of the Append in flight (0: none)
+    inflight_until: float = 0.0  # after this the in-flight Append counts as lost
+
+
+class Replicator:
+    def __init__(
+        self,
+        node_id: int,
+        peers: Iterable[int],
+        log: Log,
+        commit_index: int = 0,
+        max_batch: int = 512,
+        resend_after: float = 0.25,
+    ) -> None:
+        self.id = node_id
+        self.others = tuple(sorted(set(peers) - {node_id}))
+        self.majority = (len(self.others) + 1) // 2 + 1
+        self.log = log
+        self.commit_index = commit_index
+        self.applied_index = 0
+        self.max_batch = max_batch
+        self.resend_after = resend_after
+        self.term = 0
+        self.leading = False
+        self.serving = False  # leader whose no-op of this term is committed
+        self.noop_index = 0
+        self.sync_from: int | None = None  # peer whose log a new leader is fetching
+        self.fetch_from = 0  # the next index that new leader asks it for
+        self.leader_commit = 0  # follower: the commit index the leader last told us
+        self.in_sync = False  # follower: the last Append matched
+        self._followers: dict[int, _Follower] = {}
+        self._persist_from: int | None = None
+        self._outbox: list[tuple[int, Append | AppendReply | FetchLog | LogChunk]] = []
+
+    # ------------------------------------------------------------------ leader
+
+    def become_leader(self, now: float, term: int, best_peer: int) -> None:
+        """Start leading `term`; `best_peer` acked with the most up-to-date log."""
+        self.term = term
+        self.leading = True
+        self.serving = False
+        self._followers = {}
+        if best_peer != self.id:
+            self.sync_from = best_peer
+            self.fetch_from = self.commit_index + 1
+            self._outbox.append((best_peer, FetchLog(term, self.id, self.fetch_from)))
+        else:
+            self._start_serving(now)
+
+    def step_down(self, term: int) -> None:
+        self.term = term
+        self.leading = self.serving = False
+        self.sync_from = None
+        self._followers = {}
+
+    def _start_serving(self, now: float) -> None:
+        self.sync_from = None
+        self.noop_index = self._append(NOOP).index
+        self._followers = {p: _Follower(self.noop_index) for p in self.others}
+        for peer in self.others:
+            self._send_append(peer, now)
+        self._advance_commit()
+
+    def propose(self, now: float, commands: list[str]) -> list[Entry]:
+        """Append commands as entries of this term; empty unless serving."""
+        if not self.serving:
+            return []
+        entries = [self._append(c) for c in commands]
+        for peer, follower in self._followers.items():
+            if not follower.inflight_last or now >= follower.inflight_until:
+                self._send_append(peer, now)
+        self._advance_commit()
+        return entries
+
+    def heartbeat(self, now: float, peer: int) -> None:
+        """The election's heartbeat to `peer`, as an Append (entries if any are due)."""
+        follower = self._followers.get(peer)
+        if follower is None:  # still syncing: affirm leadership, touch no entries
+            self._outbox.append((peer, Append(self.term, self.id, 0, 0, (), 0)))
+            if self.sync_from is not None and peer == self.sync_from:
+                self._outbox.append((peer, FetchLog(self.term, self.id, self.fetch_from)))
+            return
+        if follower.inflight_last and now < follower.inflight_until:
+            prev = follower.next_index - 1
+            prev_term = self.log.term_at(prev) or 0
+            self._outbox.append(
+                (peer, Append(self.term, self.id, prev, prev_term, (), self.commit_index))
+            )
+        else:
+            self._send_append(peer, now)
+
+    def _send_append(self, peer: int, now: float) -> None:
+        follower = self._followers[peer]
+        prev = follower.next_index - 1
+        entries = self.log.slice(follower.next_index, self.max_batch)
+        prev_term = self.log.term_at(prev) or 0
+        self._outbox.append(
+            (peer, Append(self.term, self.id, prev, prev_term, entries, self.commit_index))
+        )
+        if entries:
+            follower.inflight_last = entries[-1].index
+            follower.inflight_until = now + self.resend_after
+
+    def on_append_reply(self, now: float, msg: AppendReply) -> None:
+        follower = self._followers.get(msg.sender)
+        if not self.leading or follower is None or msg.term != self.term:
+            return
+        if msg.ok:
+            follower.match_index = max(follower.match_index, msg.match_index)
+            follower.next_index = max(follower.next_index, follower.match_index + 1)
+            if msg.match_index >= follower.inflight_last:
+                follower.inflight_last = 0
+            self._advance_commit()
+        else:
+            retry_at = min(follower.next_index - 1, msg.match_index + 1)
+            follower.next_index = max(follower.match_index + 1, retry_at)
+            follower.inflight_last = 0
+        if not follower.inflight_last and follower.next_index <= self.log.last_index:
+            self._send_append(msg.sender, now)
+
+    def on_log_chunk(self, now: float, msg: LogChunk) -> None:
+        if not self.leading or msg.sender != self.sync_from or msg.term != self.term:
+            return
+        if msg.from_index != self.fetch_from:
+            return  # a duplicate or a stale chunk
+        self._truncate_after(msg.from_index - 1)
+        self.log.merge(msg.entries)
+        self._mark_dirty(msg.from_index)
+        if self.log.last_index < msg.last_index and msg.entries:
+            self.fetch_from = self.log.last_index + 1
+            self._outbox.append((msg.sender, FetchLog(self.term, self.id, self.fetch_from)))
+            return
+        self._start_serving(now)
+
+    def _advance_commit(self) -> None:
+        matches = sorted(
+            [self.log.last_index] + [f.match_index for f in self._followers.values()],
+            reverse=True,
+        )
+        candidate = matches[self.majority - 1]
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
+            self.commit_index = candidate
+            if self.commit_index >= self.noop_index:
+                self.serving = True
+
+    # ---------------------------------------------------------------- follower
+
+    def on_append(self, msg: Append) -> None:
+        """An Append whose term the election has accepted."""
+        self.term = msg.term
+        self.leading = self.serving = False
+        self.leader_commit = msg.commit
+        term_at_prev = self.log.term_at(msg.prev_index)
+        if term_at_prev != msg.prev_term:
+            self.in_sync = False
+            self._reply(msg.sender, False, self._retry_hint(msg.prev_index, term_at_prev))
+            return
+        truncated = self.log.merge(msg.entries)
+        if truncated is not None:
+            self._mark_dirty(truncated + 1)
+        elif msg.entries:
+            self._mark_dirty(msg.entries[0].index)
+        match = msg.prev_index + len(msg.entries)
+        self.commit_index = max(self.commit_index, min(msg.commit, match))
+        self.in_sync = self.commit_index >= msg.commit
+        self._reply(msg.sender, True, match)
+
+    def _retry_hint(self, prev_index: int, term_at_prev: int | None) -> int:
+        if term_at_prev is None:
+            return self.log.last_index
+        first = prev_index
+        while first > 1 and self.log.term_at(first - 1) == term_at_prev:
+            first -= 1
+        return max(self.commit_index, first - 1)
+
+    def _reply(self, to: int, ok: bool, match: int) -> None:
+        self._outbox.append((to, AppendReply(self.term, self.id, ok, match)))
+
+    def on_fetch(self, msg: FetchLog) -> None:
+        entries = self.log.slice(msg.from_index, self.max_batch)
+        chunk = LogChunk(self.term, self.id, msg.from_index, entries, self.log.last_index)
+        self._outbox.append((msg.sender, chunk))
+
+    # ------------------------------------------------------------------ output
+
+    def _append(self, command: str) -> Entry:
+        entry = self.log.append(self.term, command)
+        self._mark_dirty(entry.index)
+        return entry
+
+    def _truncate_after(self, index: int) -> None:
+        if index < self.log.last_index:
+            self.log.truncate_after(index)
+            self._mark_dirty(index + 1)
+
+    def _mark_dirty(self, index: int) -> None:
+        if self._persist_from is None or index < self._persist_from:
+            self._persist_from = index
+
+    def take_persist(self) -> tuple[int, list[Entry]] | None:
+        """(first index to rewrite, entries from there on) since the last call, or None."""
+        if self._persist_from is None:
+            return None
+        start, self._persist_from = self._persist_from, None
+        return start, list(self.log.slice(start, self.log.last_index))
+
+    def take_messages(self) -> list[tuple[int, Append | AppendReply | FetchLog | LogChunk]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def take_committed(self) -> list[Entry]:
+        """Committed entries not yet handed out for applying, in log order."""
+        if self.commit_index <= self.applied_index:
+            return []
+        count = self.commit_index - self.applied_index
+        entries = list(self.log.slice(self.applied_index + 1, count))
+        self.applied_index = self.commit_index
+        return entries

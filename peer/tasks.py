@@ -1,0 +1,196 @@
+"""The task state machine: applies committed log entries, in order, to the task table.
+
+Deterministic: every peer that applies the same entries holds the same table. Ids are
+given in apply order (1, 2, 3, ...); every timestamp comes from the entry (the leader's
+clock, written in when it proposed it), never from the local clock. Pure: no I/O.
+
+Commands (the JSON text of an entry):
+  {"op": "noop"}
+  {"op": "submit", "at": T, "tasks": [spec, ...]}   specs may name each other by "ref"
+  {"op": "cancel", "at": T, "id": N}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+STATES = ("blocked", "scheduled", "queued", "running", "succeeded", "failed", "cancelled")
+
+
+@dataclass(slots=True)
+class Task:
+    id: int
+    kind: str
+    args: Any
+    queue: str
+    priority: int
+    max_attempts: int
+    timeout: float | None
+    depends_on: tuple[int, ...]
+    key: str | None
+    submitted_at: float
+    not_before: float
+    state: str = "queued"
+    attempt: int = 0
+    worker: int | None = None
+    result: Any = None
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "args": self.args,
+            "queue": self.queue,
+            "priority": self.priority,
+            "state": self.state,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "timeout": self.timeout,
+            "worker": self.worker,
+            "result": self.result,
+            "error": self.error,
+            "depends_on": list(self.depends_on),
+            "key": self.key,
+            "submitted_at": self.submitted_at,
+            "not_before": self.not_before,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one entry did: the tasks it names, and whether each is new."""
+
+    index: int
+    op: str
+    task_ids: tuple[int, ...] = ()
+    created: tuple[bool, ...] = ()
+    outcome: str = "ok"
+
+
+@dataclass
+class TaskTable:
+    tasks: dict[int, Task] = field(default_factory=dict)
+    by_key: dict[str, int] = field(default_factory=dict)
+    dependents: dict[int, list[int]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
+    next_id: int = 1
+    applied_index: int = 0
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, index: int, command: str) -> Applied:
+        self.applied_index = index
+        data = orjson.loads(command)
+        op = data.get("op")
+        if op == "submit":
+            return self._submit(index, data["at"], data["tasks"])
+        if op == "cancel":
+            return self._cancel(index, data["at"], data["id"])
+        return Applied(index, "noop")
+
+    def _submit(self, index: int, at: float, specs: list[dict[str, Any]]) -> Applied:
+        refs: dict[str, int] = {}
+        ids, created = [], []
+        for spec in specs:
+            existing = self.by_key.get(spec["key"]) if spec.get("key") else None
+            if existing is not None:
+                ids.append(existing)
+                created.append(False)
+                if spec.get("ref"):
+                    refs[spec["ref"]] = existing
+                continue
+            task = self._new_task(at, spec, refs)
+            if spec.get("ref"):
+                refs[spec["ref"]] = task.id
+            ids.append(task.id)
+            created.append(True)
+        return Applied(index, "submit", tuple(ids), tuple(created))
+
+    def _new_task(self, at: float, spec: dict[str, Any], refs: dict[str, int]) -> Task:
+        deps = tuple(spec.get("depends_on", ())) + tuple(refs[r] for r in spec.get("after", ()))
+        task = Task(
+            id=self.next_id,
+            kind=spec["kind"],
+            args=spec.get("args"),
+            queue=spec.get("queue", "default"),
+            priority=spec.get("priority", 0),
+            max_attempts=spec.get("max_attempts", 3),
+            timeout=spec.get("timeout"),
+            depends_on=deps,
+            key=spec.get("key"),
+            submitted_at=at,
+            not_before=at + spec.get("delay", 0.0),
+        )
+        self.next_id += 1
+        self.tasks[task.id] = task
+        if task.key:
+            self.by_key[task.key] = task.id
+        for dep in deps:
+            self.dependents.setdefault(dep, []).append(task.id)
+        task.state = self._initial_state(task)
+        self.counts[task.state] += 1
+        if task.state == "blocked" and self._dependency_failed(task):
+            self._cancel_with_dependents(task, at, "a dependency failed or was cancelled")
+        return task
+
+    def _initial_state(self, task: Task) -> str:
+        deps = [self.tasks[d] for d in task.depends_on if d in self.tasks]
+        if any(d.state != "succeeded" for d in deps):
+            return "blocked"
+        return "scheduled" if task.not_before > task.submitted_at else "queued"
+
+    def _dependency_failed(self, task: Task) -> bool:
+        return any(self.tasks[d].state in ("failed", "cancelled") for d in task.depends_on)
+
+    def _cancel(self, index: int, at: float, task_id: int) -> Applied:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return Applied(index, "cancel", (task_id,), outcome="missing")
+        if task.state in TERMINAL:
+            return Applied(index, "cancel", (task_id,), outcome="terminal")
+        self._cancel_with_dependents(task, at, "cancelled")
+        return Applied(index, "cancel", (task_id,))
+
+    def _cancel_with_dependents(self, task: Task, at: float, reason: str) -> None:
+        pending = [(task, reason)]
+        while pending:
+            current, why = pending.pop()
+            if current.state in TERMINAL:
+                continue
+            self._set_state(current, "cancelled")
+            current.error, current.finished_at = why, at
+            for child in self.dependents.get(current.id, ()):
+                pending.append((self.tasks[child], f"dependency {current.id} was cancelled"))
+
+    def _set_state(self, task: Task, state: str) -> None:
+        self.counts[task.state] -= 1
+        task.state = state
+        self.counts[state] += 1
+
+    # ------------------------------------------------------------------ query
+
+    def get(self, task_id: int) -> Task | None:
+        return self.tasks.get(task_id)
+
+    def list(
+        self, state: str | None, queue: str | None, limit: int, after: int
+    ) -> tuple[list[Task], int | None]:
+        """Tasks with id > `after` matching the filters, oldest first, and the next cursor."""
+        out: list[Task] = []
+        for task_id in range(after + 1, self.next_id):
+            task = self.tasks[task_id]
+            if (state is None or task.state == state) and (queue is None or task.queue == queue):
+                out.append(task)
+                if len(out) == limit:
+                    more = task_id + 1 < self.next_id
+                    return out, task_id if more else None
+        return out, None
