@@ -1,13 +1,15 @@
 """The HTTP surface of a peer: the public API and the signed `/peer/...` endpoints.
 
-Handlers validate and translate; they never touch protocol state directly. Peer
-messages are verified (HMAC, freshness), decoded strictly, then queued for the driver.
-Errors are `{"error": {"code", "message"}}`.
+Handlers validate and translate; they never touch protocol state directly: writes go
+through `peer.service`, reads come from this peer's applied task table. Peer messages
+are verified (HMAC, freshness), decoded strictly, then queued for the driver.
+Errors are `{"error": {"code", "message"}}`; a refused request changes nothing.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -15,10 +17,21 @@ from aiohttp import web
 
 from peer.auth import SENDER, verify
 from peer.node import Node
+from peer.registry import Registry
+from peer.service import FORWARDED, Reply, WriteService, wait_terminal
 from peer.transport import PATH as PEER_PATH
+from peer.validation import (
+    BadRequest,
+    check_batch,
+    check_list_query,
+    check_spec,
+    check_wait,
+)
 from peer.wire import WireError, decode_batch
 
 NODE = web.AppKey("node", Node)
+WRITES = web.AppKey("writes", WriteService)
+REGISTRY = web.AppKey("registry", Registry)
 
 
 def json_response(
@@ -39,10 +52,9 @@ async def get_cluster(request: web.Request) -> web.Response:
 
 async def get_health(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    view = node.view()
-    if request.query.get("ready") in ("1", "true") and not view["ready"]:
+    if request.query.get("ready") in ("1", "true") and not node.core.leader_is_ready():
         return error(503, "not_ready", "no ready leader is known", **{"Retry-After": "1"})
-    return json_response({"ok": True, "id": node.id, "leader": view["leader"]})
+    return json_response({"ok": True, "id": node.id, "leader": node.core.leader})
 
 
 async def post_peer_messages(request: web.Request) -> web.Response:
@@ -62,10 +74,101 @@ async def post_peer_messages(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def build_app(node: Node) -> web.Application:
-    app = web.Application(client_max_size=node.config.max_body)
+def reply(result: Reply) -> web.Response:
+    return json_response(result.body, result.status, result.headers)
+
+
+async def read_json(request: web.Request) -> tuple[bytes, Any]:
+    body = await request.read()
+    try:
+        return body, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body", "is not valid JSON") from None
+
+
+async def post_task(request: web.Request) -> web.Response:
+    body, data = await read_json(request)
+    spec = check_spec(data, request.app[REGISTRY])
+    writes = request.app[WRITES]
+    forwarded = FORWARDED in request.headers
+    return reply(await writes.write("/tasks", body, forwarded, lambda: writes.submit([spec], None)))
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    body, data = await read_json(request)
+    specs, order = check_batch(data, request.app[REGISTRY])
+    writes = request.app[WRITES]
+    forwarded = FORWARDED in request.headers
+    result = await writes.write(
+        "/tasks/batch", body, forwarded, lambda: writes.submit(specs, order)
+    )
+    return reply(result)
+
+
+def task_id_of(request: web.Request) -> int:
+    raw = request.match_info["task_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise BadRequest("id", "must be a task id (a positive integer)")
+    return int(raw)
+
+
+async def get_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    unknown = sorted(set(request.query) - {"wait"})
+    if unknown:
+        raise BadRequest(unknown[0], "unknown parameter")
+    wait = check_wait(request.query.get("wait"))
+    node = request.app[NODE]
+    if wait:
+        await wait_terminal(node, task_id, wait)
+    task = node.core.tasks.get(task_id)
+    if task is None:
+        return error(404, "not_found", f"no task {task_id}")
+    return json_response(task.to_json())
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    state, queue, limit, after = check_list_query(request.query)
+    tasks, cursor = request.app[NODE].core.tasks.list(state, queue, limit, after)
+    return json_response({"tasks": [t.to_json() for t in tasks], "next": cursor})
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    task_id = task_id_of(request)
+    writes = request.app[WRITES]
+    forwarded = FORWARDED in request.headers
+    path = f"/tasks/{task_id}/cancel"
+    return reply(await writes.write(path, b"", forwarded, lambda: writes.cancel(task_id)))
+
+
+@web.middleware
+async def errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return error(400, "bad_request", str(exc), **{"X-Error-Field": exc.field})
+    except web.HTTPRequestEntityTooLarge:
+        return error(413, "too_large", f"body over {request.app[NODE].config.max_body} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+
+
+def build_app(node: Node, registry: Registry) -> web.Application:
+    app = web.Application(client_max_size=node.config.max_body, middlewares=[errors_as_json])
     app[NODE] = node
+    app[REGISTRY] = registry
+    app[WRITES] = WriteService(node)
     app.router.add_get("/cluster", get_cluster)
     app.router.add_get("/health", get_health)
+    app.router.add_post("/tasks", post_task)
+    app.router.add_post("/tasks/batch", post_batch)
+    app.router.add_get("/tasks", list_tasks)
+    app.router.add_get("/tasks/{task_id}", get_task)
+    app.router.add_post("/tasks/{task_id}/cancel", cancel_task)
     app.router.add_post(PEER_PATH, post_peer_messages)
+    app.on_cleanup.append(lambda app: app[WRITES].close())
     return app

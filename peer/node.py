@@ -1,8 +1,9 @@
 """The driver: feeds one peer's pure core from the network and the clock, and carries
 out what it returns, in a fixed order: persist, then send, then report.
 
-One task owns the core; request handlers only queue messages into its inbox, so there is
-no lock around protocol state.
+One task owns the core; request handlers only queue messages into its inbox, or ask
+for a proposal, so there is no lock around protocol state. A failed write to disk stops
+the peer (fail-stop): what is on disk stays consistent and a restart recovers from it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import contextlib
 import logging
 import os
 import random
+import signal
 import time
 from collections import deque
 from typing import Any
 
 from peer.config import ClusterConfig
 from peer.core import PeerCore, PeerMessage, Settings
+from peer.log import Log
 from peer.storage import Storage
+from peer.tasks import Applied
 from peer.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ class Node:
         self.address = config.node(node_id)
         self.storage = Storage(config.node_dir(node_id))
         self.incarnation = self.storage.next_incarnation()
+        entries, commit_index = self.storage.load_log()
         settings = Settings(
             heartbeat_interval=config.heartbeat_interval,
             suspect_after=config.suspect_after,
@@ -47,12 +52,17 @@ class Node:
             random.Random(),
             self.storage.load_hard_state(),
             self.incarnation,
+            Log(entries),
+            commit_index,
         )
         self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
         self.tick_interval = config.heartbeat_interval / TICKS_PER_HEARTBEAT
         self._inbox: deque[PeerMessage] = deque(maxlen=MAX_INBOX)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._waiters: dict[int, tuple[int, asyncio.Future[Applied]]] = {}
+        self.changed = asyncio.Event()  # set and replaced after every cycle that did work
+        self.failed: BaseException | None = None
 
     # ------------------------------------------------------------------ driver
 
@@ -73,7 +83,31 @@ class Node:
         self._inbox.extend(messages)
         self._wake.set()
 
+    async def propose(self, command: str) -> Applied:
+        """Append `command` through the log and wait until it is applied here.
+
+        Raises `NotLeader` when this peer is not a ready leader, `LeadershipLost` when
+        the entry was replaced by another leader's (the caller may retry safely).
+        """
+        entries = self.core.propose(time.monotonic(), [command])
+        if not entries:
+            raise NotLeader()
+        entry = entries[0]
+        future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
+        self._waiters[entry.index] = (entry.term, future)
+        self._wake.set()
+        return await future
+
     async def _drive(self) -> None:
+        try:
+            await self._drive_forever()
+        except Exception as exc:
+            log.critical("driver stopped: %r; this peer stops", exc, exc_info=True)
+            self.failed = exc
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise
+
+    async def _drive_forever(self) -> None:
         next_tick = 0.0
         while True:
             now = time.monotonic()
@@ -90,12 +124,37 @@ class Node:
 
     def _carry_out(self) -> None:
         batch = self.core.ready()
-        if batch.hard_state is not None:
-            self.storage.save_hard_state(batch.hard_state)
+        if batch.hard_state or batch.entries_from is not None or batch.commit_index is not None:
+            self.storage.save(
+                batch.hard_state, batch.entries_from, batch.entries, batch.commit_index
+            )
         for to, message in batch.messages:
             self.transport.send(to, message)
+        for applied in batch.applied:
+            self._resolve(applied)
         for event in batch.events:
             log.info("%s", event)
+        if batch.applied or batch.events or batch.hard_state:
+            self.changed.set()
+            self.changed = asyncio.Event()
+
+    def _resolve(self, applied: Applied) -> None:
+        waiter = self._waiters.pop(applied.index, None)
+        if waiter is None:
+            return
+        term, future = waiter
+        if future.done():
+            return
+        if self.core.log.term_at(applied.index) == term:
+            future.set_result(applied)
+        else:
+            future.set_exception(LeadershipLost())
+
+    async def wait_changed(self, timeout: float) -> None:
+        """Return after the next cycle that applied entries or changed roles, or timeout."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self.changed.wait()
 
     # ----------------------------------------------------------------- queries
 
@@ -107,6 +166,14 @@ class Node:
         for member in view["members"]:
             member["url"] = urls[member["id"]]
         return view
+
+
+class NotLeader(Exception):
+    """This peer is not a ready leader; the write must go to the leader."""
+
+
+class LeadershipLost(Exception):
+    """The proposed entry was replaced by another leader's before it committed."""
 
 
 def secret(config: ClusterConfig) -> bytes:

@@ -11,13 +11,15 @@ from aiohttp import web
 from peer.api import build_app
 from peer.config import ClusterConfig
 from peer.node import Node
+from peer.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
 async def serve(config: ClusterConfig, node_id: int) -> None:
+    registry = Registry(config.task_modules, config.allow_shell)
     node = Node(config, node_id)
-    runner = web.AppRunner(build_app(node), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(node, registry), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, node.address.host, node.address.port, reuse_address=True)
     await site.start()

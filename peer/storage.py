@@ -1,7 +1,9 @@
-"""A peer's durable state in SQLite (WAL mode): term, acked leader, incarnation.
+"""A peer's durable state in SQLite (WAL mode): term, acked leader, incarnation, the
+log and the commit index.
 
-One database file per peer under `data_dir/node-<id>/`. Every write is committed with
-`synchronous=FULL` before the call returns, so the driver may send what depends on it.
+One database file per peer under `data_dir/node-<id>/`. `save` writes one ready batch
+in one transaction, committed with `synchronous=FULL` before it returns, so the driver
+may then send what depends on it. Writes are batched per round, never per entry.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ import sqlite3
 from pathlib import Path
 
 from election import HardState
+from peer.log import Entry
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);
+CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
+                                command TEXT NOT NULL);
 """
 
 
@@ -23,7 +28,7 @@ class Storage:
         self.db = sqlite3.connect(self.path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute(SCHEMA)
+        self.db.executescript(SCHEMA)
 
     def _get(self, key: str) -> int | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -33,12 +38,40 @@ class Storage:
         return HardState(self._get("term") or 0, self._get("voted_for"))
 
     def save_hard_state(self, state: HardState) -> None:
+        self.save(state, None, [], None)
+
+    def save(
+        self,
+        state: HardState | None,
+        entries_from: int | None,
+        entries: list[Entry],
+        commit_index: int | None,
+    ) -> None:
+        """One batch, atomically: hard state, log rewritten from `entries_from`, commit."""
+        meta: list[tuple[str, int | None]] = []
+        if state is not None:
+            meta += [("term", state.term), ("voted_for", state.voted_for)]
+        if commit_index is not None:
+            meta.append(("commit_index", commit_index))
         with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                [("term", state.term), ("voted_for", state.voted_for)],
-            )
+            if meta:
+                self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
+            if entries_from is not None:
+                self.db.execute("DELETE FROM log WHERE idx >= ?", (entries_from,))
+                self.db.executemany(
+                    "INSERT INTO log (idx, term, command) VALUES (?, ?, ?)",
+                    [(e.index, e.term, e.command) for e in entries],
+                )
+
+    def load_log(self) -> tuple[list[Entry], int]:
+        """Every entry in order, and the last commit index written."""
+        rows = self.db.execute("SELECT term, idx, command FROM log ORDER BY idx").fetchall()
+        entries = [Entry(term, idx, command) for term, idx, command in rows]
+        for position, entry in enumerate(entries, start=1):
+            if entry.index != position:
+                raise RuntimeError(f"{self.path}: log has a gap before index {entry.index}")
+        return entries, self._get("commit_index") or 0
 
     def next_incarnation(self) -> int:
         """A number higher than any earlier run of this peer used."""

@@ -1,0 +1,188 @@
+"""Checking client requests: task specs, batches with `ref`/`after`, list filters.
+
+Every function either returns a normalised value or raises `BadRequest` naming the
+field and the reason. Nothing here reads or changes cluster state, so a refused request
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from peer.registry import Registry
+from peer.tasks import STATES
+
+MAX_BATCH_TASKS = 10_000
+MAX_DEPENDS = 1_000
+MAX_TEXT = 256
+SPEC_FIELDS = frozenset(
+    {"kind", "args", "queue", "priority", "max_attempts", "timeout", "delay", "depends_on", "key"}
+)
+BATCH_FIELDS = SPEC_FIELDS | {"ref", "after"}
+
+
+class BadRequest(ValueError):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
+
+
+def _integer(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int)
+
+
+def _text(field: str, value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_TEXT:
+        raise BadRequest(field, f"must be a string of 1 to {MAX_TEXT} characters")
+    return value
+
+
+def _check_numbers(prefix: str, data: Mapping[str, Any], out: dict[str, Any]) -> None:
+    if "priority" in data:
+        if not _integer(data["priority"]) or abs(data["priority"]) > 1_000_000:
+            raise BadRequest(prefix + "priority", "must be an integer in -1000000..1000000")
+        out["priority"] = data["priority"]
+    if "max_attempts" in data:
+        if not _integer(data["max_attempts"]) or not 1 <= data["max_attempts"] <= 100:
+            raise BadRequest(prefix + "max_attempts", "must be an integer in 1..100")
+        out["max_attempts"] = data["max_attempts"]
+    if data.get("timeout") is not None:
+        if not _number(data["timeout"]) or data["timeout"] <= 0:
+            raise BadRequest(prefix + "timeout", "must be a positive number of seconds")
+        out["timeout"] = float(data["timeout"])
+    if "delay" in data:
+        if not _number(data["delay"]) or not 0 <= data["delay"] <= 366 * 86400:
+            raise BadRequest(prefix + "delay", "must be a non-negative number of seconds")
+        out["delay"] = float(data["delay"])
+
+
+def _check_depends(prefix: str, value: Any) -> list[int]:
+    ok = isinstance(value, list) and len(value) <= MAX_DEPENDS
+    if not ok or not all(_integer(v) and v > 0 for v in value):
+        raise BadRequest(prefix + "depends_on", "must be a list of task ids")
+    return list(dict.fromkeys(value))
+
+
+def check_spec(
+    data: Any, registry: Registry, prefix: str = "", batch: bool = False
+) -> dict[str, Any]:
+    """A normalised task spec (only the fields given, checked) from a request body."""
+    if not isinstance(data, dict):
+        raise BadRequest(prefix.rstrip(".") or "body", "must be a JSON object")
+    unknown = sorted(set(data) - (BATCH_FIELDS if batch else SPEC_FIELDS))
+    if unknown:
+        raise BadRequest(prefix + unknown[0], "unknown field")
+    if "kind" not in data:
+        raise BadRequest(prefix + "kind", "is required")
+    kind = _text(prefix + "kind", data["kind"])
+    if kind not in registry:
+        raise BadRequest(prefix + "kind", f"unknown task kind {kind!r}")
+    out: dict[str, Any] = {"kind": kind, "args": data.get("args")}
+    reason = registry.check_args(kind, data.get("args"))
+    if reason:
+        raise BadRequest(prefix + "args", reason)
+    if "queue" in data:
+        out["queue"] = _text(prefix + "queue", data["queue"])
+    _check_numbers(prefix, data, out)
+    if data.get("depends_on"):
+        out["depends_on"] = _check_depends(prefix, data["depends_on"])
+    for name in ("key", "ref") if batch else ("key",):
+        if data.get(name) is not None:
+            out[name] = _text(prefix + name, data[name])
+    if batch and data.get("after"):
+        out["after"] = _check_after(prefix, data["after"])
+    return out
+
+
+def _check_after(prefix: str, after: Any) -> list[str]:
+    if not isinstance(after, list) or not all(isinstance(a, str) for a in after):
+        raise BadRequest(prefix + "after", "must be a list of refs")
+    return list(dict.fromkeys(after))
+
+
+def check_batch(data: Any, registry: Registry) -> tuple[list[dict[str, Any]], list[int]]:
+    """Specs in an order where every `after` names an earlier ref, and for each spec of
+    that order its position in the request. A cycle or an unknown ref is refused."""
+    if not isinstance(data, dict) or set(data) != {"tasks"}:
+        raise BadRequest("tasks", 'body must be {"tasks": [...]}')
+    items = data["tasks"]
+    if not isinstance(items, list) or not 0 < len(items) <= MAX_BATCH_TASKS:
+        raise BadRequest("tasks", f"must be a list of 1 to {MAX_BATCH_TASKS} tasks")
+    specs = [check_spec(t, registry, f"tasks[{i}].", batch=True) for i, t in enumerate(items)]
+    by_ref: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if "ref" in spec:
+            if spec["ref"] in by_ref:
+                raise BadRequest(f"tasks[{i}].ref", "is used twice")
+            by_ref[spec["ref"]] = i
+    for i, spec in enumerate(specs):
+        for ref in spec.get("after", ()):
+            if ref not in by_ref:
+                raise BadRequest(f"tasks[{i}].after", f"names no ref {ref!r} of this batch")
+    order = _topological(specs, by_ref)
+    return [specs[i] for i in order], order
+
+
+def _topological(specs: list[dict[str, Any]], by_ref: dict[str, int]) -> list[int]:
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    order: list[int] = []
+    for root in range(len(specs)):
+        stack = [(root, iter(specs[root].get("after", ())))]
+        if state.get(root):
+            continue
+        state[root] = 1
+        while stack:
+            node, children = stack[-1]
+            child_ref = next(children, None)
+            if child_ref is None:
+                stack.pop()
+                state[node] = 2
+                order.append(node)
+                continue
+            child = by_ref[child_ref]
+            if state.get(child) == 1:
+                raise BadRequest(f"tasks[{child}].after", "the batch's dependencies form a cycle")
+            if not state.get(child):
+                state[child] = 1
+                stack.append((child, iter(specs[child].get("after", ()))))
+    return order
+
+
+def check_list_query(query: Mapping[str, str]) -> tuple[str | None, str | None, int, int]:
+    """(state, queue, limit, after) from `GET /tasks` query parameters."""
+    unknown = sorted(set(query) - {"state", "queue", "limit", "after"})
+    if unknown:
+        raise BadRequest(unknown[0], "unknown parameter")
+    state = query.get("state")
+    if state is not None and state not in STATES:
+        raise BadRequest("state", f"must be one of {', '.join(STATES)}")
+    limit = _int_param(query, "limit", 100, 1, 1000)
+    after = _int_param(query, "after", 0, 0, 1 << 62)
+    return state, query.get("queue"), limit, after
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(name, f"must be an integer in {low}..{high}")
+    return int(raw)
+
+
+def check_wait(raw: str | None) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise BadRequest("wait", "must be a number of seconds") from None
+    if not 0 <= seconds <= 60:
+        raise BadRequest("wait", "must be between 0 and 60 seconds")
+    return seconds
