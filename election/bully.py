@@ -230,6 +230,8 @@ class BullyElection:
         probe = Probe(self.term + 1, self.id, self.log)
         for peer in self.others:
             self._send(peer, probe)
+        if self._quorum.won():  # a cluster of one
+            self._claim()
 
     def _claim(self) -> None:
         self.term += 1
@@ -244,6 +246,8 @@ class BullyElection:
         claim = Coordinator(self.term, self.id, self.log)
         for peer in self.others:
             self._send(peer, claim)
+        if self._quorum.won():
+            self._become_leader()
 
     def _tick_candidate(self) -> None:
         if self._now < self._deadline:

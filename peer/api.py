@@ -8,6 +8,7 @@ Errors are `{"error": {"code", "message"}}`; a refused request changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,9 +17,10 @@ import orjson
 from aiohttp import web
 
 from peer.auth import SENDER, verify
+from peer.forwarding import PATH as FORWARD_PATH
 from peer.node import Node
 from peer.registry import Registry
-from peer.service import FORWARDED, Reply, WriteService, wait_terminal
+from peer.service import Reply, Write, WriteService, wait_terminal
 from peer.transport import PATH as PEER_PATH
 from peer.validation import (
     BadRequest,
@@ -57,12 +59,17 @@ async def get_health(request: web.Request) -> web.Response:
     return json_response({"ok": True, "id": node.id, "leader": node.core.leader})
 
 
-async def post_peer_messages(request: web.Request) -> web.Response:
-    node = request.app[NODE]
+async def verified_body(request: web.Request) -> bytes:
+    """The body of a peer request whose signature holds; 401 otherwise."""
     body = await request.read()
-    reason = verify(node.transport.secret, dict(request.headers), body, time.time())
+    reason = verify(request.app[NODE].transport.secret, dict(request.headers), body, time.time())
     if reason is not None:
-        return error(401, "unauthorized", reason)
+        raise Unauthorized(reason)
+    return body
+
+
+async def post_peer_messages(request: web.Request) -> web.Response:
+    body = await verified_body(request)
     try:
         messages = decode_batch(body)
     except WireError as exc:
@@ -70,39 +77,51 @@ async def post_peer_messages(request: web.Request) -> web.Response:
     sender = int(request.headers[SENDER]) if request.headers[SENDER].isdigit() else -1
     if any(m.sender != sender for m in messages):
         return error(400, "bad_message", "message sender does not match the signed sender")
-    node.deliver(messages)
+    request.app[NODE].deliver(messages)
     return web.Response(status=204)
+
+
+async def post_peer_writes(request: web.Request) -> web.Response:
+    """Writes a follower forwards to this leader, answered in order."""
+    body = await verified_body(request)
+    try:
+        writes = [Write.from_json(w) for w in orjson.loads(body)]
+        for write in writes:  # a signed peer is trusted, but what enters the log is checked
+            for spec in write.specs:
+                check_spec(spec, request.app[REGISTRY], batch=True)
+    except (orjson.JSONDecodeError, KeyError, TypeError, BadRequest) as exc:
+        return error(400, "bad_message", f"malformed forwarded writes: {exc!r}")
+    service = request.app[WRITES]
+    replies = await asyncio.gather(*(service.write(w, forwarded=True) for w in writes))
+    return json_response([[r.status, r.body] for r in replies])
+
+
+class Unauthorized(Exception):
+    pass
 
 
 def reply(result: Reply) -> web.Response:
     return json_response(result.body, result.status, result.headers)
 
 
-async def read_json(request: web.Request) -> tuple[bytes, Any]:
+async def read_json(request: web.Request) -> Any:
     body = await request.read()
     try:
-        return body, orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
         raise BadRequest("body", "is not valid JSON") from None
 
 
 async def post_task(request: web.Request) -> web.Response:
-    body, data = await read_json(request)
+    data = await read_json(request)
     spec = check_spec(data, request.app[REGISTRY])
-    writes = request.app[WRITES]
-    forwarded = FORWARDED in request.headers
-    return reply(await writes.write("/tasks", body, forwarded, lambda: writes.submit([spec], None)))
+    return reply(await request.app[WRITES].write(Write("submit", [spec])))
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    body, data = await read_json(request)
+    data = await read_json(request)
     specs, order = check_batch(data, request.app[REGISTRY])
-    writes = request.app[WRITES]
-    forwarded = FORWARDED in request.headers
-    result = await writes.write(
-        "/tasks/batch", body, forwarded, lambda: writes.submit(specs, order)
-    )
-    return reply(result)
+    return reply(await request.app[WRITES].write(Write("submit", specs, order)))
 
 
 def task_id_of(request: web.Request) -> int:
@@ -135,10 +154,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 async def cancel_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
-    writes = request.app[WRITES]
-    forwarded = FORWARDED in request.headers
-    path = f"/tasks/{task_id}/cancel"
-    return reply(await writes.write(path, b"", forwarded, lambda: writes.cancel(task_id)))
+    return reply(await request.app[WRITES].write(Write("cancel", task_id=task_id)))
 
 
 @web.middleware
@@ -149,6 +165,8 @@ async def errors_as_json(
         return await handler(request)
     except BadRequest as exc:
         return error(400, "bad_request", str(exc), **{"X-Error-Field": exc.field})
+    except Unauthorized as exc:
+        return error(401, "unauthorized", str(exc))
     except web.HTTPRequestEntityTooLarge:
         return error(413, "too_large", f"body over {request.app[NODE].config.max_body} bytes")
     except web.HTTPException as exc:
@@ -170,5 +188,6 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     app.router.add_get("/tasks/{task_id}", get_task)
     app.router.add_post("/tasks/{task_id}/cancel", cancel_task)
     app.router.add_post(PEER_PATH, post_peer_messages)
+    app.router.add_post(FORWARD_PATH, post_peer_writes)
     app.on_cleanup.append(lambda app: app[WRITES].close())
     return app

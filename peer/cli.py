@@ -1,22 +1,108 @@
-"""The `peer` command line: `serve` runs one peer; more commands come with the task API."""
+"""The `peer` command line: `serve` runs one peer; `submit`, `task`, `tasks` and `status`
+talk to a running cluster through `peer.client`.
+
+Client commands take `--peer URL` (repeatable; default `$PEER_URL`, a comma-separated
+list, else http://127.0.0.1:7001) and `--json` (plain JSON on stdout, for scripts; rich
+tables otherwise, drawn by `peer.render`). Exit codes: 0 ok, 1 the cluster refused the
+request (the reason on stderr), 2 usage error, 3 no peer could serve the request.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
+import orjson
+from rich.console import Console
+
+from peer import render
+from peer.client import Client, ClientError, Unavailable
 from peer.config import ConfigError, load_config
+
+DEFAULT_PEER = "http://127.0.0.1:7001"
+DEFAULT_SUBMIT_WAIT = 60.0  # seconds `submit --wait` waits when given no number
+RETRY_TIME = 5.0  # seconds a command keeps retrying an unavailable cluster
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def _json_value(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+
+
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {raw!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _client_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--peer",
+        action="append",
+        metavar="URL",
+        help=f"a peer to talk to, repeatable (default: $PEER_URL or {DEFAULT_PEER})",
+    )
+    common.add_argument("--json", action="store_true", help="print plain JSON")
+    return common
+
+
+def _add_serve(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="run one peer")
+    serve.add_argument("--config", default="cluster.toml", help="cluster file (cluster.toml)")
+    serve.add_argument("--id", type=int, required=True, help="this peer's id in the file")
+    serve.add_argument("--log-level", default="INFO")
+
+
+def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
+    submit = sub.add_parser("submit", parents=[common], help="submit a task")
+    submit.add_argument("kind", help="the task kind (echo, sleep, fail, ...)")
+    submit.add_argument("--args", type=_json_value, metavar="JSON", help="the task's arguments")
+    submit.add_argument("--queue")
+    submit.add_argument("--priority", type=int)
+    submit.add_argument("--max-attempts", type=int)
+    submit.add_argument("--timeout", type=_seconds, metavar="S", help="seconds per attempt")
+    submit.add_argument("--delay", type=_seconds, metavar="S", help="seconds before it may run")
+    submit.add_argument("--depends-on", type=int, nargs="+", metavar="ID", default=None)
+    submit.add_argument("--key", help="idempotency key (default: a fresh one)")
+    submit.add_argument(
+        "--wait",
+        type=_seconds,
+        nargs="?",
+        const=DEFAULT_SUBMIT_WAIT,
+        metavar="SECONDS",
+        help=f"wait for a terminal state (default {DEFAULT_SUBMIT_WAIT:g} s)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="peer", description="A peer of the task cluster.")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run one peer")
-    serve.add_argument("--config", default="cluster.toml", help="cluster file (cluster.toml)")
-    serve.add_argument("--id", type=int, required=True, help="this peer's id in the file")
-    serve.add_argument("--log-level", default="INFO")
+    common = _client_options()
+    _add_serve(sub)
+    _add_submit(sub, common)
+    task = sub.add_parser("task", parents=[common], help="show one task")
+    task.add_argument("id", type=int)
+    task.add_argument("--wait", type=_seconds, metavar="S", help="long-poll for a terminal state")
+    tasks = sub.add_parser("tasks", parents=[common], help="list tasks")
+    tasks.add_argument("--state")
+    tasks.add_argument("--queue")
+    tasks.add_argument("--limit", type=int)
+    tasks.add_argument("--after", type=int, metavar="CURSOR", help="the page after this cursor")
+    sub.add_parser("status", parents=[common], help="show the cluster as a peer sees it")
     return parser
 
 
@@ -37,8 +123,83 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ client commands
+
+Command = Callable[[Client, argparse.Namespace], Any]
+
+
+def _submit(client: Client, args: argparse.Namespace) -> Any:
+    task = client.submit(
+        args.kind,
+        args.args,
+        queue=args.queue,
+        priority=args.priority,
+        max_attempts=args.max_attempts,
+        timeout=args.timeout,
+        delay=args.delay,
+        depends_on=args.depends_on,
+        key=args.key,
+    )
+    if args.wait is None:
+        return task
+    return client.wait(task["id"], args.wait)
+
+
+def _task(client: Client, args: argparse.Namespace) -> Any:
+    if args.wait:
+        return client.wait(args.id, args.wait)
+    return client.get(args.id)
+
+
+def _tasks(client: Client, args: argparse.Namespace) -> Any:
+    return client.list(args.state, args.queue, args.limit, args.after)
+
+
+def _status(client: Client, args: argparse.Namespace) -> Any:
+    return client.cluster()
+
+
+COMMANDS: dict[str, tuple[Command, Callable[[Any], Any]]] = {
+    "submit": (_submit, render.task),
+    "task": (_task, render.task),
+    "tasks": (_tasks, render.tasks),
+    "status": (_status, render.cluster),
+}
+
+
+def _peers(args: argparse.Namespace) -> list[str]:
+    given = args.peer or [os.environ.get("PEER_URL") or DEFAULT_PEER]
+    return [url for item in given for url in item.split(",") if url.strip()]
+
+
+def _run(args: argparse.Namespace) -> int:
+    command, draw = COMMANDS[args.command]
+    peers = _peers(args)
+    if not peers:
+        print("error: --peer: no peer URL given", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with Client(peers, retry_time=RETRY_TIME) as client:
+            data = command(client, args)
+    except Unavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    _emit(data, draw, args.json)
+    return EXIT_OK
+
+
+def _emit(data: Any, draw: Callable[[Any], Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return
+    Console().print(draw(data))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
-    return 2
+    return _run(args)

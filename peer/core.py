@@ -46,7 +46,11 @@ class Settings:
 class CoreReady:
     """One batch of output, carried out in this order: persist `hard_state`, `entries`
     (rewriting the log from `entries_from`) and `commit_index`; send `messages`; then
-    hand `applied` to whoever waits on it and report `events`."""
+    hand `applied` to whoever waits on it and report `events`.
+
+    `commit_index` only rides along with a write that happens anyway: it is a lower bound
+    that spares a restarted peer some waiting, never needed for safety (a restarted peer
+    learns the commit index from the leader)."""
 
     hard_state: HardState | None = None
     entries_from: int | None = None
@@ -153,7 +157,8 @@ class PeerCore:
         persist = self.replicator.take_persist()
         if persist is not None:
             batch.entries_from, batch.entries = persist
-        if self.replicator.commit_index != self._persisted_commit:
+        durable_write = persist is not None or batch.hard_state is not None
+        if durable_write and self.replicator.commit_index != self._persisted_commit:
             batch.commit_index = self._persisted_commit = self.replicator.commit_index
         for entry in self.replicator.take_committed():
             batch.applied.append(self.tasks.apply(entry.index, entry.command))

@@ -16,6 +16,7 @@ import random
 import signal
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from peer.config import ClusterConfig
@@ -60,6 +61,7 @@ class Node:
         self._inbox: deque[PeerMessage] = deque(maxlen=MAX_INBOX)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"disk-{node_id}")
         self._waiters: dict[int, tuple[int, asyncio.Future[Applied]]] = {}
         self.changed = asyncio.Event()  # set and replaced after every cycle that did work
         self.failed: BaseException | None = None
@@ -76,6 +78,7 @@ class Node:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.transport.close()
+        self._disk.shutdown(wait=True)
         self.storage.close()
 
     def deliver(self, messages: list[PeerMessage]) -> None:
@@ -116,17 +119,24 @@ class Node:
             if now >= next_tick:
                 self.core.tick(now)
                 next_tick = now + self.tick_interval
-            self._carry_out()
+            await self._carry_out()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
                     await self._wake.wait()
             self._wake.clear()
 
-    def _carry_out(self) -> None:
+    async def _carry_out(self) -> None:
         batch = self.core.ready()
-        if batch.hard_state or batch.entries_from is not None or batch.commit_index is not None:
-            self.storage.save(
-                batch.hard_state, batch.entries_from, batch.entries, batch.commit_index
+        if batch.hard_state or batch.entries_from is not None:
+            # fsync off the loop: handlers keep accepting (and proposing) meanwhile,
+            # which is what fills the next batch (group commit)
+            await asyncio.get_running_loop().run_in_executor(
+                self._disk,
+                self.storage.save,
+                batch.hard_state,
+                batch.entries_from,
+                batch.entries,
+                batch.commit_index,
             )
         for to, message in batch.messages:
             self.transport.send(to, message)

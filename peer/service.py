@@ -1,30 +1,30 @@
-"""Client writes: submit and cancel through the leader, forwarding from followers.
+"""Client writes: submit and cancel through the leader, forwarded from followers.
 
 A write is handled by the ready leader, which turns it into one log command, proposes
 it and answers once the entry is applied (so once a majority has it on disk). A
-follower forwards the request to the leader it knows; with no ready leader within
-`submit_wait` the answer is 503 with `Retry-After`. Reads are local (see `peer.api`).
+follower hands the write to its `Forwarder`, which sends it to the leader together with
+the other writes that arrived meanwhile. With no ready leader within `submit_wait` the
+answer is 503 with `Retry-After`. Every write carries a request id (`rid`) that the task
+table remembers, so a write retried inside the cluster never creates a task twice.
+Reads are local (see `peer.api`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
+from peer.forwarding import Forwarder
 from peer.node import LeadershipLost, Node, NotLeader
 from peer.tasks import TERMINAL, Applied
 from peer.validation import BadRequest
 
 log = logging.getLogger(__name__)
-
-FORWARDED = "X-Forwarded-By"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,72 +34,87 @@ class Reply:
     headers: dict[str, str] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Write:
+    """A checked client write: `submit` (specs, and for a batch the request order of
+    each spec) or `cancel` (task_id)."""
+
+    op: str
+    specs: list[dict[str, Any]] = field(default_factory=list)
+    order: list[int] | None = None
+    task_id: int = 0
+    rid: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "op": self.op,
+            "specs": self.specs,
+            "order": self.order,
+            "task_id": self.task_id,
+            "rid": self.rid,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Write:
+        return cls(data["op"], data["specs"], data["order"], data["task_id"], data["rid"])
+
+
 def unavailable(message: str) -> Reply:
     return Reply(503, {"error": {"code": "unavailable", "message": message}}, {"Retry-After": "1"})
+
+
+def error_reply(status: int, code: str, message: str) -> Reply:
+    return Reply(status, {"error": {"code": code, "message": message}})
 
 
 class WriteService:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.session: aiohttp.ClientSession | None = None
+        self.forwarder = Forwarder(node)
 
     async def close(self) -> None:
-        if self.session is not None:
-            await self.session.close()
+        await self.forwarder.close()
 
-    # ---------------------------------------------------------------- routing
-
-    async def write(
-        self, path: str, body: bytes, forwarded: bool, leader_action: Callable[[], Awaitable[Reply]]
-    ) -> Reply:
-        """Run `leader_action()` here when leading, else forward `body` to the leader."""
+    async def write(self, write: Write, forwarded: bool = False) -> Reply:
+        """Carry out `write` here when leading, else through the leader."""
         deadline = time.monotonic() + self.node.config.submit_wait
         while True:
             core = self.node.core
             try:
                 if core.is_ready_leader:
-                    return await leader_action()
+                    return await self._execute(write)
             except (NotLeader, LeadershipLost):
-                pass  # lost the lead mid-request; wait for the next leader
+                pass  # lost the lead mid-request; the rid makes a retry safe
             leader = core.leader
             if not forwarded and leader is not None and leader != self.node.id:
-                reply = await self._forward(leader, path, body, deadline)
-                if reply is not None:
-                    return reply
+                answer = await self.forwarder.forward(leader, write.to_json(), deadline)
+                if answer is not None and answer[0] != 503:
+                    return Reply(answer[0], answer[1])
             left = deadline - time.monotonic()
             if left <= 0:
                 return unavailable("no ready leader; retry later")
             await self.node.wait_changed(min(left, 0.05))
 
-    async def _forward(self, leader: int, path: str, body: bytes, deadline: float) -> Reply | None:
-        if self.session is None:
-            self.session = aiohttp.ClientSession()
-        url = self.node.config.node(leader).url + path
-        headers = {"Content-Type": "application/json", FORWARDED: str(self.node.id)}
-        timeout = aiohttp.ClientTimeout(total=max(0.1, deadline - time.monotonic() + 1.0))
+    async def _execute(self, write: Write) -> Reply:
         try:
-            async with self.session.post(url, data=body, headers=headers, timeout=timeout) as resp:
-                if resp.status == 503:
-                    return None
-                data = await resp.read()
-                return Reply(resp.status, orjson.loads(data) if data else None)
-        except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError):
-            return None
+            if write.op == "submit":
+                return await self._submit(write)
+            if write.op == "cancel":
+                return await self._cancel(write)
+        except BadRequest as exc:
+            return error_reply(400, "bad_request", str(exc))
+        return error_reply(400, "bad_request", f"op: unknown write {write.op!r}")
 
-    # ----------------------------------------------------------------- leader
-
-    async def submit(self, specs: list[dict[str, Any]], order: list[int] | None) -> Reply:
-        """Leader: check dependencies exist, propose, answer with the tasks."""
+    async def _submit(self, write: Write) -> Reply:
         table = self.node.core.tasks
-        for i, spec in enumerate(specs):
-            position = order[i] if order is not None else None
+        for i, spec in enumerate(write.specs):
+            where = "depends_on" if write.order is None else f"tasks[{write.order[i]}].depends_on"
             for dep in spec.get("depends_on", ()):
                 if table.get(dep) is None:
-                    where = "depends_on" if position is None else f"tasks[{position}].depends_on"
                     raise BadRequest(where, f"no task with id {dep}")
-        command = {"op": "submit", "at": time.time(), "tasks": specs}
+        command = {"op": "submit", "at": time.time(), "rid": write.rid, "tasks": write.specs}
         applied = await self.node.propose(orjson.dumps(command).decode())
-        return self._submitted(applied, order)
+        return self._submitted(applied, write.order)
 
     def _submitted(self, applied: Applied, order: list[int] | None) -> Reply:
         table = self.node.core.tasks
@@ -112,23 +127,17 @@ class WriteService:
             in_request_order[position] = task
         return Reply(status, {"tasks": in_request_order})
 
-    async def cancel(self, task_id: int) -> Reply:
-        task = self.node.core.tasks.get(task_id)
+    async def _cancel(self, write: Write) -> Reply:
+        task = self.node.core.tasks.get(write.task_id)
         if task is None:
-            return Reply(404, {"error": {"code": "not_found", "message": f"no task {task_id}"}})
+            return error_reply(404, "not_found", f"no task {write.task_id}")
         if task.state in TERMINAL:
-            return _conflict(task_id, task.state)
-        command = {"op": "cancel", "at": time.time(), "id": task_id}
+            return error_reply(409, "conflict", f"task {task.id} is already {task.state}")
+        command = {"op": "cancel", "at": time.time(), "id": write.task_id}
         applied = await self.node.propose(orjson.dumps(command).decode())
-        task = self.node.core.tasks.tasks[task_id]
         if applied.outcome == "terminal":
-            return _conflict(task_id, task.state)
+            return error_reply(409, "conflict", f"task {task.id} is already {task.state}")
         return Reply(200, task.to_json())
-
-
-def _conflict(task_id: int, state: str) -> Reply:
-    message = f"task {task_id} is already {state}"
-    return Reply(409, {"error": {"code": "conflict", "message": message}})
 
 
 async def wait_terminal(node: Node, task_id: int, seconds: float) -> None:
@@ -139,4 +148,3 @@ async def wait_terminal(node: Node, task_id: int, seconds: float) -> None:
         if task is None or task.state in TERMINAL:
             return
         await node.wait_changed(left)
-    await asyncio.sleep(0)

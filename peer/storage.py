@@ -25,7 +25,8 @@ class Storage:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "state.sqlite3"
-        self.db = sqlite3.connect(self.path, isolation_level=None)
+        # used by one thread at a time: the driver's disk thread, or the driver at start
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)

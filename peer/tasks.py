@@ -6,7 +6,8 @@ clock, written in when it proposed it), never from the local clock. Pure: no I/O
 
 Commands (the JSON text of an entry):
   {"op": "noop"}
-  {"op": "submit", "at": T, "tasks": [spec, ...]}   specs may name each other by "ref"
+  {"op": "submit", "at": T, "rid": R, "tasks": [spec, ...]}   specs may name each
+      other by "ref"; a request id R seen before returns the tasks it made then
   {"op": "cancel", "at": T, "id": N}
 """
 
@@ -80,6 +81,7 @@ class Applied:
 class TaskTable:
     tasks: dict[int, Task] = field(default_factory=dict)
     by_key: dict[str, int] = field(default_factory=dict)
+    by_rid: dict[str, tuple[int, ...]] = field(default_factory=dict)
     dependents: dict[int, list[int]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
     next_id: int = 1
@@ -88,11 +90,24 @@ class TaskTable:
     # ------------------------------------------------------------------ apply
 
     def apply(self, index: int, command: str) -> Applied:
+        """Apply one committed command. A malformed one is skipped, the same way on
+        every peer (it is deterministic), rather than stopping the peer."""
         self.applied_index = index
-        data = orjson.loads(command)
+        try:
+            return self._apply(index, orjson.loads(command))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return Applied(index, "invalid", outcome="invalid")
+
+    def _apply(self, index: int, data: dict[str, Any]) -> Applied:
         op = data.get("op")
         if op == "submit":
-            return self._submit(index, data["at"], data["tasks"])
+            seen = self.by_rid.get(data.get("rid", ""))
+            if seen is not None:  # the same request, retried inside the cluster
+                return Applied(index, "submit", seen, (False,) * len(seen))
+            applied = self._submit(index, data["at"], data["tasks"])
+            if data.get("rid"):
+                self.by_rid[data["rid"]] = applied.task_ids
+            return applied
         if op == "cancel":
             return self._cancel(index, data["at"], data["id"])
         return Applied(index, "noop")
