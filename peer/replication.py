@@ -140,7 +140,8 @@ class Replicator:
             follower.next_index = max(follower.next_index, follower.match_index + 1)
             if msg.match_index >= follower.inflight_last:
                 follower.inflight_last = 0
-            self._advance_commit()
+            if self._advance_commit():
+                self._announce_commit(now, msg.sender)
         else:
             retry_at = min(follower.next_index - 1, msg.match_index + 1)
             follower.next_index = max(follower.match_index + 1, retry_at)
@@ -162,16 +163,26 @@ class Replicator:
             return
         self._start_serving(now)
 
-    def _advance_commit(self) -> None:
+    def _advance_commit(self) -> bool:
+        """Move the commit index to what a majority holds; True if it moved."""
         matches = sorted(
             [self.log.last_index] + [f.match_index for f in self._followers.values()],
             reverse=True,
         )
         candidate = matches[self.majority - 1]
-        if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
-            self.commit_index = candidate
-            if self.commit_index >= self.noop_index:
-                self.serving = True
+        if candidate <= self.commit_index or self.log.term_at(candidate) != self.term:
+            return False
+        self.commit_index = candidate
+        if self.commit_index >= self.noop_index:
+            self.serving = True
+        return True
+
+    def _announce_commit(self, now: float, skip: int) -> None:
+        """Tell idle followers the new commit index now, not at the next heartbeat, so
+        a follower that forwarded a write can read it back at once."""
+        for peer, follower in self._followers.items():
+            if peer != skip and not follower.inflight_last:
+                self._send_append(peer, now)
 
     # ---------------------------------------------------------------- follower
 

@@ -89,11 +89,24 @@ class WriteService:
             if not forwarded and leader is not None and leader != self.node.id:
                 answer = await self.forwarder.forward(leader, write.to_json(), deadline)
                 if answer is not None and answer[0] != 503:
+                    await self._catch_up(answer, deadline)
                     return Reply(answer[0], answer[1])
             left = deadline - time.monotonic()
             if left <= 0:
                 return unavailable("no ready leader; retry later")
             await self.node.wait_changed(min(left, 0.05))
+
+    async def _catch_up(self, answer: tuple[int, Any], deadline: float) -> None:
+        """After a forwarded submit, wait (bounded) until this peer has applied it too,
+        so the client can read its write back from the peer it wrote to."""
+        status, body = answer
+        if status not in (200, 201) or not isinstance(body, dict):
+            return
+        tasks = body.get("tasks", [body])
+        newest = max((t.get("id", 0) for t in tasks if isinstance(t, dict)), default=0)
+        table = self.node.core.tasks
+        while table.get(newest) is None and (left := deadline - time.monotonic()) > 0:
+            await self.node.wait_changed(left)
 
     async def _execute(self, write: Write) -> Reply:
         try:

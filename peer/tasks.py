@@ -6,9 +6,17 @@ clock, written in when it proposed it), never from the local clock. Pure: no I/O
 
 Commands (the JSON text of an entry):
   {"op": "noop"}
+  {"op": "assign", "at": T, "items": [[id, attempt, worker, incarnation], ...]}
+  {"op": "finish", "at": T, "items": [[id, attempt, ok, result or error, retry_at], ...]}
   {"op": "submit", "at": T, "rid": R, "tasks": [spec, ...]}   specs may name each
       other by "ref"; a request id R seen before returns the tasks it made then
   {"op": "cancel", "at": T, "id": N}
+
+An `assign` counts only for a ready task and the next attempt; a `finish` only for the
+running attempt it names, so a slow or resurrected worker cannot overwrite a newer one.
+A failed attempt with attempts left becomes `scheduled` at the `retry_at` the leader
+wrote (its backoff, jitter included); with none left, `failed`, and its dependents are
+cancelled. A success releases dependents whose dependencies have all succeeded.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any
 import orjson
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+READY = frozenset({"queued", "scheduled"})
 STATES = ("blocked", "scheduled", "queued", "running", "succeeded", "failed", "cancelled")
 
 
@@ -38,6 +47,7 @@ class Task:
     state: str = "queued"
     attempt: int = 0
     worker: int | None = None
+    incarnation: int = 0  # the worker's incarnation when it was assigned
     result: Any = None
     error: str | None = None
     started_at: float | None = None
@@ -55,6 +65,7 @@ class Task:
             "max_attempts": self.max_attempts,
             "timeout": self.timeout,
             "worker": self.worker,
+            "incarnation": self.incarnation,
             "result": self.result,
             "error": self.error,
             "depends_on": list(self.depends_on),
@@ -86,6 +97,9 @@ class TaskTable:
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
     next_id: int = 1
     applied_index: int = 0
+    running: dict[int, set[int]] = field(default_factory=dict)  # worker -> task ids
+    became_ready: list[int] = field(default_factory=list)  # drained by the scheduler
+    ended: list[tuple[int, int]] = field(default_factory=list)  # (task, attempt) stopped
 
     # ------------------------------------------------------------------ apply
 
@@ -110,7 +124,62 @@ class TaskTable:
             return applied
         if op == "cancel":
             return self._cancel(index, data["at"], data["id"])
+        if op == "assign":
+            return self._assign(index, data["at"], data["items"])
+        if op == "finish":
+            return self._finish(index, data["at"], data["items"])
         return Applied(index, "noop")
+
+    def _assign(self, index: int, at: float, items: list[list[Any]]) -> Applied:
+        done = []
+        for task_id, attempt, worker, incarnation in items:
+            task = self.tasks.get(task_id)
+            if task is None or task.state not in READY or attempt != task.attempt + 1:
+                continue
+            self._set_state(task, "running")
+            task.attempt, task.worker, task.incarnation = attempt, worker, incarnation
+            task.started_at, task.finished_at = at, None
+            self.running.setdefault(worker, set()).add(task_id)
+            done.append(task_id)
+        return Applied(index, "assign", tuple(done))
+
+    def _finish(self, index: int, at: float, items: list[list[Any]]) -> Applied:
+        done = []
+        for task_id, attempt, ok, value, retry_at in items:
+            task = self.tasks.get(task_id)
+            if task is None or task.state != "running" or attempt != task.attempt:
+                continue  # a stale attempt, or already ended
+            self._stop_running(task)
+            done.append(task_id)
+            if ok:
+                self._set_state(task, "succeeded")
+                task.result, task.error, task.finished_at = value, None, at
+                self._release_dependents(task)
+            elif task.attempt < task.max_attempts:
+                self._set_state(task, "scheduled")
+                task.error, task.not_before = str(value), float(retry_at)
+                self.became_ready.append(task.id)
+            else:
+                self._set_state(task, "failed")
+                task.error, task.finished_at = str(value), at
+                for child in self.dependents.get(task.id, ()):
+                    reason = f"dependency {task.id} failed"
+                    self._cancel_with_dependents(self.tasks[child], at, reason)
+        return Applied(index, "finish", tuple(done))
+
+    def _stop_running(self, task: Task) -> None:
+        if task.worker is not None:
+            self.running.get(task.worker, set()).discard(task.id)
+        self.ended.append((task.id, task.attempt))
+
+    def _release_dependents(self, task: Task) -> None:
+        for child_id in self.dependents.get(task.id, ()):
+            child = self.tasks[child_id]
+            if child.state == "blocked" and all(
+                self.tasks[d].state == "succeeded" for d in child.depends_on if d in self.tasks
+            ):
+                self._set_state(child, "queued")
+                self.became_ready.append(child.id)
 
     def _submit(self, index: int, at: float, specs: list[dict[str, Any]]) -> Applied:
         refs: dict[str, int] = {}
@@ -153,6 +222,8 @@ class TaskTable:
             self.dependents.setdefault(dep, []).append(task.id)
         task.state = self._initial_state(task)
         self.counts[task.state] += 1
+        if task.state in READY:
+            self.became_ready.append(task.id)
         if task.state == "blocked" and self._dependency_failed(task):
             self._cancel_with_dependents(task, at, "a dependency failed or was cancelled")
         return task
@@ -181,6 +252,8 @@ class TaskTable:
             current, why = pending.pop()
             if current.state in TERMINAL:
                 continue
+            if current.state == "running":
+                self._stop_running(current)
             self._set_state(current, "cancelled")
             current.error, current.finished_at = why, at
             for child in self.dependents.get(current.id, ()):
