@@ -44,6 +44,8 @@ class ClusterConfig:
     secret: str = ""
     max_body: int = 1 << 20
     submit_wait: float = 2.0
+    retry_base: float = 0.5
+    retry_max: float = 30.0
 
     def node(self, node_id: int) -> NodeAddress:
         for node in self.nodes:
@@ -95,6 +97,8 @@ _CHECKS = {
     "failure_timeout": _seconds,
     "election_timeout": _seconds,
     "submit_wait": _seconds,
+    "retry_base": _seconds,
+    "retry_max": _seconds,
     "slots": _positive_int,
     "max_body": _positive_int,
     "data_dir": _string,

@@ -16,15 +16,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role, Timings
 from election.messages import Message
+from peer.dispatch import Dispatcher
+from peer.execution import ResultItem, Results
 from peer.log import Append, AppendReply, Entry, FetchLog, Log, LogChunk
-from peer.membership import Gossip, MembershipTable, MembershipTimings
+from peer.membership import Gossip, MembershipTable, MembershipTimings, Status
 from peer.replication import Replicator
-from peer.tasks import Applied, TaskTable
+from peer.scheduler import Scheduler, Worker
+from peer.tasks import Applied, Task, TaskTable
 
 ReplicationMessage = Append | AppendReply | FetchLog | LogChunk
-PeerMessage = Message | Gossip | ReplicationMessage
+PeerMessage = Message | Gossip | ReplicationMessage | Results
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,10 @@ class Settings:
     failure_timeout: float = 0.5
     election_timeout: float = 0.2
     max_batch: int = 512
+    slots: int = 4
+    policy: str = "fifo"
+    retry_base: float = 0.5
+    retry_max: float = 30.0
 
     def election_timings(self) -> Timings:
         return Timings(self.heartbeat_interval, self.election_timeout, self.failure_timeout)
@@ -58,6 +67,8 @@ class CoreReady:
     commit_index: int | None = None
     messages: list[tuple[int, PeerMessage]] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)
+    starts: list[Task] = field(default_factory=list)  # attempts to run on this peer
+    stops: list[tuple[int, int]] = field(default_factory=list)  # (task, attempt) to stop
     events: list[str] = field(default_factory=list)
 
 
@@ -90,6 +101,13 @@ class PeerCore:
             resend_after=settings.failure_timeout / 2,
         )
         self.tasks = TaskTable()
+        scheduler = Scheduler(
+            settings.policy, settings.slots, rng, settings.retry_base, settings.retry_max
+        )
+        self.dispatcher = Dispatcher(node_id, incarnation, scheduler)
+        self._serving_since: float | None = None
+        self._next_resend = 0.0
+        self._wall = 0.0
         self._now = 0.0
         self._out: list[tuple[int, PeerMessage]] = []
         self._events: list[str] = []
@@ -99,8 +117,9 @@ class PeerCore:
 
     # ------------------------------------------------------------------ inputs
 
-    def tick(self, now: float) -> None:
-        self._now = now
+    def tick(self, now: float, wall: float | None = None) -> None:
+        """Advance timers; `wall` is the clock written into entries (default: `now`)."""
+        self._now, self._wall = now, now if wall is None else wall
         self._sync_log()
         self.election.tick(now, self.membership.live(now))
         self._sync_roles()
@@ -115,6 +134,10 @@ class PeerCore:
                 self._events.append(f"peer {peer} restarted")
         elif isinstance(message, Append | AppendReply | FetchLog | LogChunk):
             self._receive_replication(now, message)
+        elif isinstance(message, Results):
+            self.election.observe_term(now, message.term)
+            if self.is_ready_leader and message.term == self.term:
+                self.dispatcher.accept(self._wall, self.tasks, message.sender, list(message.items))
         else:
             self.election.step(now, message)
         self._sync_roles()
@@ -123,6 +146,11 @@ class PeerCore:
         """Append commands to the log; empty unless this peer is a ready leader."""
         self._now = now
         return self.replicator.propose(now, commands) if self.is_ready_leader else []
+
+    def complete(self, now: float, item: ResultItem) -> None:
+        """This peer finished running an attempt (ok or not)."""
+        self._now = now
+        self.dispatcher.complete(item)
 
     def _receive_replication(self, now: float, message: ReplicationMessage) -> None:
         if isinstance(message, Append):
@@ -148,6 +176,13 @@ class PeerCore:
         out = self.election.ready()
         batch = CoreReady(hard_state=out.hard_state, events=self._events + out.events)
         self._sync_roles()
+        for entry in self.replicator.take_committed():
+            batch.applied.append(self.tasks.apply(entry.index, entry.command))
+        orders = self.dispatcher.on_applied(self.tasks, batch.applied, self.is_ready_leader)
+        batch.starts, batch.stops = orders.starts, orders.stops
+        self._send_results()
+        if self.is_ready_leader:
+            self._lead_round()
         for envelope in out.messages:
             if isinstance(envelope.message, Heartbeat) and self.replicator.leading:
                 self.replicator.heartbeat(self._now, envelope.to)
@@ -160,10 +195,41 @@ class PeerCore:
         durable_write = persist is not None or batch.hard_state is not None
         if durable_write and self.replicator.commit_index != self._persisted_commit:
             batch.commit_index = self._persisted_commit = self.replicator.commit_index
-        for entry in self.replicator.take_committed():
-            batch.applied.append(self.tasks.apply(entry.index, entry.command))
         self._out, self._events = [], []
         return batch
+
+    # -------------------------------------------------------------- execution
+
+    def _send_results(self) -> None:
+        """Fresh results at once; every unrecorded one again each heartbeat interval."""
+        items = self.dispatcher.ledger.take_fresh()
+        if self._now >= self._next_resend:
+            self._next_resend = self._now + self.settings.heartbeat_interval
+            items = self.dispatcher.ledger.unrecorded(self.tasks)
+        if not items:
+            return
+        if self.is_ready_leader:
+            self.dispatcher.accept(self._wall, self.tasks, self.id, items)
+        elif self.leader is not None:
+            self._out.append((self.leader, Results(self.term, self.id, tuple(items))))
+
+    def _lead_round(self) -> None:
+        if self._serving_since is None:
+            self._serving_since = self._now
+            self.dispatcher.lead(self.tasks)
+        judge_lost = self._now - self._serving_since > self.settings.failure_timeout
+        commands = self.dispatcher.round(self._wall, self.tasks, self._workers(), judge_lost)
+        if commands:
+            self.replicator.propose(self._now, [orjson.dumps(c).decode() for c in commands])
+
+    def _workers(self) -> list[Worker]:
+        """Peers that may take work: alive (not suspect or dead), with their incarnation."""
+        workers = []
+        for peer in (self.id, *self.membership.others):
+            digest = self.membership.digest(peer)
+            if digest and self.membership.status(peer, self._now) is Status.ALIVE:
+                workers.append(Worker(peer, digest.incarnation))
+        return workers
 
     # ----------------------------------------------------------------- queries
 
@@ -235,6 +301,8 @@ class PeerCore:
             self.replicator.become_leader(self._now, self.election.term, source)
         elif not leading and self.replicator.leading:
             self.replicator.step_down(self.election.term)
+        if not self.is_ready_leader:
+            self._serving_since = None
 
     def _publish_local(self) -> None:
         self.membership.set_local(

@@ -21,10 +21,13 @@ from typing import Any
 
 from peer.config import ClusterConfig
 from peer.core import PeerCore, PeerMessage, Settings
+from peer.execution import ResultItem
 from peer.log import Log
+from peer.registry import Registry
 from peer.storage import Storage
 from peer.tasks import Applied
 from peer.transport import Transport
+from peer.worker import TaskRunner
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,7 @@ MAX_INBOX = 50_000
 
 
 class Node:
-    def __init__(self, config: ClusterConfig, node_id: int) -> None:
+    def __init__(self, config: ClusterConfig, node_id: int, registry: Registry) -> None:
         self.config = config
         self.id = node_id
         self.address = config.node(node_id)
@@ -45,6 +48,10 @@ class Node:
             suspect_after=config.suspect_after,
             failure_timeout=config.failure_timeout,
             election_timeout=config.election_timeout,
+            slots=config.slots,
+            policy=config.policy,
+            retry_base=config.retry_base,
+            retry_max=config.retry_max,
         )
         self.core = PeerCore(
             node_id,
@@ -57,6 +64,7 @@ class Node:
             commit_index,
         )
         self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
+        self.runner = TaskRunner(registry, config.slots, self._completed)
         self.tick_interval = config.heartbeat_interval / TICKS_PER_HEARTBEAT
         self._inbox: deque[PeerMessage] = deque(maxlen=MAX_INBOX)
         self._wake = asyncio.Event()
@@ -77,6 +85,7 @@ class Node:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.runner.close()
         await self.transport.close()
         self._disk.shutdown(wait=True)
         self.storage.close()
@@ -117,7 +126,7 @@ class Node:
             while self._inbox:
                 self.core.receive(now, self._inbox.popleft())
             if now >= next_tick:
-                self.core.tick(now)
+                self.core.tick(now, time.time())
                 next_tick = now + self.tick_interval
             await self._carry_out()
             with contextlib.suppress(TimeoutError):
@@ -142,11 +151,19 @@ class Node:
             self.transport.send(to, message)
         for applied in batch.applied:
             self._resolve(applied)
+        for task_id, attempt in batch.stops:
+            self.runner.stop(task_id, attempt)
+        for task in batch.starts:
+            self.runner.start(task)
         for event in batch.events:
             log.info("%s", event)
         if batch.applied or batch.events or batch.hard_state:
             self.changed.set()
             self.changed = asyncio.Event()
+
+    def _completed(self, item: ResultItem) -> None:
+        self.core.complete(time.monotonic(), item)
+        self._wake.set()
 
     def _resolve(self, applied: Applied) -> None:
         waiter = self._waiters.pop(applied.index, None)

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 async def serve(config: ClusterConfig, node_id: int) -> None:
     registry = Registry(config.task_modules, config.allow_shell)
-    node = Node(config, node_id)
+    node = Node(config, node_id, registry)
     runner = web.AppRunner(build_app(node, registry), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, node.address.host, node.address.port, reuse_address=True)

@@ -14,16 +14,19 @@ import orjson
 
 from election.messages import ALL_MESSAGES, LogPosition
 from peer.core import PeerMessage
+from peer.execution import ResultItem, Results
 from peer.log import Append, AppendReply, Entry, FetchLog, LogChunk
 from peer.membership import Gossip, MemberDigest
 
 KINDS: dict[str, type] = {
-    cls.__name__: cls for cls in (*ALL_MESSAGES, Gossip, Append, AppendReply, FetchLog, LogChunk)
+    cls.__name__: cls
+    for cls in (*ALL_MESSAGES, Gossip, Append, AppendReply, FetchLog, LogChunk, Results)
 }
 _NESTED: dict[str, type] = {
     "LogPosition": LogPosition,
     "MemberDigest": MemberDigest,
     "Entry": Entry,
+    "ResultItem": ResultItem,
 }
 MAX_STRING = 64 << 20
 

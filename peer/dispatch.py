@@ -1,0 +1,106 @@
+"""Execution bookkeeping between the task table and the peers, pure: `Dispatcher`.
+
+On the leader: turns the scheduler's decisions and the workers' results into log
+commands (`assign`, `finish`), one of each per round at most. On every peer: tells the
+driver which attempts to start (an applied `assign` naming this peer and its current
+incarnation) and which to stop (an attempt that ended while it ran here), and keeps the
+worker's unrecorded results. Time comes in; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from peer.execution import ResultItem, WorkerLedger
+from peer.scheduler import Scheduler, Worker
+from peer.tasks import Applied, Task, TaskTable
+
+
+@dataclass(slots=True)
+class WorkOrders:
+    """What the driver must do on this peer: start these attempts, stop those."""
+
+    starts: list[Task] = field(default_factory=list)
+    stops: list[tuple[int, int]] = field(default_factory=list)
+
+
+class Dispatcher:
+    def __init__(self, node_id: int, incarnation: int, scheduler: Scheduler) -> None:
+        self.id = node_id
+        self.incarnation = incarnation
+        self.scheduler = scheduler
+        self.ledger = WorkerLedger()
+        self._finishes: list[list[Any]] = []  # leader: results waiting to be proposed
+        self._running_here: set[tuple[int, int]] = set()
+
+    # ----------------------------------------------------------------- leader
+
+    def lead(self, table: TaskTable) -> None:
+        """This peer became a serving leader: rebuild the schedule from the table."""
+        self.scheduler.reset(table)
+        self._finishes = []
+
+    def accept(self, wall: float, table: TaskTable, sender: int, items: list[ResultItem]) -> None:
+        """Results from a worker (or this peer): queue a `finish` for each new one."""
+        for item in items:
+            task = table.tasks.get(item.task)
+            if task is None or task.state != "running" or task.attempt != item.attempt:
+                continue
+            if task.worker != sender or not self.scheduler.reported(sender, task.id, task.attempt):
+                continue
+            value: Any = _parse(item.value) if item.ok else item.value
+            retry_at = 0.0 if item.ok else self.scheduler.retry_at(wall, task.attempt)
+            self._finishes.append([task.id, task.attempt, item.ok, value, retry_at])
+
+    def round(
+        self, wall: float, table: TaskTable, workers: list[Worker], judge_lost: bool
+    ) -> list[dict[str, Any]]:
+        """The leader's commands for this round: finishes first, then assignments."""
+        live = {w.id: w.incarnation for w in workers}
+        for task, reason in self.scheduler.overdue(wall, table, live, judge_lost):
+            retry_at = self.scheduler.retry_at(wall, task.attempt)
+            self._finishes.append([task.id, task.attempt, False, reason, retry_at])
+        commands = []
+        if self._finishes:
+            commands.append({"op": "finish", "at": wall, "items": self._finishes})
+            self._finishes = []
+        self.scheduler.take_ready(table)
+        assignments = self.scheduler.plan(wall, table, workers)
+        if assignments:
+            commands.append({"op": "assign", "at": wall, "items": assignments})
+        return commands
+
+    # ------------------------------------------------------------ every peer
+
+    def on_applied(self, table: TaskTable, applied: list[Applied], leading: bool) -> WorkOrders:
+        orders = WorkOrders()
+        for entry in applied:
+            if entry.op in ("assign", "finish", "cancel") and leading:
+                self.scheduler.applied(table, entry.task_ids)
+            if entry.op != "assign":
+                continue
+            for task_id in entry.task_ids:
+                task = table.tasks[task_id]
+                if task.worker == self.id and task.incarnation == self.incarnation:
+                    orders.starts.append(task)
+                    self._running_here.add((task.id, task.attempt))
+        for ended in table.ended:
+            if ended in self._running_here:
+                self._running_here.discard(ended)
+                orders.stops.append(ended)
+        table.ended.clear()
+        return orders
+
+    def complete(self, item: ResultItem) -> None:
+        """This peer finished running an attempt."""
+        self.ledger.complete(item)
+
+
+def _parse(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text

@@ -1,0 +1,90 @@
+"""Running task attempts on this peer: the I/O side of execution.
+
+`TaskRunner.start` runs an attempt's function from the registry (async functions on
+the loop, sync ones in a thread pool), bounded by the task's timeout, and hands the
+outcome to `on_done` as a `ResultItem`. A result that orjson cannot serialise fails the
+attempt with a clear error. `stop` cancels an attempt (cancelled, or ended elsewhere);
+a stopped attempt reports nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+
+from peer.execution import ResultItem
+from peer.registry import Registry, TaskFailed
+from peer.tasks import Task
+
+log = logging.getLogger(__name__)
+
+
+class TaskRunner:
+    def __init__(self, registry: Registry, slots: int, on_done: Callable[[ResultItem], None]):
+        self.registry = registry
+        self.on_done = on_done
+        self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="task")
+        self._running: dict[tuple[int, int], asyncio.Task[None]] = {}
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def start(self, task: Task) -> None:
+        key = (task.id, task.attempt)
+        if key in self._running:
+            return
+        self._running[key] = asyncio.create_task(self._run(task), name=f"task-{task.id}")
+
+    def stop(self, task_id: int, attempt: int) -> None:
+        running = self._running.pop((task_id, attempt), None)
+        if running is not None:
+            running.cancel()
+
+    async def _run(self, task: Task) -> None:
+        key = (task.id, task.attempt)
+        try:
+            async with asyncio.timeout(task.timeout):
+                value = await self._call(task.kind, task.args)
+            item = ResultItem(task.id, task.attempt, True, _encode(value))
+        except asyncio.CancelledError:
+            if key not in self._running:
+                return  # stopped on purpose: report nothing
+            raise
+        except TimeoutError:
+            item = ResultItem(task.id, task.attempt, False, f"timeout after {task.timeout:g}s")
+        except TaskFailed as exc:
+            item = ResultItem(task.id, task.attempt, False, str(exc))
+        except Exception as exc:  # a task's own failure, whatever it is
+            item = ResultItem(task.id, task.attempt, False, f"{type(exc).__name__}: {exc}")
+        if self._running.pop(key, None) is not None:
+            self.on_done(item)
+
+    async def _call(self, kind: str, args: Any) -> Any:
+        func = self.registry.kinds.get(kind)
+        if func is None:
+            raise TaskFailed(f"unknown task kind {kind!r} on this peer")
+        if asyncio.iscoroutinefunction(func):
+            return await func(args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._threads, func, args)
+
+    async def close(self) -> None:
+        for running in list(self._running.values()):
+            running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _encode(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:
+        raise TaskFailed(f"result is not JSON-serialisable: {exc}") from None
