@@ -345,6 +345,15 @@ def peer_table(config: ClusterConfig, snapshots: Snapshots, launcher: Launcher) 
     return table
 
 
+def totals_line(snapshots: Snapshots) -> Text:
+    """Cluster totals per task state, as the leader (or any peer) sees them."""
+    counts = (reference_view(snapshots) or {}).get("tasks")
+    if not isinstance(counts, dict):
+        return Text("")
+    parts = [f"{state} {n}" for state, n in counts.items()]
+    return Text("tasks: " + " · ".join(parts), style="bold")
+
+
 def event_lines(feed: EventFeed) -> Text:
     text = Text()
     for event in feed.recent:
@@ -364,6 +373,7 @@ def render(
         leader_line(snapshots),
         *usage,
         peer_table(config, snapshots, launcher),
+        totals_line(snapshots),
         Panel(event_lines(feed), title="events", border_style="dim"),
         footer,
     )

@@ -65,6 +65,7 @@ class Node:
         )
         self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
         self.runner = TaskRunner(registry, config.slots, self._completed)
+        self.done = 0  # attempts this peer has run to an end
         self.tick_interval = config.heartbeat_interval / TICKS_PER_HEARTBEAT
         self._inbox: deque[PeerMessage] = deque(maxlen=MAX_INBOX)
         self._wake = asyncio.Event()
@@ -162,6 +163,7 @@ class Node:
             self.changed = asyncio.Event()
 
     def _completed(self, item: ResultItem) -> None:
+        self.done += 1
         self.core.complete(time.monotonic(), item)
         self._wake.set()
 
@@ -188,6 +190,8 @@ class Node:
     def view(self) -> dict[str, Any]:
         view = self.core.view(time.monotonic())
         view["pid"] = os.getpid()
+        view["running"] = self.runner.running
+        view["done"] = self.done
         view["url"] = self.address.url
         urls = {n.id: n.url for n in self.config.nodes}
         for member in view["members"]:
