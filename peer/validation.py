@@ -90,12 +90,12 @@ def check_spec(
     if "queue" in data:
         out["queue"] = _text(prefix + "queue", data["queue"])
     _check_numbers(prefix, data, out)
-    if data.get("depends_on"):
+    if data.get("depends_on") is not None:
         out["depends_on"] = _check_depends(prefix, data["depends_on"])
     for name in ("key", "ref") if batch else ("key",):
         if data.get(name) is not None:
             out[name] = _text(prefix + name, data[name])
-    if batch and data.get("after"):
+    if batch and data.get("after") is not None:
         out["after"] = _check_after(prefix, data["after"])
     return out
 
