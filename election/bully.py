@@ -109,6 +109,7 @@ class BullyElection:
         self._deadline = 0.0  # when the current phase gives up
         self._not_before = 0.0  # backoff: no new election before this
         self._leader_contact = 0.0
+        self._lost_leader: int | None = None  # fell silent; counted out until a leader is known
         self._next_heartbeat = 0.0
         self._quorum = Quorum(self.peers)
         self._heard: dict[int, float] = {}  # leader: last HeartbeatAck per peer
@@ -149,7 +150,7 @@ class BullyElection:
     def tick(self, now: float, live: Iterable[int]) -> None:
         """Advance timers; `live` is every peer the membership view does not hold dead."""
         self._now = now
-        self.live = frozenset(live) | {self.id}
+        self.live = (frozenset(live) | {self.id}) - {self._lost_leader}
         for cand, since in list(self._refusing_since.items()):
             if now - since > 4 * self.timings.failure_timeout:
                 del self._refusing_since[cand]  # an old refusal streak has ended
@@ -184,6 +185,10 @@ class BullyElection:
             return
         if self.leader is not None:
             self._emit(f"leader {self.leader} lost (term {self.term})")
+            # its silence is news before gossip calls it dead: count it out right away,
+            # so this peer neither waits for it nor refuses a claimant because of it
+            self._lost_leader = self.leader
+            self.live -= {self.leader}
             self.leader = None
         if self._now >= self._not_before:
             self._start_election()
@@ -266,6 +271,7 @@ class BullyElection:
     def _become_leader(self) -> None:
         self.phase = Phase.LEADING
         self.leader = self.id
+        self._lost_leader = None
         self._heard = {peer: self._now for peer in self._quorum.granted}
         self._emit(f"peer {self.id} leads, term {self.term}")
         self._broadcast_heartbeat()
@@ -386,6 +392,7 @@ class BullyElection:
             self.caught_up = False
         self.phase = Phase.IDLE
         self.leader = leader
+        self._lost_leader = None
         self._leader_contact = now
         self._refusing_since.clear()
         return True

@@ -79,6 +79,7 @@ class _Peer:
     def __init__(self, popen: subprocess.Popen[bytes], log: IO[bytes]) -> None:
         self.popen = popen
         self.log = log
+        self.ended_by_us = False
 
     def running(self) -> bool:
         return self.popen.poll() is None
@@ -164,6 +165,14 @@ class Cluster:
     def running_ids(self) -> list[int]:
         return [n for n in self.ids if self.running(n)]
 
+    def crashed(self) -> dict[int, int]:
+        """Peers that exited without being killed or stopped here: id -> exit code."""
+        return {
+            n: code
+            for n, peer in self._peers.items()
+            if not peer.ended_by_us and (code := peer.popen.poll()) is not None
+        }
+
     def pid(self, n: int) -> int | None:
         peer = self._peers.get(n)
         return None if peer is None else peer.popen.pid
@@ -171,6 +180,7 @@ class Cluster:
     def kill(self, n: int) -> None:
         """SIGKILL peer `n` (a crash) and reap it."""
         peer = self._peers[n]
+        peer.ended_by_us = True
         peer.signal(signal.SIGKILL)
         peer.popen.wait()
         self._forget(n)
@@ -194,6 +204,7 @@ class Cluster:
     def _stop(self, ids: list[int], grace: float) -> None:
         running = [n for n in ids if self.running(n)]
         for n in running:
+            self._peers[n].ended_by_us = True
             self._peers[n].signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
         for n in running:
@@ -226,22 +237,28 @@ class Cluster:
         headers: dict[str, str] | None = None,
         timeout: float = HTTP_TIMEOUT,
     ) -> tuple[int, bytes] | None:
-        """One request to peer `n` over a kept-alive connection; None if unreachable."""
-        for attempt in (1, 2):  # a kept-alive connection may have died with an old process
+        """One request to peer `n` over a kept-alive connection; None if unreachable.
+
+        Sent again once, on a new connection, only when a reused connection turns out to
+        be closed (the peer restarted or dropped it); never after a timeout.
+        """
+        for _ in range(2):
             conn = self._conns.get(n)
+            reused = conn is not None
             if conn is None:
                 node = self.config.node(n)
-                conn = self._conns[n] = http.client.HTTPConnection(
-                    node.host, node.port, timeout=timeout
-                )
+                conn = self._conns[n] = http.client.HTTPConnection(node.host, node.port)
+            conn.timeout = timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(timeout)
             try:
                 conn.request(method, path, body=body, headers=headers or {})
                 resp = conn.getresponse()
                 return resp.status, resp.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 del self._conns[n]
-                if attempt == 2:
+                if not reused or isinstance(exc, TimeoutError):
                     return None
         return None
 
@@ -300,14 +317,20 @@ class Cluster:
     ) -> T:
         """Poll `predicate` until it returns something truthy, and return that.
 
-        Raises AssertionError after `timeout` seconds with every peer's last view and the
-        tail of its log.
+        Raises AssertionError after `timeout` seconds, or as soon as a peer exits that was
+        not killed or stopped here, with every peer's last view and the tail of its log.
         """
         deadline = time.monotonic() + timeout
         while True:
             result = predicate()
             if result:
                 return result
+            crashed = self.crashed()
+            if crashed:
+                raise AssertionError(
+                    f"peers exited on their own (id: code) {crashed} while waiting for {what}\n"
+                    + self.describe()
+                )
             if time.monotonic() >= deadline:
                 raise AssertionError(
                     f"timed out after {timeout:.1f}s waiting for {what}\n" + (self.describe())

@@ -1,7 +1,8 @@
 """Ring 3: the Python client and the `peer` command line against real peer processes.
 
-Tasks are not executed yet, so submitted tasks stay `queued`: `wait` is checked with a
-short timeout (it answers the task as it is) and with a cancel (which makes it terminal).
+Tasks here are submitted with a long `delay`, so they stay `scheduled` and never run:
+`wait` is checked with a short timeout (it answers the task as it is) and with a cancel
+(which makes it terminal).
 The client talks to a follower, so every write here is forwarded to the leader.
 """
 
@@ -23,22 +24,24 @@ from tests.harness import PROJECT_ROOT, Cluster
 
 START_TIMEOUT = 15.0  # cold start of three Python processes on a busy box, then election
 CLI_TIMEOUT = 30.0  # one `python -m peer ...` run, imports included
+LATER = 3600  # seconds of delay: the tasks here stay scheduled and never run
 
 
 def _started(cluster_factory: ClusterFactory) -> tuple[Cluster, int, int]:
     """A three-peer cluster with an agreed leader: (cluster, leader, a follower)."""
     cluster = cluster_factory(3)
-    leader = cluster.wait_for_leader(timeout=START_TIMEOUT)
+    # the highest id: a lower one may lead for a moment before the last peer is up
+    leader = cluster.wait_for_leader(expected=max(cluster.ids), timeout=START_TIMEOUT)
     follower = min(n for n in cluster.ids if n != leader)
     return cluster, leader, follower
 
 
 async def _check_submit_get_list(client: AsyncClient) -> list[dict[str, Any]]:
-    first = await client.submit("echo", {"n": 0}, queue="q1", priority=5)
-    assert first["state"] == "queued" and first["queue"] == "q1" and first["priority"] == 5
+    first = await client.submit("echo", {"n": 0}, queue="q1", priority=5, delay=LATER)
+    assert first["state"] == "scheduled" and first["queue"] == "q1" and first["priority"] == 5
     assert first["key"], "the client always sends an idempotency key"
     assert await client.get(first["id"]) == first
-    rest = [await client.submit("echo", {"n": n}, queue="q1") for n in range(1, 5)]
+    rest = [await client.submit("echo", {"n": n}, queue="q1", delay=LATER) for n in range(1, 5)]
     await client.get(rest[-1]["id"])  # now the follower has applied every submit
     page = await client.list(queue="q1", limit=2)
     assert [t["id"] for t in page["tasks"]] == [first["id"], rest[0]["id"]]
@@ -51,7 +54,7 @@ async def _check_submit_get_list(client: AsyncClient) -> list[dict[str, Any]]:
 async def _check_wait_and_cancel(client: AsyncClient, task_id: int) -> None:
     started = time.monotonic()
     still = await client.wait(task_id, timeout=0.3)
-    assert still["state"] == "queued", "a short wait answers the non-terminal task"
+    assert still["state"] == "scheduled", "a short wait answers the non-terminal task"
     assert time.monotonic() - started < 5.0
     waiter = asyncio.create_task(client.wait(task_id, timeout=20.0))
     cancelled = await client.cancel(task_id)
@@ -65,7 +68,10 @@ async def _check_wait_and_cancel(client: AsyncClient, task_id: int) -> None:
 
 async def _check_batch_and_keys(client: AsyncClient) -> None:
     batch = await client.submit_batch(
-        [{"kind": "echo", "ref": "a"}, {"kind": "echo", "after": ["a"], "key": "batch-b"}]
+        [
+            {"kind": "echo", "ref": "a", "delay": LATER},
+            {"kind": "echo", "after": ["a"], "key": "batch-b"},
+        ]
     )
     assert len(batch) == 2 and batch[1]["key"] == "batch-b" and batch[0]["key"]
     assert batch[1]["depends_on"] == [batch[0]["id"]] and batch[1]["state"] == "blocked"
@@ -154,10 +160,12 @@ def test_cli_commands_print_json_and_exit_codes(cluster_factory: ClusterFactory)
     peer = cluster.url(follower)
 
     args = '{"hello": "cli"}'
-    [submitted] = _cli(["submit", "echo", "--args", args, "--peer", peer, "--json"])
+    [submitted] = _cli(
+        ["submit", "echo", "--args", args, "--delay", str(LATER), "--peer", peer, "--json"]
+    )
     task = _json_of(submitted)
     assert task["kind"] == "echo" and task["args"] == {"hello": "cli"}
-    assert task["state"] == "queued" and task["key"]
+    assert task["state"] == "scheduled" and task["key"]
     # A follower applies a forwarded write up to a heartbeat after the leader answered it.
     cluster.wait_for(
         lambda: (cluster.request(follower, "GET", f"/tasks/{task['id']}") or (0,))[0] == 200,
@@ -167,17 +175,17 @@ def test_cli_commands_print_json_and_exit_codes(cluster_factory: ClusterFactory)
 
     shown, page, view, refused = _cli(
         ["task", str(task["id"]), "--peer", peer, "--wait", "0.2", "--json"],
-        ["tasks", "--state", "queued", "--peer", peer, "--json"],
+        ["tasks", "--state", "scheduled", "--peer", peer, "--json"],
         ["status", "--json"],  # the peer comes from $PEER_URL
         ["submit", "no-such-kind", "--peer", peer],
         env={"PEER_URL": peer},
     )
-    assert _json_of(shown)["id"] == task["id"] and _json_of(shown)["state"] == "queued"
+    assert _json_of(shown)["id"] == task["id"] and _json_of(shown)["state"] == "scheduled"
     listed = _json_of(page)
     assert [t["id"] for t in listed["tasks"]] == [task["id"]] and listed["next"] is None
     cluster_view = _json_of(view)
     assert cluster_view["id"] == follower and cluster_view["leader"] == leader
     assert {m["id"] for m in cluster_view["members"]} == set(cluster.ids)
-    assert cluster_view["tasks"]["queued"] == 1
+    assert cluster_view["tasks"]["scheduled"] == 1
     assert refused[0] == 1, refused
     assert refused[2].startswith("error: 400 bad_request: kind: unknown task kind"), refused
