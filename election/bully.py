@@ -114,6 +114,7 @@ class BullyElection:
         self._quorum = Quorum(self.peers)
         self._heard: dict[int, float] = {}  # leader: last HeartbeatAck per peer
         self._refusing_since: dict[int, float] = {}
+        self._refused: set[int] = set()  # peers that refused the current probe
         self._out = Ready()
         self._dirty = False
         self._handlers: dict[type, Callable[[Message], None]] = {
@@ -183,15 +184,19 @@ class BullyElection:
             if self._should_preempt():
                 self._start_election()
             return
-        if self.leader is not None:
-            self._emit(f"leader {self.leader} lost (term {self.term})")
-            # its silence is news before gossip calls it dead: count it out right away,
-            # so this peer neither waits for it nor refuses a claimant because of it
-            self._lost_leader = self.leader
-            self.live -= {self.leader}
-            self.leader = None
+        self._forget_leader()
         if self._now >= self._not_before:
             self._start_election()
+
+    def _forget_leader(self) -> None:
+        if self.leader is None or self.leader == self.id:
+            return
+        self._emit(f"leader {self.leader} lost (term {self.term})")
+        # its silence is news before gossip calls it dead: count it out right away, so
+        # this peer neither waits for it nor refuses a claimant because of it
+        self._lost_leader = self.leader
+        self.live -= {self.leader}
+        self.leader = None
 
     def _leader_is_live(self) -> bool:
         fresh = self._now - self._leader_contact <= self.timings.failure_timeout
@@ -228,6 +233,7 @@ class BullyElection:
 
     def _start_probe(self) -> None:
         self.phase = Phase.PROBING
+        self._refused = set()
         self._quorum.reset(self.term + 1)
         self._quorum.grant(self.id)
         self._deadline = self._now + self.timings.election_timeout
@@ -301,6 +307,7 @@ class BullyElection:
         if self.phase is Phase.LEADING:
             self._send(msg.sender, Heartbeat(self.term, self.id))
         elif self.phase in (Phase.IDLE, Phase.WAITING) and not self._leader_is_live():
+            self._forget_leader()
             self._start_election()
 
     def _on_alive(self, msg: Alive) -> None:
@@ -339,6 +346,14 @@ class BullyElection:
                 self._claim()
         elif msg.higher is not None and msg.higher in self.live:
             self._send_election([msg.higher])
+        else:
+            self._refused.add(msg.sender)
+            if len(self.peers) - len(self._refused) < self.majority:
+                # lost for now, most likely because views lag (the refusers still see the
+                # old leader); a probe changes nothing, so try again soon
+                self.phase = Phase.IDLE
+                jitter = self.rng.uniform(0.5, 1.0)
+                self._not_before = self._now + self.timings.heartbeat_interval * jitter
 
     def _on_coordinator(self, msg: Coordinator) -> None:
         if msg.term < self.term:
