@@ -9,18 +9,20 @@ Errors are `{"error": {"code", "message"}}`; a refused request changes nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from peer.auth import SENDER, verify
+from peer.auth import SENDER, unseal, verify
 from peer.forwarding import PATH as FORWARD_PATH
 from peer.node import Node
 from peer.registry import Registry
 from peer.service import Reply, Write, WriteService, wait_terminal
+from peer.transport import MAX_FRAME, STREAM_PATH
 from peer.transport import PATH as PEER_PATH
 from peer.validation import (
     BadRequest,
@@ -30,6 +32,8 @@ from peer.validation import (
     check_wait,
 )
 from peer.wire import WireError, decode_batch
+
+log = logging.getLogger(__name__)
 
 NODE = web.AppKey("node", Node)
 WRITES = web.AppKey("writes", WriteService)
@@ -79,6 +83,39 @@ async def post_peer_messages(request: web.Request) -> web.Response:
         return error(400, "bad_message", "message sender does not match the signed sender")
     request.app[NODE].deliver(messages)
     return web.Response(status=204)
+
+
+async def peer_stream(request: web.Request) -> web.StreamResponse:
+    """A peer's stream of signed frames, each a batch of messages for the driver."""
+    node = request.app[NODE]
+    await verified_body(request)
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, autoping=True)
+    await ws.prepare(request)
+    async for frame in ws:
+        if frame.type != WSMsgType.BINARY:
+            continue
+        refused = _take_frame(node, frame.data)
+        if refused is not None:
+            log.warning("closing a peer stream: %s", refused)
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=refused.encode()[:120])
+            break
+    return ws
+
+
+def _take_frame(node: Node, frame: bytes) -> str | None:
+    """Deliver one frame's messages; the reason it is refused otherwise."""
+    opened = unseal(node.transport.secret, frame, time.time())
+    if isinstance(opened, str):
+        return opened
+    sender, body = opened
+    try:
+        messages = decode_batch(body)
+    except WireError as exc:
+        return str(exc)
+    if any(m.sender != sender for m in messages):
+        return "message sender does not match the signed sender"
+    node.deliver(messages)
+    return None
 
 
 async def post_peer_writes(request: web.Request) -> web.Response:
@@ -188,6 +225,7 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     app.router.add_get("/tasks/{task_id}", get_task)
     app.router.add_post("/tasks/{task_id}/cancel", cancel_task)
     app.router.add_post(PEER_PATH, post_peer_messages)
+    app.router.add_get(STREAM_PATH, peer_stream)
     app.router.add_post(FORWARD_PATH, post_peer_writes)
     app.on_cleanup.append(lambda app: app[WRITES].close())
     return app

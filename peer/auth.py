@@ -1,6 +1,7 @@
-"""Signing of peer-to-peer requests: HMAC-SHA256 over sender, timestamp and body.
+"""Signing of peer-to-peer traffic: HMAC-SHA256 over sender, timestamp and body.
 
-`sign` builds the headers; `verify` checks them and says why a request is refused.
+`sign` builds a request's headers and `verify` checks them; `seal` and `unseal` do the
+same for one frame of a peer stream. Each says why it refuses.
 The clock reading is passed in, so both are pure functions of their arguments.
 """
 
@@ -43,3 +44,22 @@ def verify(secret: bytes, headers: dict[str, str], body: bytes, now: float) -> s
     if not hmac.compare_digest(signature, _mac(secret, sender, timestamp, body)):
         return "bad signature"
     return None
+
+
+def seal(secret: bytes, sender: int, now: float, body: bytes) -> bytes:
+    """One signed frame for a peer stream: `sender\\ntimestamp\\nmac\\n` then the body."""
+    timestamp = f"{now:.3f}"
+    mac = _mac(secret, str(sender), timestamp, body)
+    return f"{sender}\n{timestamp}\n{mac}\n".encode() + body
+
+
+def unseal(secret: bytes, frame: bytes, now: float) -> tuple[int, bytes] | str:
+    """(sender, body) of an authentic, fresh frame, else the reason it is refused."""
+    parts = frame.split(b"\n", 3)
+    if len(parts) != 4 or not parts[0].isdigit():
+        return "malformed frame"
+    sender, timestamp, mac = (p.decode(errors="replace") for p in parts[:3])
+    headers = {SENDER: sender, TIMESTAMP: timestamp, SIGNATURE: mac}
+    body = parts[3]
+    reason = verify(secret, headers, body, now)
+    return reason if reason is not None else (int(sender), body)

@@ -30,6 +30,7 @@ class _Follower:
     match_index: int = 0
     inflight_last: int = 0  # last index of the Append in flight (0: none)
     inflight_until: float = 0.0  # after this the in-flight Append counts as lost
+    told: int = 0  # the commit index last sent to it
 
 
 class Replicator:
@@ -127,6 +128,7 @@ class Replicator:
         self._outbox.append(
             (peer, Append(self.term, self.id, prev, prev_term, entries, self.commit_index))
         )
+        follower.told = self.commit_index
         if entries:
             follower.inflight_last = entries[-1].index
             follower.inflight_until = now + self.resend_after
@@ -141,12 +143,15 @@ class Replicator:
             if msg.match_index >= follower.inflight_last:
                 follower.inflight_last = 0
             if self._advance_commit():
-                self._announce_commit(now, msg.sender)
+                self._announce_commit(now)
         else:
             retry_at = min(follower.next_index - 1, msg.match_index + 1)
             follower.next_index = max(follower.match_index + 1, retry_at)
             follower.inflight_last = 0
-        if not follower.inflight_last and follower.next_index <= self.log.last_index:
+        idle = not follower.inflight_last
+        if idle and (
+            follower.next_index <= self.log.last_index or follower.told < self.commit_index
+        ):
             self._send_append(msg.sender, now)
 
     def on_log_chunk(self, now: float, msg: LogChunk) -> None:
@@ -177,11 +182,12 @@ class Replicator:
             self.serving = True
         return True
 
-    def _announce_commit(self, now: float, skip: int) -> None:
+    def _announce_commit(self, now: float) -> None:
         """Tell idle followers the new commit index now, not at the next heartbeat, so
-        a follower that forwarded a write can read it back at once."""
+        a follower that forwarded a write can read it back at once. (A busy one learns
+        it when its reply comes back.)"""
         for peer, follower in self._followers.items():
-            if peer != skip and not follower.inflight_last:
+            if not follower.inflight_last:
                 self._send_append(peer, now)
 
     # ---------------------------------------------------------------- follower

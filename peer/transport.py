@@ -1,21 +1,25 @@
-"""Sending peer messages over HTTP: one outbox per peer, batched, signed, fire-and-forget.
+"""Sending peer messages: one WebSocket stream per peer, batched, each frame signed.
 
-Each destination has one sender task and at most one request in flight; whatever the
-driver queues meanwhile goes out together in the next request. A peer that does not
-answer costs a dropped batch, never a blocked driver: the protocol retransmits what
-matters (heartbeats, probes, claims) on its own timers.
+Each destination has one sender task and one stream (`GET /peer/stream`, opened with
+signed headers); whatever the driver queues while a frame is being written goes out
+together in the next frame. Every frame carries its own HMAC and timestamp, so the
+receiver checks each one as it would a request. A peer that cannot be reached costs
+dropped frames, never a blocked driver: the protocol resends what matters (heartbeats,
+probes, claims, appends) on its own timers; after a failed connect the outbox waits a
+moment before trying again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
 
 import aiohttp
 
-from peer.auth import sign
+from peer.auth import seal, sign
 from peer.core import PeerMessage
 from peer.wire import encode_batch
 
@@ -23,19 +27,24 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
 MAX_QUEUED = 20_000
-PATH = "/peer/messages"
+MAX_FRAME = 64 << 20
+PATH = "/peer/messages"  # one signed batch per request (kept for tools and tests)
+STREAM_PATH = "/peer/stream"
+RECONNECT_AFTER = 0.1  # seconds to wait after a failed connect
 
 
 class PeerOutbox:
-    """The queue and sender task for one destination peer."""
+    """The queue, stream and sender task for one destination peer."""
 
     def __init__(self, session: aiohttp.ClientSession, url: str, sender: int, secret: bytes):
         self.session = session
-        self.url = url + PATH
+        self.url = url + STREAM_PATH
         self.sender = sender
         self.secret = secret
         self.queue: deque[PeerMessage] = deque(maxlen=MAX_QUEUED)
         self.wake = asyncio.Event()
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self._retry_at = 0.0
         self.task = asyncio.create_task(self._run(), name=f"outbox->{url}")
 
     def put(self, message: PeerMessage) -> None:
@@ -49,18 +58,37 @@ class PeerOutbox:
             while self.queue:
                 count = min(len(self.queue), MAX_BATCH)
                 batch = [self.queue.popleft() for _ in range(count)]
-                await self._post(batch)
+                await self._send(batch)
 
-    async def _post(self, batch: list[PeerMessage]) -> None:
-        body = encode_batch(batch)
-        headers = sign(self.secret, self.sender, time.time(), body)
-        headers["Content-Type"] = "application/json"
+    async def _send(self, batch: list[PeerMessage]) -> None:
+        ws = self.ws if self.ws is not None and not self.ws.closed else await self._connect()
+        if ws is None:
+            return  # unreachable: dropped; the protocol's timers resend what matters
+        frame = seal(self.secret, self.sender, time.time(), encode_batch(batch))
         try:
-            async with self.session.post(self.url, data=body, headers=headers) as resp:
-                if resp.status >= 300:
-                    log.warning("peer %s refused a batch: %s", self.url, resp.status)
+            await ws.send_bytes(frame)
+        except (aiohttp.ClientError, ConnectionError, RuntimeError):
+            self.ws = None
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
+        if time.monotonic() < self._retry_at:
+            return None
+        headers = sign(self.secret, self.sender, time.time(), b"")
+        try:
+            self.ws = await self.session.ws_connect(
+                self.url, headers=headers, max_msg_size=MAX_FRAME, autoping=True
+            )
         except (TimeoutError, aiohttp.ClientError, OSError):
-            pass  # unreachable peer: the protocol's timers resend what matters
+            self._retry_at = time.monotonic() + RECONNECT_AFTER
+            self.ws = None
+        return self.ws
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        if self.ws is not None:
+            await self.ws.close()
 
 
 class Transport:
@@ -75,8 +103,7 @@ class Transport:
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=1.0, connect=0.3)
-        connector = aiohttp.TCPConnector(limit_per_host=2)
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        self.session = aiohttp.ClientSession(timeout=timeout)
         for peer, url in self.urls.items():
             if peer != self.node_id:
                 self.outboxes[peer] = PeerOutbox(self.session, url, self.node_id, self.secret)
@@ -88,7 +115,6 @@ class Transport:
 
     async def close(self) -> None:
         for outbox in self.outboxes.values():
-            outbox.task.cancel()
-        await asyncio.gather(*(o.task for o in self.outboxes.values()), return_exceptions=True)
+            await outbox.close()
         if self.session is not None:
             await self.session.close()
