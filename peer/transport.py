@@ -54,6 +54,7 @@ class PeerOutbox:
     async def _run(self) -> None:
         while True:
             await self.wake.wait()
+            await asyncio.sleep(0)  # let the driver finish queueing this cycle's messages
             self.wake.clear()
             while self.queue:
                 count = min(len(self.queue), MAX_BATCH)
