@@ -9,6 +9,9 @@ separate process so the client's CPU is not hidden in the peers' and is reported
    to the leader only; acknowledged tasks per second.
 2. batch: 4 concurrent clients posting `/tasks/batch` of `--batch` tasks.
 3. latency: one client, one task at a time: p50 / p99 of submit.
+
+Tasks are submitted with a long delay so the cluster only stores them: this measures the
+submit path alone (bench/e2e.py measures execution).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+PARKED = {"delay": 86400}  # submitted tasks wait a day: nothing runs during the benchmark
+
+
 def percentile(samples: list[float], p: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
@@ -46,7 +52,7 @@ async def _single(urls: list[str], clients: int, seconds: float) -> dict[str, fl
         i = 0
         while time.monotonic() < stop_at and i < 1_000_000:
             i += 1
-            body = {"kind": "echo", "args": i, "key": f"c{n}-{i}-{random.random()}"}
+            body = {"kind": "echo", "args": i, "key": f"c{n}-{i}-{random.random()}", **PARKED}
             async with session.post(random.choice(urls) + "/tasks", json=body) as resp:
                 await resp.read()
                 if resp.status in (200, 201):
@@ -72,7 +78,7 @@ async def _batch(urls: list[str], clients: int, size: int, seconds: float) -> di
         for _ in range(10_000):
             if time.monotonic() >= stop_at:
                 return
-            body = {"tasks": [{"kind": "echo", "args": i} for i in range(size)]}
+            body = {"tasks": [{"kind": "echo", "args": i, **PARKED} for i in range(size)]}
             async with session.post(random.choice(urls) + "/tasks/batch", json=body) as resp:
                 await resp.read()
                 if resp.status in (200, 201):
@@ -92,7 +98,8 @@ async def _latency(url: str, count: int) -> dict[str, float]:
     async with aiohttp.ClientSession() as session:
         for i in range(count):
             start = time.perf_counter()
-            async with session.post(url + "/tasks", json={"kind": "echo", "args": i}) as resp:
+            body = {"kind": "echo", "args": i, **PARKED}
+            async with session.post(url + "/tasks", json=body) as resp:
                 await resp.read()
             samples.append((time.perf_counter() - start) * 1000)
     return {

@@ -1,0 +1,1 @@
+"""Example task modules for the cluster (see README, "Writing your own tasks")."""
