@@ -7,7 +7,6 @@ The clock reading is passed in, so both are pure functions of their arguments.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 MAX_SKEW = 10.0  # seconds a signed request stays valid
@@ -18,7 +17,7 @@ SIGNATURE = "X-Peer-Signature"
 
 def _mac(secret: bytes, sender: str, timestamp: str, body: bytes) -> str:
     msg = sender.encode() + b"\n" + timestamp.encode() + b"\n" + body
-    return hmac.new(secret, msg, hashlib.sha256).hexdigest()
+    return hmac.digest(secret, msg, "sha256").hex()
 
 
 def sign(secret: bytes, sender: int, now: float, body: bytes) -> dict[str, str]:

@@ -8,6 +8,8 @@ or garbled message never reaches the protocol core as a half-valid object.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -57,43 +59,77 @@ def decode_batch(body: bytes) -> list[PeerMessage]:
     return out
 
 
+Checker = Callable[[str, Any], Any]
+
+
 def _build(cls: type, data: Any) -> Any:
-    if not isinstance(data, dict):
-        raise WireError(f"{cls.__name__}: fields must be an object")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    if set(data) - set(fields):
-        raise WireError(f"{cls.__name__}: unknown field {sorted(set(data) - set(fields))[0]}")
-    values = {}
-    for name, spec in fields.items():
-        if name not in data:
-            has_default = spec.default is not dataclasses.MISSING
-            if has_default or spec.default_factory is not dataclasses.MISSING:
-                continue
-            raise WireError(f"{cls.__name__}.{name}: missing")
-        values[name] = _check(f"{cls.__name__}.{name}", str(spec.type), data[name])
-    return cls(**values)
+    return _decoder(cls)(data)
 
 
-def _check(where: str, annotation: str, value: Any) -> Any:
+@functools.cache
+def _decoder(cls: type) -> Callable[[Any], Any]:
+    """A checking constructor for `cls`, compiled once from its field annotations."""
+    name = cls.__name__
+    fields = []
+    for spec in dataclasses.fields(cls):
+        optional = spec.default is not dataclasses.MISSING
+        optional = optional or spec.default_factory is not dataclasses.MISSING
+        fields.append((spec.name, f"{name}.{spec.name}", _checker(str(spec.type)), optional))
+    known = frozenset(f[0] for f in fields)
+
+    def decode(data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise WireError(f"{name}: fields must be an object")
+        if not known.issuperset(data):
+            raise WireError(f"{name}: unknown field {sorted(set(data) - known)[0]}")
+        values = {}
+        for field, where, check, optional in fields:
+            if field in data:
+                values[field] = check(where, data[field])
+            elif not optional:
+                raise WireError(f"{where}: missing")
+        return cls(**values)
+
+    return decode
+
+
+def _checker(annotation: str) -> Checker:
     if annotation.endswith(" | None"):
-        return None if value is None else _check(where, annotation[: -len(" | None")], value)
-    if annotation == "int":
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 62:
-            raise WireError(f"{where}: must be a non-negative integer")
-        return value
-    if annotation == "bool":
-        if not isinstance(value, bool):
-            raise WireError(f"{where}: must be a boolean")
-        return value
-    if annotation == "str":
-        if not isinstance(value, str) or len(value) > MAX_STRING:
-            raise WireError(f"{where}: must be a string")
-        return value
+        inner = _checker(annotation[: -len(" | None")])
+        return lambda where, value: None if value is None else inner(where, value)
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
     if annotation in _NESTED:
-        return _build(_NESTED[annotation], value)
+        nested = _NESTED[annotation]
+        return lambda where, value: _decoder(nested)(value)
     if annotation.startswith("tuple[") and annotation.endswith(", ...]"):
-        if not isinstance(value, list) or len(value) > 1024:
-            raise WireError(f"{where}: must be a list")
-        inner = annotation[len("tuple[") : -len(", ...]")]
-        return tuple(_check(where, inner, v) for v in value)
-    raise WireError(f"{where}: cannot decode type {annotation}")
+        item = _checker(annotation[len("tuple[") : -len(", ...]")])
+
+        def check_tuple(where: str, value: Any) -> tuple[Any, ...]:
+            if not isinstance(value, list) or len(value) > 1024:
+                raise WireError(f"{where}: must be a list")
+            return tuple(item(where, v) for v in value)
+
+        return check_tuple
+    raise TypeError(f"cannot decode type {annotation}")
+
+
+def _int(where: str, value: Any) -> int:
+    if value.__class__ is not int or not 0 <= value < 1 << 62:
+        raise WireError(f"{where}: must be a non-negative integer")
+    return value
+
+
+def _bool(where: str, value: Any) -> bool:
+    if value.__class__ is not bool:
+        raise WireError(f"{where}: must be a boolean")
+    return value
+
+
+def _str(where: str, value: Any) -> str:
+    if value.__class__ is not str or len(value) > MAX_STRING:
+        raise WireError(f"{where}: must be a string")
+    return value
+
+
+_SCALARS: dict[str, Checker] = {"int": _int, "bool": _bool, "str": _str}
