@@ -218,16 +218,18 @@ class PeerCore:
             self._serving_since = self._now
             self.dispatcher.lead(self.tasks)
         judge_lost = self._now - self._serving_since > self.settings.failure_timeout
-        commands = self.dispatcher.round(self._wall, self.tasks, self._workers(), judge_lost)
+        live = {w.id: w.incarnation for w in self._workers(Status.ALIVE, Status.SUSPECT)}
+        workers = self._workers(Status.ALIVE)
+        commands = self.dispatcher.round(self._wall, self.tasks, workers, live, judge_lost)
         if commands:
             self.replicator.propose(self._now, [orjson.dumps(c).decode() for c in commands])
 
-    def _workers(self) -> list[Worker]:
-        """Peers that may take work: alive (not suspect or dead), with their incarnation."""
+    def _workers(self, *statuses: Status) -> list[Worker]:
+        """Peers in one of `statuses`, with their incarnation."""
         workers = []
         for peer in (self.id, *self.membership.others):
             digest = self.membership.digest(peer)
-            if digest and self.membership.status(peer, self._now) is Status.ALIVE:
+            if digest and self.membership.status(peer, self._now) in statuses:
                 workers.append(Worker(peer, digest.incarnation))
         return workers
 

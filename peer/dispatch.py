@@ -56,10 +56,18 @@ class Dispatcher:
             self._finishes.append([task.id, task.attempt, item.ok, value, retry_at])
 
     def round(
-        self, wall: float, table: TaskTable, workers: list[Worker], judge_lost: bool
+        self,
+        wall: float,
+        table: TaskTable,
+        workers: list[Worker],
+        live: dict[int, int],
+        judge_lost: bool,
     ) -> list[dict[str, Any]]:
-        """The leader's commands for this round: finishes first, then assignments."""
-        live = {w.id: w.incarnation for w in workers}
+        """The leader's commands for this round: finishes first, then assignments.
+
+        `workers` may take new work (alive); `live` maps every peer not held dead to its
+        incarnation (a suspect peer keeps its running attempts).
+        """
         for task, reason in self.scheduler.overdue(wall, table, live, judge_lost):
             retry_at = self.scheduler.retry_at(wall, task.attempt)
             self._finishes.append([task.id, task.attempt, False, reason, retry_at])
