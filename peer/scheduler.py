@@ -186,7 +186,7 @@ class Scheduler:
     def _failure(
         self, wall: float, task: Task, live: dict[int, int], judge_lost: bool
     ) -> str | None:
-        started = task.started_at or wall
+        started = wall if task.started_at is None else task.started_at
         if task.timeout is not None and wall - started > task.timeout:
             return f"timeout after {task.timeout:g}s"
         if not judge_lost or task.worker is None:

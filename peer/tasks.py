@@ -113,6 +113,7 @@ class TaskTable:
             return Applied(index, "invalid", outcome="invalid")
 
     def _apply(self, index: int, data: dict[str, Any]) -> Applied:
+        _check_shape(data)  # all or nothing: a malformed command changes no task
         op = data.get("op")
         if op == "submit":
             seen = self.by_rid.get(data.get("rid", ""))
@@ -282,3 +283,33 @@ class TaskTable:
                     more = task_id + 1 < self.next_id
                     return out, task_id if more else None
         return out, None
+
+
+_ITEM_TYPES = {
+    "assign": (int, int, int, int),
+    "finish": (int, int, bool, object, float | int),
+}
+
+
+def _check_shape(data: dict[str, Any]) -> None:
+    """Raise ValueError unless every part of the command has the shape applying needs."""
+    op = data.get("op")
+    if op in ("submit", "cancel", *_ITEM_TYPES) and not isinstance(data.get("at"), float | int):
+        raise ValueError("at")
+    if op == "submit":
+        refs: set[str] = set()
+        for spec in data["tasks"]:
+            if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
+                raise ValueError("tasks")
+            if not refs.issuperset(spec.get("after", ())):
+                raise ValueError("after")
+            refs.add(spec.get("ref", ""))
+    elif op == "cancel" and not isinstance(data.get("id"), int):
+        raise ValueError("id")
+    elif op in _ITEM_TYPES:
+        types = _ITEM_TYPES[op]
+        for item in data["items"]:
+            if len(item) != len(types):
+                raise ValueError("items")
+            if not all(isinstance(v, t) for v, t in zip(item, types, strict=True)):
+                raise ValueError("items")

@@ -5,33 +5,60 @@ running peer, persists what it asks to persist (the "disk" survives crashes), th
 what it produced. Clients may propose commands to whichever peer is a ready leader; a
 command is acknowledged when that leader applies it in the term it proposed it.
 Invariants are checked after every step and raise `InvariantViolation`.
+
+With `execute=True` the peers also run the tasks they are assigned: each start in a
+peer's batch completes after a random virtual delay by `complete` on that same peer,
+unless the peer crashed first (its running attempts are lost) or a stop in a later batch
+cancelled it. Kinds: `echo` succeeds with its args as JSON; `sleep` succeeds after
+`args["seconds"]`; `fail` fails with a message.
+Every finish that takes effect on any peer is recorded per (task, attempt).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 
 from election import HardState, Role
 from peer.core import CoreReady, PeerCore, Settings
+from peer.execution import ResultItem
 from peer.log import Entry, Log
+from peer.tasks import Applied, Task
 from tests.sim.network import Faults, SimNetwork
 
 STEP = 0.01
+RUN_TIME = (0.01, 0.3)  # virtual seconds an executed task runs, uniformly
 
 
 class InvariantViolation(AssertionError):
     pass
 
 
+def echo_task(n: int) -> dict[str, Any]:
+    return {"kind": "echo", "args": n}
+
+
 class SimCluster:
-    def __init__(self, size: int, seed: int, faults: Faults | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        faults: Faults | None = None,
+        settings: Settings | None = None,
+        execute: bool = False,
+    ) -> None:
         self.ids = tuple(range(1, size + 1))
         self.majority = size // 2 + 1
         self.rng = random.Random(seed)
-        self.settings = Settings()
+        self.settings = settings or Settings()
+        self.execute = execute
+        self.make_task: Callable[[int], dict[str, Any]] = echo_task  # spec of proposal n
+        self.work: dict[int, dict[tuple[int, int], tuple[float, ResultItem]]] = {}
+        self.outcomes: dict[tuple[int, int], tuple[bool, Any]] = {}  # recorded finishes
+        self.commit_term: dict[int, int] = {}  # index -> first applier's term (>= commit term)
         self.net = SimNetwork(self.rng, faults)
         self.now = 0.0
         self.disk: dict[int, HardState] = {}
@@ -66,6 +93,7 @@ class SimCluster:
 
     def crash(self, node_id: int) -> None:
         self.nodes.pop(node_id, None)
+        self.work.pop(node_id, None)  # its running attempts die with it
 
     @property
     def up(self) -> list[int]:
@@ -82,6 +110,8 @@ class SimCluster:
             if node is not None:
                 node.receive(self.now, message)
                 self._flush(dst)
+        if self.execute:
+            self._complete_due()
         for node_id in self.up:
             self.nodes[node_id].tick(self.now)
             self._flush(node_id)
@@ -108,7 +138,7 @@ class SimCluster:
         leader = self.rng.choice(ready)
         self.proposals += 1
         key = f"k{self.proposals}"
-        task = {"kind": "echo", "args": self.proposals, "key": key}
+        task = {**self.make_task(self.proposals), "key": key}
         command = orjson.dumps({"op": "submit", "at": self.now, "tasks": [task]}).decode()
         for entry in self.nodes[leader].propose(self.now, [command]):
             self.pending[entry.index] = (entry.term, key)
@@ -122,9 +152,49 @@ class SimCluster:
         node = self.nodes[node_id]
         for applied in batch.applied:
             self._check_applied(node_id, node.log.entries[applied.index - 1])
+            self.commit_term.setdefault(applied.index, node.term)
             proposed = self.pending.get(applied.index)
             if node.is_ready_leader and proposed and proposed[0] == node.term:
                 self.acked.add(proposed[1])
+            if applied.op == "finish":
+                self._record_finish(node_id, applied, node.log.entries[applied.index - 1])
+        if self.execute:
+            self._run_work(node_id, batch)
+
+    # -------------------------------------------------------------- execution
+
+    def _run_work(self, node_id: int, batch: CoreReady) -> None:
+        work = self.work.setdefault(node_id, {})
+        for key in batch.stops:
+            work.pop(key, None)
+        for task in batch.starts:
+            if task.kind == "sleep":
+                due = self.now + float(task.args["seconds"])
+            else:
+                due = self.now + self.rng.uniform(*RUN_TIME)
+            work[(task.id, task.attempt)] = (due, _run(task))
+
+    def _complete_due(self) -> None:
+        for node_id in self.up:
+            work = self.work.get(node_id, {})
+            for key, (due, item) in sorted(work.items()):
+                if due <= self.now:
+                    del work[key]
+                    self.nodes[node_id].complete(self.now, item)
+
+    def _record_finish(self, node_id: int, applied: Applied, entry: Entry) -> None:
+        """Remember the outcome of each attempt a finish ended; never two different."""
+        items: dict[int, list[Any]] = {}
+        for item in orjson.loads(entry.command)["items"]:
+            items.setdefault(item[0], item)
+        for task_id in applied.task_ids:
+            _, attempt, ok, value, _ = items[task_id]
+            first = self.outcomes.setdefault((task_id, attempt), (ok, value))
+            if first != (ok, value):
+                raise InvariantViolation(
+                    f"t={self.now}: peer {node_id} recorded task {task_id} attempt {attempt} "
+                    f"as {(ok, value)}, another peer as {first}"
+                )
 
     def _persist(self, node_id: int, batch: CoreReady) -> None:
         if batch.hard_state is not None:
@@ -144,10 +214,15 @@ class SimCluster:
             )
 
     def check_logs(self) -> None:
-        """Log matching, and every committed entry present on every serving leader."""
+        """Log matching, and leader completeness: a serving leader of term T holds every
+        entry committed in terms up to T. (A deposed leader cut off from its successor
+        serves until it notices, at most the failure timeout, and lacks what the
+        successor has committed since; Raft allows that, and terms fence it.)"""
         for node_id, node in self.nodes.items():
             if node.is_ready_leader:
                 for index, entry in self.committed.items():
+                    if self.commit_term[index] > node.term:
+                        continue
                     if node.log.term_at(index) != entry.term:
                         raise InvariantViolation(
                             f"t={self.now}: leader {node_id} lacks committed entry {index}"
@@ -179,6 +254,8 @@ class SimCluster:
             if term < self.last_term[node_id]:
                 raise InvariantViolation(f"t={self.now}: peer {node_id} term went backwards")
             self.last_term[node_id] = term
+            if self.execute:
+                self._check_attempts(node_id, node)
         for leader in self.leaders():
             term = self.nodes[leader].election.term
             holder = self.leaders_by_term.setdefault(term, leader)
@@ -188,8 +265,19 @@ class SimCluster:
                 )
         self._check_minority_has_no_leader()
 
+    def _check_attempts(self, node_id: int, node: PeerCore) -> None:
+        for task in node.tasks.tasks.values():
+            if task.attempt > task.max_attempts:
+                raise InvariantViolation(
+                    f"t={self.now}: peer {node_id} task {task.id} is on attempt "
+                    f"{task.attempt} of {task.max_attempts}"
+                )
+
     def _check_minority_has_no_leader(self) -> None:
-        grace = self.settings.failure_timeout + 3 * self.settings.heartbeat_interval
+        # A leader steps down once the peers it heard from within `failure_timeout` are no
+        # longer a majority. When partitions shift, acks heard just before a cut still
+        # count for that long, so the bound is two failure timeouts plus message slack.
+        grace = 2 * self.settings.failure_timeout + 3 * self.settings.heartbeat_interval
         for node_id in self.up:
             if len(self.component(node_id)) >= self.majority:
                 self.minority_since.pop(node_id, None)
@@ -209,3 +297,16 @@ class SimCluster:
         if self.nodes[top].role is not Role.LEADER:
             return False
         return all(self.nodes[p].leader == top for p in live)
+
+
+def _run(task: Task) -> ResultItem:
+    """What running `task` produces (the simulator's task registry)."""
+    if task.kind == "echo":
+        return ResultItem(task.id, task.attempt, True, orjson.dumps(task.args).decode())
+    if task.kind == "sleep":
+        slept = {"slept": task.args["seconds"]}
+        return ResultItem(task.id, task.attempt, True, orjson.dumps(slept).decode())
+    if task.kind == "fail":
+        message = task.args.get("message", "failed") if isinstance(task.args, dict) else "failed"
+        return ResultItem(task.id, task.attempt, False, str(message))
+    return ResultItem(task.id, task.attempt, False, f"unknown task kind {task.kind!r}")

@@ -1,0 +1,191 @@
+"""Ring 2 for execution: the peers of a simulated cluster run the tasks they are assigned
+(`echo` succeeds, `fail` fails) while peers crash, restart and are partitioned, and
+messages are lost, duplicated and reordered. A crashed peer loses its running attempts;
+the leader must notice (lost or restarted worker, or a timeout) and retry them.
+
+Checked every step: no attempt of a task is recorded with two different outcomes, and no
+peer's table holds a task past its `max_attempts`. At the end, after healing and
+restarting every peer: within a bound every task is terminal on every peer, all peers
+agree on each task, `echo` tasks succeeded with their args as result (unless every one
+of their attempts was lost to faults or timed out), `fail` tasks failed after exactly
+`max_attempts` attempts, and every attempt of every task was recorded exactly once.
+`SIM_SEED=N` replays one seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from peer.core import Settings
+from peer.tasks import TERMINAL
+from tests.sim.cluster import SimCluster
+from tests.sim.network import Faults
+from tests.sim.schedule import apply_random_fault, random_faults, seeds
+
+SETTLE = 20.0  # virtual seconds allowed to finish every task after healing
+LOSS_REASONS = ("lost", "restarted", "timeout")  # failures the leader judges
+
+
+def _task_maker(rng: random.Random) -> Callable[[int], dict[str, Any]]:
+    """Proposal n: about a third `fail` (1 to 3 attempts), the rest `echo` (3 attempts, a
+    quarter of them with a timeout some attempts overrun); two queues."""
+
+    def make(n: int) -> dict[str, Any]:
+        spec: dict[str, Any] = {"queue": f"q{n % 2}", "priority": n % 3}
+        if rng.random() < 0.35:
+            spec.update(kind="fail", args={"message": f"boom {n}"}, max_attempts=1 + n % 3)
+        else:
+            spec.update(kind="echo", args={"n": n}, max_attempts=3)
+            if rng.random() < 0.25:  # runs 0.01-0.3 s: some attempts time out
+                spec["timeout"] = 0.25
+        return spec
+
+    return make
+
+
+def _settled(sim: SimCluster) -> bool:
+    """Every peer has applied the whole log, holds every acked task, all terminal."""
+    nodes = list(sim.nodes.values())
+    last = max(n.log.last_index for n in nodes)
+    return all(
+        n.tasks.applied_index == last
+        and all(k in n.tasks.by_key for k in sim.acked)
+        and all(t.state in TERMINAL for t in n.tasks.tasks.values())
+        for n in nodes
+    )
+
+
+def _check_final(sim: SimCluster) -> int:
+    """The end state every peer must agree on; returns how many tasks were checked."""
+    tables = {
+        i: {t: task.to_json() for t, task in n.tasks.tasks.items()} for i, n in sim.nodes.items()
+    }
+    first_id, first = next(iter(tables.items()))
+    for node_id, table in tables.items():
+        assert table == first, f"peers {first_id} and {node_id} disagree on the tasks"
+    for task in first.values():
+        _check_task(sim, task)
+    return len(first)
+
+
+def _check_task(sim: SimCluster, task: dict[str, Any]) -> None:
+    where = f"task {task['id']} ({task['kind']}, {task['state']}, attempt {task['attempt']})"
+    outcomes = [sim.outcomes.get((task["id"], a)) for a in range(1, task["attempt"] + 1)]
+    assert None not in outcomes, f"{where}: an attempt ended without a recorded finish"
+    assert (task["id"], task["attempt"] + 1) not in sim.outcomes, f"{where}: a later attempt"
+    assert all(not ok for ok, _ in outcomes[:-1]), f"{where}: retried after a success"
+    if task["kind"] == "fail":
+        assert task["state"] == "failed", where
+        assert task["attempt"] == task["max_attempts"], where
+        assert task["error"] == outcomes[-1][1], where
+    elif task["state"] == "succeeded":
+        assert outcomes[-1] == (True, task["args"]) and task["result"] == task["args"], where
+    else:
+        assert task["state"] == "failed" and task["attempt"] == task["max_attempts"], where
+        reasons = [value for _, value in outcomes]
+        assert all(any(r in v for r in LOSS_REASONS) for v in reasons), f"{where}: {reasons}"
+
+
+@pytest.mark.parametrize("seed", seeds())
+def test_every_task_ends_once_and_alike_on_every_peer_under_random_faults(seed: int) -> None:
+    rng = random.Random(seed)
+    size = rng.choice([3, 3, 5])
+    policy = rng.choice(["fifo", "priority", "fair"])
+    settings = Settings(policy=policy, slots=2, retry_base=0.05, retry_max=0.2)
+    sim = SimCluster(size, seed, random_faults(rng), settings, execute=True)
+    sim.make_task = _task_maker(rng)
+    history = [f"size {size}, policy {policy}, faults {sim.net.faults}"]
+    try:
+        sim.run(1.0, propose_rate=0.08)
+        for _ in range(rng.randint(2, 6)):
+            history.append(f"t={sim.now:.2f} {apply_random_fault(sim, rng)}")
+            sim.run(rng.uniform(0.2, 1.2), propose_rate=0.08)
+        sim.net.heal()
+        sim.net.faults = Faults()
+        for node_id in sim.ids:
+            if node_id not in sim.nodes:
+                sim.start(node_id)
+        history.append(f"t={sim.now:.2f} heal, restart all; proposals {sim.proposals}")
+        assert sim.run_until(lambda: _settled(sim), SETTLE), "tasks left unfinished"
+        _check_final(sim)
+    except AssertionError as exc:
+        pytest.fail(f"seed {seed} (replay: SIM_SEED={seed}): {exc}\n  " + "\n  ".join(history))
+
+
+def test_echo_and_fail_tasks_run_to_their_end_without_faults() -> None:
+    sim = SimCluster(3, seed=5, settings=Settings(retry_base=0.05, retry_max=0.2), execute=True)
+    sim.make_task = lambda n: (
+        {"kind": "echo", "args": [n]} if n % 2 else {"kind": "fail", "max_attempts": 3}
+    )
+    assert sim.run_until(lambda: any(n.is_ready_leader for n in sim.nodes.values()), 3.0)
+    for _ in range(20):
+        sim.propose()
+        sim.step()
+    assert sim.run_until(lambda: len(sim.acked) == 20 and _settled(sim), 10.0)
+    assert _check_final(sim) == 20
+    tasks = next(iter(sim.nodes.values())).tasks.tasks.values()
+    assert {t.state for t in tasks if t.kind == "echo"} == {"succeeded"}
+    assert all(t.attempt == 1 for t in tasks if t.kind == "echo")
+    assert {(t.state, t.attempt, t.error) for t in tasks if t.kind == "fail"} == {
+        ("failed", 3, "failed")
+    }
+    assert {t.worker for t in tasks} == set(sim.ids)  # round-robin reached every peer
+
+
+def test_a_crashed_workers_attempt_is_retried_elsewhere() -> None:
+    sim = SimCluster(3, seed=6, settings=Settings(retry_base=0.05, retry_max=0.2), execute=True)
+    assert sim.run_until(lambda: any(n.is_ready_leader for n in sim.nodes.values()), 3.0)
+    [leader] = [i for i, n in sim.nodes.items() if n.is_ready_leader]
+    victim = next(i for i in sim.ids if i != leader)
+    sim.work.setdefault(victim, {})
+    for _ in range(6):
+        sim.propose()
+    assert sim.run_until(lambda: bool(sim.work.get(victim)), 2.0)
+    lost = [task for task, _ in sim.work[victim]]
+    sim.crash(victim)
+    assert sim.run_until(lambda: _settled(sim) and len(sim.acked) == 6, 10.0)
+    table = sim.nodes[leader].tasks
+    for task_id in lost:
+        task = table.tasks[task_id]
+        assert (task.state, task.attempt) == ("succeeded", 2)
+        assert task.worker != victim
+        assert sim.outcomes[(task_id, 1)] == (False, f"worker {victim} lost")
+
+
+def test_an_attempt_on_a_worker_suspect_for_a_moment_is_not_failed() -> None:
+    """The scheduler's rule: an attempt without a report fails when its worker is dead or
+    restarted. A worker silent for longer than `suspect_after` but shorter than
+    `failure_timeout` is suspect: it gets no new work, but its running attempt stands."""
+    settings = Settings(retry_base=0.05, retry_max=0.2)
+    sim = SimCluster(3, seed=7, settings=settings, execute=True)
+    sim.make_task = lambda n: {"kind": "sleep", "args": {"seconds": 1.5}}
+    assert sim.run_until(lambda: any(n.is_ready_leader for n in sim.nodes.values()), 3.0)
+    sim.run(settings.failure_timeout + 0.1)  # the leader now judges lost workers
+    [leader] = [i for i, n in sim.nodes.items() if n.is_ready_leader]
+    worker = next(i for i in sim.ids if i != leader)
+    for _ in range(3):
+        sim.propose()
+    assert sim.run_until(lambda: bool(sim.work.get(worker)), 1.0)
+    [(task_id, attempt)] = list(sim.work[worker])
+    sim.net.cut |= {(worker, other) for other in sim.ids if other != worker}  # it goes quiet
+    seen = set()
+
+    def watch() -> bool:
+        seen.add(sim.nodes[leader].membership.status(worker, sim.now).value)
+        return _settled(sim) and len(sim.acked) == 3
+
+    # 0.32 s cut; with up to a heartbeat before its next gossip, the worker is silent
+    # past suspect_after (0.3 s) yet short of failure_timeout (0.5 s)
+    for _ in range(32):
+        sim.step()
+        watch()
+    sim.net.heal()
+    assert sim.run_until(watch, 5.0)
+    assert seen == {"alive", "suspect"}  # the premise: suspect for a while, never dead
+    task = sim.nodes[leader].tasks.tasks[task_id]
+    assert sim.outcomes.get((task_id, attempt)) == (True, {"slept": 1.5})
+    assert (task.state, task.attempt, task.worker) == ("succeeded", attempt, worker)

@@ -1,0 +1,404 @@
+"""Ring 1 for the leader's scheduling decisions: `Scheduler`, each test named after the
+rule it checks. Tables are built the way the cluster builds them, by applying submit,
+assign and finish commands (JSON text) through `TaskTable.apply`; the scheduler hears of
+applied entries through `take_ready` and `applied`, as the dispatcher tells it.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+import pytest
+
+from peer.scheduler import Scheduler, Worker
+from peer.tasks import TaskTable
+
+W1, W2, W3 = Worker(1, 1), Worker(2, 1), Worker(3, 1)
+
+
+class Cluster:
+    """A task table and the scheduler of its leader, fed through applied commands."""
+
+    def __init__(
+        self, policy: str = "fifo", slots: int = 10, rng: random.Random | None = None, **kw: Any
+    ) -> None:
+        self.table = TaskTable()
+        self.scheduler = Scheduler(policy, slots, rng or random.Random(0), **kw)
+        self.index = 0
+
+    def apply(self, command: dict[str, Any]) -> tuple[int, ...]:
+        self.index += 1
+        applied = self.table.apply(self.index, orjson.dumps(command).decode())
+        assert applied.outcome == "ok", command
+        if command["op"] in ("assign", "finish", "cancel"):
+            self.scheduler.applied(self.table, applied.task_ids)
+        self.scheduler.take_ready(self.table)
+        return applied.task_ids
+
+    def submit(self, *specs: dict[str, Any], at: float = 0.0) -> tuple[int, ...]:
+        return self.apply({"op": "submit", "at": at, "tasks": list(specs)})
+
+    def plan(self, workers: list[Worker], wall: float = 1.0) -> list[list[int]]:
+        return self.scheduler.plan(wall, self.table, workers)
+
+    def assign(self, items: list[list[int]], at: float = 1.0) -> tuple[int, ...]:
+        return self.apply({"op": "assign", "at": at, "items": items})
+
+    def run(self, workers: list[Worker], wall: float = 1.0) -> list[list[int]]:
+        """Plan a round and apply its assignments at once."""
+        items = self.plan(workers, wall)
+        if items:
+            self.assign(items, at=wall)
+        return items
+
+    def finish(self, task_id: int, ok: bool = True, value: Any = None, at: float = 2.0) -> None:
+        attempt = self.table.tasks[task_id].attempt
+        self.apply({"op": "finish", "at": at, "items": [[task_id, attempt, ok, value, at + 1]]})
+
+
+def echo(**extra: Any) -> dict[str, Any]:
+    return {"kind": "echo", **extra}
+
+
+def tasks_of(items: list[list[int]]) -> list[int]:
+    return [task for task, *_ in items]
+
+
+def workers_of(items: list[list[int]]) -> list[int]:
+    return [worker for _, _, worker, _ in items]
+
+
+class FixedRandom(random.Random):
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+# ------------------------------------------------------------------ round-robin
+
+
+def test_assignment_names_task_next_attempt_worker_and_incarnation() -> None:
+    c = Cluster()
+    c.submit(echo())
+    assert c.plan([Worker(4, 7)]) == [[1, 1, 4, 7]]
+
+
+def test_round_robin_over_workers_in_id_order() -> None:
+    c = Cluster()
+    c.submit(*[echo() for _ in range(7)])
+    items = c.plan([W3, W1, W2])
+    assert tasks_of(items) == [1, 2, 3, 4, 5, 6, 7]
+    assert workers_of(items) == [1, 2, 3, 1, 2, 3, 1]
+
+
+def test_round_robin_cursor_carries_on_across_rounds() -> None:
+    c = Cluster()
+    c.submit(echo(), echo())
+    assert workers_of(c.run([W1, W2, W3])) == [1, 2]
+    c.submit(echo(), echo())
+    assert workers_of(c.run([W1, W2, W3])) == [3, 1]
+    c.submit(echo())
+    assert workers_of(c.run([W1, W2, W3])) == [2]
+
+
+def test_round_robin_cursor_carries_on_when_workers_change() -> None:
+    c = Cluster()
+    c.submit(echo(), echo())
+    assert workers_of(c.run([W1, W2, W3])) == [1, 2]
+    c.submit(echo(), echo(), echo())
+    assert workers_of(c.run([W1, W3, Worker(4, 1)])) == [3, 4, 1]
+
+
+# ------------------------------------------------------------------------ slots
+
+
+def test_a_worker_never_gets_more_than_its_slots() -> None:
+    c = Cluster(slots=2)
+    c.submit(*[echo() for _ in range(10)])
+    first = c.run([W1, W2])
+    assert workers_of(first) == [1, 2, 1, 2]
+    assert c.run([W1, W2]) == []  # all four running: no free slot
+    assert c.table.running == {1: {1, 3}, 2: {2, 4}}
+
+
+def test_assignments_in_flight_take_slots() -> None:
+    c = Cluster(slots=2)
+    c.submit(*[echo() for _ in range(10)])
+    assert len(c.plan([W1])) == 2
+    assert c.plan([W1]) == []  # proposed, not yet applied: still counts
+    assert len(c.plan([W2])) == 2
+
+
+def test_a_finished_task_frees_its_slot() -> None:
+    c = Cluster(slots=1)
+    c.submit(echo(), echo())
+    assert tasks_of(c.run([W1])) == [1]
+    assert c.run([W1]) == []
+    c.finish(1)
+    assert tasks_of(c.run([W1])) == [2]
+
+
+def test_a_reported_result_frees_the_slot_before_the_finish_commits() -> None:
+    c = Cluster(slots=1)
+    c.submit(echo(), echo())
+    c.run([W1])
+    assert c.run([W1]) == []
+    assert c.scheduler.reported(1, 1, 1)
+    assert tasks_of(c.run([W1])) == [2]
+    c.finish(1)  # the finish commits later: the slot is not counted free twice
+    assert c.plan([W1]) == []
+
+
+def test_a_result_reported_twice_is_proposed_once() -> None:
+    c = Cluster()
+    c.submit(echo())
+    c.run([W1])
+    assert c.scheduler.reported(1, 1, 1) is True
+    assert c.scheduler.reported(1, 1, 1) is False
+
+
+# ------------------------------------------------------------------ live workers
+
+
+def test_only_the_workers_passed_in_get_work() -> None:
+    """Dead and suspect peers are left out of `workers` by the caller: they get nothing."""
+    c = Cluster(slots=3)
+    c.submit(*[echo() for _ in range(8)])
+    items = c.run([W1, W3])
+    assert set(workers_of(items)) == {1, 3}
+    assert len(items) == 6
+
+
+def test_no_live_workers_means_no_assignments() -> None:
+    c = Cluster()
+    c.submit(echo())
+    assert c.plan([]) == []
+    assert tasks_of(c.plan([W2])) == [1]  # it was not lost meanwhile
+
+
+# ----------------------------------------------------------------- readiness
+
+
+def test_a_blocked_task_is_not_assigned_until_its_dependency_succeeds() -> None:
+    c = Cluster()
+    c.submit(echo(ref="a"), echo(after=["a"]))
+    assert tasks_of(c.run([W1, W2])) == [1]
+    assert c.run([W1, W2]) == []
+    c.finish(1)
+    assert tasks_of(c.run([W1, W2])) == [2]
+
+
+def test_a_task_is_not_assigned_before_its_not_before() -> None:
+    c = Cluster()
+    c.submit(echo(delay=5.0), at=10.0)
+    assert c.table.tasks[1].state == "scheduled"
+    assert c.plan([W1], wall=14.99) == []
+    assert tasks_of(c.plan([W1], wall=15.0)) == [1]
+
+
+def test_a_failed_attempt_is_retried_at_its_retry_time() -> None:
+    c = Cluster()
+    c.submit(echo())
+    c.run([W1], wall=1.0)
+    c.finish(1, ok=False, value="boom", at=2.0)  # retry_at = 3.0
+    assert c.table.tasks[1].state == "scheduled"
+    assert c.plan([W1], wall=2.99) == []
+    assert c.plan([W1], wall=3.0) == [[1, 2, 1, 1]]
+
+
+def test_retry_goes_to_the_next_worker_with_the_next_attempt() -> None:
+    c = Cluster()
+    c.submit(echo())
+    c.run([W1, W2], wall=1.0)
+    c.finish(1, ok=False, value="boom", at=2.0)  # retry_at = 3.0
+    assert c.plan([W1, W2], wall=2.99) == []
+    assert c.plan([W1, W2], wall=3.0) == [[1, 2, 2, 1]]
+
+
+def test_reset_takes_every_ready_task_from_the_table() -> None:
+    c = Cluster()
+    c.submit(echo(), echo(delay=1.0), echo(ref="a"), echo(after=["a"]))
+    fresh = Scheduler("fifo", 10, random.Random(0))
+    fresh.reset(c.table)
+    assert tasks_of(fresh.plan(0.5, c.table, [W1])) == [1, 3]
+    assert tasks_of(fresh.plan(1.0, c.table, [W1])) == [2]
+
+
+# ------------------------------------------------------------------ policies
+
+
+def test_fifo_assigns_by_id_whatever_the_priority() -> None:
+    c = Cluster("fifo")
+    c.submit(echo(priority=1), echo(priority=9), echo(priority=5), echo(queue="b"))
+    assert tasks_of(c.plan([W1])) == [1, 2, 3, 4]
+
+
+def test_priority_assigns_higher_first_then_by_id() -> None:
+    c = Cluster("priority")
+    c.submit(echo(priority=1), echo(priority=9), echo(priority=5), echo(priority=9), echo())
+    assert tasks_of(c.plan([W1])) == [2, 4, 3, 1, 5]
+
+
+def test_priority_counts_across_rounds() -> None:
+    c = Cluster("priority", slots=1)
+    c.submit(echo(priority=1), echo(priority=2))
+    assert tasks_of(c.run([W1])) == [2]
+    c.submit(echo(priority=5))
+    c.finish(2)
+    assert tasks_of(c.run([W1])) == [3]
+
+
+def test_fair_round_robins_over_queues_fifo_within_each() -> None:
+    c = Cluster("fair")
+    c.submit(*[echo(queue="a") for _ in range(4)], echo(queue="b"), echo(queue="b"))
+    c.submit(echo(queue="c", priority=9))
+    assert tasks_of(c.plan([W1])) == [1, 5, 7, 2, 6, 3, 4]
+
+
+def test_fair_carries_on_over_queues_across_rounds() -> None:
+    c = Cluster("fair", slots=1)
+    c.submit(echo(queue="a"), echo(queue="a"), echo(queue="b"), echo(queue="b"))
+    order = []
+    for _ in range(4):
+        [[task, *_]] = c.run([W1])
+        order.append(task)
+        c.finish(task)
+    assert order == [1, 3, 2, 4]
+
+
+def test_unknown_policy_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Scheduler("lifo", 1, random.Random(0))
+
+
+# ------------------------------------------------------------------ in flight
+
+
+def test_an_assignment_in_flight_is_not_proposed_twice() -> None:
+    c = Cluster()
+    c.submit(echo(), echo())
+    first = c.plan([W1, W2])
+    c.submit(echo())
+    second = c.plan([W1, W2])
+    assert tasks_of(first) == [1, 2]
+    assert tasks_of(second) == [3]
+    c.assign(first + second)
+    assert c.plan([W1, W2]) == []
+
+
+def test_a_task_cancelled_while_its_assignment_is_in_flight_frees_the_slot() -> None:
+    c = Cluster(slots=1)
+    c.submit(echo(), echo())
+    items = c.plan([W1])
+    assert tasks_of(items) == [1]
+    c.apply({"op": "cancel", "at": 0.5, "id": 1})
+    assert c.assign(items) == ()  # the assignment does not take
+    assert tasks_of(c.plan([W1])) == [2]
+
+
+def test_a_cancelled_task_is_never_assigned() -> None:
+    c = Cluster()
+    c.submit(echo(), echo())
+    c.apply({"op": "cancel", "at": 0.5, "id": 1})
+    assert tasks_of(c.plan([W1])) == [2]
+
+
+# ------------------------------------------------------------------- overdue
+
+
+def test_an_attempt_past_its_timeout_is_failed_once() -> None:
+    c = Cluster()
+    c.submit(echo(timeout=2.0), echo())
+    c.run([W1], wall=10.0)
+    live = {1: 1}
+    assert c.scheduler.overdue(12.0, c.table, live, judge_lost=True) == []
+    [(task, reason)] = c.scheduler.overdue(12.01, c.table, live, judge_lost=False)
+    assert (task.id, reason) == (1, "timeout after 2s")
+    assert c.scheduler.overdue(20.0, c.table, live, judge_lost=True) == []
+
+
+def test_an_attempt_started_at_time_zero_still_times_out() -> None:
+    c = Cluster()
+    c.submit(echo(timeout=1.0))
+    c.run([W1], wall=0.0)
+    assert [t.id for t, _ in c.scheduler.overdue(5.0, c.table, {1: 1}, judge_lost=True)] == [1]
+
+
+def test_an_attempt_on_a_lost_worker_is_failed_only_when_judging_lost() -> None:
+    c = Cluster()
+    c.submit(echo(), echo())
+    c.run([W1, W2])
+    live = {1: 1}  # worker 2 is gone
+    assert c.scheduler.overdue(5.0, c.table, live, judge_lost=False) == []
+    [(task, reason)] = c.scheduler.overdue(5.0, c.table, live, judge_lost=True)
+    assert (task.id, reason) == (2, "worker 2 lost")
+    assert c.scheduler.overdue(6.0, c.table, live, judge_lost=True) == []
+
+
+def test_an_attempt_on_a_restarted_worker_is_failed_only_when_judging_lost() -> None:
+    c = Cluster()
+    c.submit(echo(), echo())
+    c.run([W1, W2])
+    live = {1: 1, 2: 2}  # worker 2 came back with a new incarnation
+    assert c.scheduler.overdue(5.0, c.table, live, judge_lost=False) == []
+    [(task, reason)] = c.scheduler.overdue(5.0, c.table, live, judge_lost=True)
+    assert (task.id, reason) == (2, "worker 2 restarted")
+
+
+def test_an_attempt_on_a_live_worker_within_its_timeout_is_left_alone() -> None:
+    c = Cluster()
+    c.submit(echo(timeout=10.0), echo())
+    c.run([W1, W2], wall=1.0)
+    assert c.scheduler.overdue(5.0, c.table, {1: 1, 2: 1}, judge_lost=True) == []
+
+
+def test_an_attempt_whose_result_was_reported_is_not_failed_as_overdue() -> None:
+    c = Cluster()
+    c.submit(echo(timeout=1.0))
+    c.run([W1], wall=1.0)
+    assert c.scheduler.reported(1, 1, 1)
+    assert c.scheduler.overdue(9.0, c.table, {}, judge_lost=True) == []
+
+
+def test_an_overdue_attempt_frees_its_slot_once_the_failure_is_applied() -> None:
+    c = Cluster(slots=1)
+    c.submit(echo(timeout=1.0), echo())
+    c.run([W1], wall=1.0)
+    [(task, reason)] = c.scheduler.overdue(3.0, c.table, {1: 1}, judge_lost=True)
+    retry_at = c.scheduler.retry_at(3.0, task.attempt)
+    c.apply({"op": "finish", "at": 3.0, "items": [[1, 1, False, reason, retry_at]]})
+    assert c.table.tasks[1].state == "scheduled"
+    assert tasks_of(c.run([W1], wall=3.0)) == [2]
+
+
+# --------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 4, 5])
+def test_retry_at_grows_exponentially_with_jitter_in_half_to_full_backoff(attempt: int) -> None:
+    rng = random.Random(attempt)
+    scheduler = Scheduler("fifo", 1, rng, retry_base=0.5, retry_max=1000.0)
+    backoff = 0.5 * 2 ** (attempt - 1)
+    delays = [scheduler.retry_at(100.0, attempt) - 100.0 for _ in range(500)]
+    assert all(0.5 * backoff <= d <= backoff for d in delays)
+    assert min(delays) < 0.6 * backoff and max(delays) > 0.9 * backoff  # jitter spreads
+
+
+def test_retry_at_bounds_are_exact() -> None:
+    low = Scheduler("fifo", 1, FixedRandom(0.0), retry_base=0.5, retry_max=30.0)
+    high = Scheduler("fifo", 1, FixedRandom(1.0), retry_base=0.5, retry_max=30.0)
+    assert [low.retry_at(0.0, a) for a in (1, 2, 3)] == [0.25, 0.5, 1.0]
+    assert [high.retry_at(0.0, a) for a in (1, 2, 3)] == [0.5, 1.0, 2.0]
+
+
+def test_retry_at_is_capped_by_retry_max() -> None:
+    scheduler = Scheduler("fifo", 1, random.Random(3), retry_base=0.5, retry_max=4.0)
+    delays = [scheduler.retry_at(0.0, attempt) for attempt in range(4, 60) for _ in range(20)]
+    assert all(2.0 <= d <= 4.0 for d in delays)
+    top = Scheduler("fifo", 1, FixedRandom(1.0), retry_base=0.5, retry_max=4.0)
+    assert top.retry_at(0.0, 100) == 4.0
