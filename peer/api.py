@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 NODE = web.AppKey("node", Node)
 WRITES = web.AppKey("writes", WriteService)
 REGISTRY = web.AppKey("registry", Registry)
+STREAMS = web.AppKey("streams", weakref.WeakSet[web.WebSocketResponse])
 
 
 def json_response(
@@ -91,6 +93,7 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
     await verified_body(request)
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, autoping=True)
     await ws.prepare(request)
+    request.app[STREAMS].add(ws)
     async for frame in ws:
         if frame.type != WSMsgType.BINARY:
             continue
@@ -212,6 +215,13 @@ async def errors_as_json(
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
 
 
+async def close_streams(app: web.Application) -> None:
+    """On shutdown, end the peers' incoming streams (they would hold the server open)."""
+    streams: weakref.WeakSet[web.WebSocketResponse] = app[STREAMS]
+    for ws in list(streams):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"peer stopping")
+
+
 def build_app(node: Node, registry: Registry) -> web.Application:
     app = web.Application(client_max_size=node.config.max_body, middlewares=[errors_as_json])
     app[NODE] = node
@@ -227,5 +237,7 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     app.router.add_post(PEER_PATH, post_peer_messages)
     app.router.add_get(STREAM_PATH, peer_stream)
     app.router.add_post(FORWARD_PATH, post_peer_writes)
+    app[STREAMS] = weakref.WeakSet()
+    app.on_shutdown.append(close_streams)
     app.on_cleanup.append(lambda app: app[WRITES].close())
     return app

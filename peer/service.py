@@ -26,6 +26,8 @@ from peer.validation import BadRequest
 
 log = logging.getLogger(__name__)
 
+FORWARDED_WAIT = 0.5  # seconds a forwarded write waits for this peer to lead
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -76,8 +78,14 @@ class WriteService:
         await self.forwarder.close()
 
     async def write(self, write: Write, forwarded: bool = False) -> Reply:
-        """Carry out `write` here when leading, else through the leader."""
-        deadline = time.monotonic() + self.node.config.submit_wait
+        """Carry out `write` here when leading, else through the leader.
+
+        A write forwarded to this peer waits only briefly for it to be a ready leader:
+        if it is not (it just stepped down), the sender hears 503 soon enough to try the
+        new leader within its own `submit_wait`.
+        """
+        wait = FORWARDED_WAIT if forwarded else self.node.config.submit_wait
+        deadline = time.monotonic() + min(wait, self.node.config.submit_wait)
         while True:
             core = self.node.core
             try:
