@@ -38,6 +38,7 @@ class ClusterConfig:
     failure_timeout: float = 0.5
     election_timeout: float = 0.2
     slots: int = 4
+    prefetch: int = 2
     policy: str = "fifo"
     task_modules: tuple[str, ...] = field(default_factory=tuple)
     allow_shell: bool = False
@@ -100,6 +101,7 @@ _CHECKS = {
     "retry_base": _seconds,
     "retry_max": _seconds,
     "slots": _positive_int,
+    "prefetch": _positive_int,
     "max_body": _positive_int,
     "data_dir": _string,
     "secret": _string,

@@ -43,6 +43,7 @@ class Settings:
     policy: str = "fifo"
     retry_base: float = 0.5
     retry_max: float = 30.0
+    prefetch: int = 2
 
     def election_timings(self) -> Timings:
         return Timings(self.heartbeat_interval, self.election_timeout, self.failure_timeout)
@@ -102,7 +103,12 @@ class PeerCore:
         )
         self.tasks = TaskTable()
         scheduler = Scheduler(
-            settings.policy, settings.slots, rng, settings.retry_base, settings.retry_max
+            settings.policy,
+            settings.slots,
+            rng,
+            settings.retry_base,
+            settings.retry_max,
+            settings.prefetch,
         )
         self.dispatcher = Dispatcher(node_id, incarnation, scheduler)
         self._serving_since: float | None = None

@@ -49,6 +49,7 @@ class Node:
             failure_timeout=config.failure_timeout,
             election_timeout=config.election_timeout,
             slots=config.slots,
+            prefetch=config.prefetch,
             policy=config.policy,
             retry_base=config.retry_base,
             retry_max=config.retry_max,

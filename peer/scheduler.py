@@ -43,11 +43,13 @@ class Scheduler:
         rng: random.Random,
         retry_base: float = 0.5,
         retry_max: float = 30.0,
+        prefetch: int = 1,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}")
         self.policy = policy
         self.slots = slots
+        self.prefetch = prefetch  # a worker holds up to slots x prefetch attempts
         self.rng = rng
         self.retry_base = retry_base
         self.retry_max = retry_max
@@ -118,7 +120,7 @@ class Scheduler:
         running = table.running.get(worker, set())
         busy = len(running - self._reported.get(worker, set()))
         busy += sum(1 for w in self._assigning.values() if w == worker)
-        return max(0, self.slots - busy)
+        return max(0, self.slots * self.prefetch - busy)
 
     def _next_task(self, table: TaskTable) -> Task | None:
         for _ in range(len(self._queues)):
@@ -187,7 +189,9 @@ class Scheduler:
         self, wall: float, task: Task, live: dict[int, int], judge_lost: bool
     ) -> str | None:
         started = wall if task.started_at is None else task.started_at
-        if task.timeout is not None and wall - started > task.timeout:
+        # the worker enforces the timeout itself; this is the backstop for a worker that
+        # went quiet, allowing for the attempts queued ahead of it on that worker
+        if task.timeout is not None and wall - started > task.timeout * self.prefetch:
             return f"timeout after {task.timeout:g}s"
         if not judge_lost or task.worker is None:
             return None

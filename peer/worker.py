@@ -1,10 +1,12 @@
 """Running task attempts on this peer: the I/O side of execution.
 
 `TaskRunner.start` runs an attempt's function from the registry (async functions on
-the loop, sync ones in a thread pool), bounded by the task's timeout, and hands the
-outcome to `on_done` as a `ResultItem`. A result that orjson cannot serialise fails the
-attempt with a clear error. `stop` cancels an attempt (cancelled, or ended elsewhere);
-a stopped attempt reports nothing.
+the loop, sync ones in a thread pool), at most `slots` at once (attempts assigned
+beyond that wait their turn here: the leader may hand a worker `slots x prefetch`
+attempts so the next ones are ready when a slot frees), bounded by the task's timeout
+from when it starts running, and hands the outcome to `on_done` as a `ResultItem`.
+A result that orjson cannot serialise fails the attempt with a clear error. `stop`
+cancels an attempt (cancelled, or ended elsewhere); a stopped attempt reports nothing.
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ class TaskRunner:
         self.registry = registry
         self.on_done = on_done
         self._threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="task")
-        self._running: dict[tuple[int, int], asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(slots)
+        self._running: dict[tuple[int, int], asyncio.Task[None]] = {}  # held here
+        self.executing = 0  # of those, the ones in a slot now
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        return self.executing
 
     def start(self, task: Task) -> None:
         key = (task.id, task.attempt)
@@ -50,8 +54,13 @@ class TaskRunner:
     async def _run(self, task: Task) -> None:
         key = (task.id, task.attempt)
         try:
-            async with asyncio.timeout(task.timeout):
-                value = await self._call(task.kind, task.args)
+            async with self._slots:
+                self.executing += 1
+                try:
+                    async with asyncio.timeout(task.timeout):
+                        value = await self._call(task.kind, task.args)
+                finally:
+                    self.executing -= 1
             item = ResultItem(task.id, task.attempt, True, _encode(value))
         except asyncio.CancelledError:
             if key not in self._running:
