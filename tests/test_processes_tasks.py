@@ -438,11 +438,12 @@ def test_bad_requests_to_a_follower_are_refused_and_change_nothing(
     cluster_factory: ClusterFactory,
 ) -> None:
     cluster = cluster_factory(3)
-    leader = cluster.wait_for_leader(timeout=START_TIMEOUT)
+    leader = cluster.wait_for_leader(expected=max(cluster.ids), timeout=START_TIMEOUT)
     follower = min(n for n in cluster.ids if n != leader)
 
     # A task to cancel twice: the first cancel is a legal write, made before the snapshot.
-    status, data = _http(cluster, follower, "POST", "/tasks", _body({"kind": "echo", "key": "k"}))
+    parked = {"kind": "echo", "key": "k", "delay": 3600}  # never runs before the cancel
+    status, data = _http(cluster, follower, "POST", "/tasks", _body(parked))
     assert status == 201, data
     task_id = json.loads(data)["id"]
     status, data = _http(cluster, follower, "POST", f"/tasks/{task_id}/cancel", b"")
