@@ -29,6 +29,12 @@ TAIL = 40  # lines of a failing run's output to print
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="how many runs (default 20)")
+    parser.add_argument(
+        "--test-file",
+        default=TEST_FILE,
+        help=f"the file whose chaos test to run (default {TEST_FILE}; the execution one is "
+        "tests/test_processes_execution.py)",
+    )
     parser.add_argument("--stop-on-fail", action="store_true", help="stop at the first failing run")
     parser.add_argument(
         "--keep-dir",
@@ -50,13 +56,13 @@ def summary_line(output: str) -> str:
     return ""
 
 
-def run_once(number: int, keep_dir: Path) -> tuple[bool, float, str, Path]:
+def run_once(number: int, keep_dir: Path, test_file: str) -> tuple[bool, float, str, Path]:
     basetemp = keep_dir / f"run-{number:03d}"
     cmd = [
         sys.executable,
         "-m",
         "pytest",
-        TEST_FILE,
+        test_file,
         "-k",
         "chaos",
         "-x",
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     durations: list[float] = []
     failed: list[int] = []
     for number in range(1, args.runs + 1):
-        ok, seconds, output, basetemp = run_once(number, keep_dir)
+        ok, seconds, output, basetemp = run_once(number, keep_dir, args.test_file)
         durations.append(seconds)
         verdict = "PASS" if ok else "FAIL"
         line = f"run {number:3d}/{args.runs}: {verdict} in {seconds:5.1f} s  {summary_line(output)}"
