@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_dir = args.keep_dir or Path(tempfile.mkdtemp(prefix="chaos-loop-"))
     keep_dir.mkdir(parents=True, exist_ok=True)
     print(
-        f"chaos loop: {args.runs} runs of {TEST_FILE} -k chaos; failing runs kept in {keep_dir}",
+        f"chaos loop: {args.runs} runs of {args.test_file} -k chaos; failing runs in {keep_dir}",
         flush=True,
     )
     durations: list[float] = []
