@@ -1,4 +1,5 @@
-"""A Python client of the cluster's public HTTP API: `AsyncClient` and its sync twin `Client`.
+"""A Python client of the cluster's public HTTP API: `AsyncClient`, and (re-exported from
+`peer.client_sync`) its blocking twin `Client`.
 
 Owns talking to the cluster from outside: choosing a peer from a list (any peer will do,
 followers forward writes to the leader), rotating to the next peer when one cannot be
@@ -20,13 +21,12 @@ A cancel retried after a lost reply may answer 409 (the first attempt did cancel
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -38,6 +38,9 @@ from tenacity import (
     stop_after_delay,
     wait_random_exponential,
 )
+
+if TYPE_CHECKING:
+    from peer.client_sync import Client as Client
 
 DEFAULT_PEER = "http://127.0.0.1:7001"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -376,111 +379,10 @@ class AsyncClient:
         return self._session
 
 
-class Client:
-    """The blocking twin of `AsyncClient`, with the same methods.
+def __getattr__(name: str) -> Any:
+    """`Client`, imported on first use: `peer.client_sync` imports this module."""
+    if name == "Client":
+        from peer.client_sync import Client
 
-    It runs a private event loop (`asyncio.Runner`), so it must not be used from inside a
-    running event loop (a coroutine): use `AsyncClient` there. Not thread-safe. Use it as
-    a context manager, or `close()` it.
-    """
-
-    def __init__(
-        self,
-        peers: Sequence[str] | str = DEFAULT_PEER,
-        timeout: float = 10.0,
-        *,
-        retries: int = 8,
-        retry_time: float = 15.0,
-    ) -> None:
-        self._runner = asyncio.Runner()
-        self._closed = False
-        self._client = AsyncClient(peers, timeout, retries=retries, retry_time=retry_time)
-
-    @property
-    def peers(self) -> list[str]:
-        return self._client.peers
-
-    @property
-    def peer(self) -> str:
-        return self._client.peer
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._runner.run(self._client.close())
-        finally:
-            self._runner.close()
-
-    def submit(
-        self,
-        kind: str,
-        args: Any = None,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        timeout: float | None = None,
-        delay: float | None = None,
-        depends_on: Sequence[int] | None = None,
-        key: str | None = None,
-    ) -> Task:
-        coro = self._client.submit(
-            kind,
-            args,
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            delay=delay,
-            depends_on=depends_on,
-            key=key,
-        )
-        return self._runner.run(coro)
-
-    def submit_batch(self, tasks: Sequence[Mapping[str, Any]]) -> TaskList:
-        return self._runner.run(self._client.submit_batch(tasks))
-
-    def cancel(self, task_id: int) -> Task:
-        return self._runner.run(self._client.cancel(task_id))
-
-    def get(self, task_id: int, wait: float | None = None) -> Task:
-        return self._runner.run(self._client.get(task_id, wait))
-
-    def wait(self, task_id: int, timeout: float) -> Task:
-        return self._runner.run(self._client.wait(task_id, timeout))
-
-    def list(
-        self,
-        state: str | None = None,
-        queue: str | None = None,
-        limit: int | None = None,
-        after: int | None = None,
-    ) -> dict[str, Any]:
-        return self._runner.run(self._client.list(state, queue, limit, after))
-
-    def iter_tasks(
-        self, state: str | None = None, queue: str | None = None, page_size: int = 100
-    ) -> Iterator[Task]:
-        after: int | None = None
-        while True:
-            page = self.list(state, queue, page_size, after)
-            yield from page["tasks"]
-            if page.get("next") is None:
-                return
-            after = page["next"]
-
-    def cluster(self) -> dict[str, Any]:
-        return self._runner.run(self._client.cluster())
-
-    def health(self, ready: bool = False) -> dict[str, Any]:
-        return self._runner.run(self._client.health(ready))
+        return Client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

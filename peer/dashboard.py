@@ -1,24 +1,19 @@
 """What `run_cluster.py` shows while the peers run: a rich live dashboard, or (headless)
 timestamped event lines, fed by polling every peer's `GET /cluster`.
 
-Owns: polling, the event feed derived from successive snapshots (`EventFeed`, pure), the
-k/r/q command line read from stdin, and rendering. It starts and stops processes only
-through `peer.launcher.Launcher`, and never touches a peer's state other than by reading
-its public API.
+Owns: polling, rendering, and the watch loop that ties them to the event feed
+(`peer.events`) and carries out the k/r/q commands read from stdin (`peer.commands`). It
+starts and stops processes only through `peer.launcher.Launcher`, and never touches a
+peer's state other than by reading its public API.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import re
 import sys
-import termios
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 import aiohttp
@@ -28,198 +23,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from peer.commands import HELP, LineEditor, parse_command, stdin_commands
 from peer.config import ClusterConfig
+from peer.events import Event, EventFeed, Snapshot, Snapshots, agreed_leadership, reference_view
 from peer.launcher import STOP_SIGNALS, Launcher, log_path
 
 POLL_INTERVAL = 0.25  # seconds between polls of every peer
 POLL_TIMEOUT = 0.5  # seconds before a peer counts as down for this poll
-KEEP_EVENTS = 12
-HELP = "k N kill · r N restart · q quit · Ctrl-C stops all"
 EXTRA_COLUMNS = ("queue_depth", "running", "done")
-
-Snapshot = Mapping[str, Any]
-Snapshots = Mapping[int, Snapshot | None]  # None: unreachable or not running
-
-
-# --- events: a pure function of successive snapshots ---------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    at: float
-    text: str
-
-
-def agreed_leadership(snapshots: Snapshots) -> tuple[int, int] | None:
-    """The (leader, term) reported by more than half of the reachable peers, if any."""
-    reachable = [s for s in snapshots.values() if s is not None]
-    pairs = Counter(
-        (s["leader"], s.get("term", 0)) for s in reachable if s.get("leader") is not None
-    )
-    for pair, count in pairs.most_common(1):
-        if 2 * count > len(reachable):
-            return pair
-    return None
-
-
-class EventFeed:
-    """Turns successive `/cluster` snapshots into human events; keeps the last few."""
-
-    def __init__(
-        self, keep: int = KEEP_EVENTS, on_event: Callable[[Event], None] | None = None
-    ) -> None:
-        self.recent: deque[Event] = deque(maxlen=keep)
-        self._on_event = on_event
-        self._seen: set[int] = set()
-        self._pids: dict[int, Any] = {}
-        self._election_term = 0
-        self._leadership: tuple[int, int] | None = None
-        self._leadership_known = False
-
-    def update(self, snapshots: Snapshots, now: float) -> list[str]:
-        """Record and return the events between the previous snapshots and these."""
-        texts = [
-            *self._presence(snapshots),
-            *self._elections(snapshots),
-            *self._leader_change(snapshots),
-        ]
-        for text in texts:
-            self.note(now, text)
-        return texts
-
-    def note(self, now: float, text: str) -> None:
-        event = Event(now, text)
-        self.recent.append(event)
-        if self._on_event is not None:
-            self._on_event(event)
-
-    def _presence(self, snapshots: Snapshots) -> Iterator[str]:
-        for node_id, snap in sorted(snapshots.items()):
-            was_up = node_id in self._pids
-            if snap is None:
-                if was_up:
-                    del self._pids[node_id]
-                    yield f"peer {node_id} stopped"
-                continue
-            pid = snap.get("pid")
-            if not was_up:
-                yield (
-                    f"peer {node_id} is back" if node_id in self._seen else f"peer {node_id} is up"
-                )
-            elif self._pids[node_id] != pid:
-                yield f"peer {node_id} restarted"
-            self._seen.add(node_id)
-            self._pids[node_id] = pid
-
-    def _elections(self, snapshots: Snapshots) -> Iterator[str]:
-        for node_id, snap in sorted(snapshots.items()):
-            if snap is None or snap.get("role") != "candidate":
-                continue
-            term = int(snap.get("term", 0))
-            if term > self._election_term:
-                self._election_term = term
-                yield f"election: term {term} started by {node_id}"
-
-    def _leader_change(self, snapshots: Snapshots) -> Iterator[str]:
-        reachable = [s for s in snapshots.values() if s is not None]
-        if not reachable:
-            return
-        current = agreed_leadership(snapshots)
-        if current is None and any(s.get("leader") is not None for s in reachable):
-            return  # the peers disagree for now; wait for them to settle
-        if self._leadership_known and current == self._leadership:
-            return
-        self._leadership, self._leadership_known = current, True
-        if current is None:
-            yield "no leader"
-        else:
-            self._election_term = max(self._election_term, current[1])
-            yield f"peer {current[0]} leads, term {current[1]}"
-
-
-# --- commands: k N, r N, q ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    action: str  # "kill" | "restart" | "quit"
-    node_id: int | None = None
-
-
-_COMMAND = re.compile(r"^\s*(k|kill|r|restart)\s*(\d+)\s*$")
-
-
-def parse_command(line: str) -> Command | None:
-    if line.strip() in ("q", "quit"):
-        return Command("quit")
-    match = _COMMAND.match(line)
-    if match is None:
-        return None
-    action = "kill" if match.group(1).startswith("k") else "restart"
-    return Command(action, int(match.group(2)))
-
-
-class LineEditor:
-    """A one-line input buffer fed raw characters; `q` on an empty line can act at once."""
-
-    def __init__(self, instant_quit: bool) -> None:
-        self.pending = ""
-        self._instant_quit = instant_quit
-
-    def feed(self, chars: str) -> list[str]:
-        lines = []
-        for ch in chars:
-            if ch in "\r\n":
-                lines.append(self.pending)
-                self.pending = ""
-            elif ch in "\x7f\b":
-                self.pending = self.pending[:-1]
-            elif ch == "\x1b":
-                self.pending = ""
-            elif ch == "q" and self._instant_quit and not self.pending.strip():
-                lines.append("q")
-            elif ch.isprintable() and len(self.pending) < 24:
-                self.pending += ch
-        return lines
-
-
-@contextlib.contextmanager
-def stdin_commands(on_line: Callable[[str], None], keys: bool) -> Iterator[LineEditor]:
-    """Feed stdin lines to `on_line` from the event loop; with `keys` and a tty, read keys
-    (cbreak, no echo) so typing does not disturb the live display."""
-    fd = sys.stdin.fileno() if sys.stdin is not None else -1
-    is_tty = fd >= 0 and os.isatty(fd)
-    editor = LineEditor(instant_quit=keys and is_tty)
-    if is_tty and os.tcgetpgrp(fd) != os.getpgrp():
-        yield editor  # started in the background: reading the terminal would stop us
-        return
-    saved = termios.tcgetattr(fd) if keys and is_tty else None
-    loop = asyncio.get_running_loop()
-
-    def readable() -> None:
-        try:
-            data = os.read(fd, 256)
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(fd)  # EOF: no more commands, keep running
-        for line in editor.feed(data.decode(errors="replace")):
-            on_line(line)
-
-    try:
-        if saved is not None:
-            keys_mode = termios.tcgetattr(fd)
-            keys_mode[3] &= ~(termios.ICANON | termios.ECHO)
-            keys_mode[6][termios.VMIN], keys_mode[6][termios.VTIME] = 1, 0
-            termios.tcsetattr(fd, termios.TCSANOW, keys_mode)
-        with contextlib.suppress(OSError, ValueError):  # e.g. stdin is a regular file
-            loop.add_reader(fd, readable)
-        yield editor
-    finally:
-        with contextlib.suppress(OSError, ValueError):
-            loop.remove_reader(fd)
-        if saved is not None:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 # --- polling --------------------------------------------------------------------------
@@ -281,15 +92,6 @@ def leader_line(snapshots: Snapshots) -> Text:
     ready = (snapshots.get(leader) or {}).get("ready")
     state = "ready" if ready else "syncing log" if ready is not None else "unreachable"
     return Text(f"leader: peer {leader}, term {term} ({state})", style="bold green")
-
-
-def reference_view(snapshots: Snapshots) -> Snapshot | None:
-    """The leader's view if reachable, else the reachable view with the highest term."""
-    leadership = agreed_leadership(snapshots)
-    if leadership is not None and snapshots.get(leadership[0]) is not None:
-        return snapshots[leadership[0]]
-    views = [s for s in snapshots.values() if s is not None]
-    return max(views, key=lambda s: s.get("term", 0), default=None)
 
 
 def member(view: Snapshot | None, node_id: int) -> Mapping[str, Any]:

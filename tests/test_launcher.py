@@ -17,17 +17,10 @@ from typing import Any
 import pytest
 
 from peer import launcher as launcher_module
+from peer.commands import Command, LineEditor, parse_command
 from peer.config import ClusterConfig, ConfigError, NodeAddress, load_config
-from peer.dashboard import (
-    Command,
-    EventFeed,
-    LineEditor,
-    agreed_leadership,
-    api_url,
-    heartbeat_age,
-    parse_command,
-    usage_lines,
-)
+from peer.dashboard import api_url, heartbeat_age, usage_lines
+from peer.events import EventFeed, agreed_leadership
 from peer.launcher import (
     PROJECT_ROOT,
     Launcher,
