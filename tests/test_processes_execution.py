@@ -5,35 +5,27 @@ retried with backoff until `max_attempts`; a task past its `timeout` is failed a
 retried; dependencies hold back and cancel their dependents; cancelling a running task
 stops it on its worker. Chaos: clients submit keyed `echo` tasks to random peers while
 the leader is SIGKILLed twice; afterwards every acknowledged task has succeeded, exactly
-once, on every peer. `GET /tasks/{id}?wait=S` long-polls for the end of a task.
+once, on every peer (the clients and the common part of the run are in `tests/chaos.py`).
+`GET /tasks/{id}?wait=S` long-polls for the end of a task.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import random
-import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
+from tests import chaos
+from tests.chaos import REQUEST_TIMEOUT, START_TIMEOUT, Json, request_once
 from tests.conftest import ClusterFactory
 from tests.harness import Cluster
 
-START_TIMEOUT = 15.0  # cold start of the peers on a slow CI box, then an election
-FAILOVER_TIMEOUT = 10.0  # failure_timeout plus election rounds, under client load
-REQUEST_TIMEOUT = 5.0  # one client request: submit_wait (2 s) plus a forward and a commit
 LONG_POLL = 5.0  # seconds of one `?wait=` request
 SLACK = 6.0  # added to every computed bound: scheduling noise on a busy 2-core box
 # The leader writes the wall clock of its latest driver tick (every heartbeat / 5) into
 # `assign` and `finish` entries, so started_at / finished_at may lag by up to one tick;
 # submitted_at is read when the submit is proposed.
 TICK_SLACK = 0.03
-PAGE = 1000  # GET /tasks limit maximum
-
-Json = dict[str, Any]
 
 
 # ---------------------------------------------------------------------------- HTTP
@@ -48,17 +40,9 @@ def _http(
     timeout: float = REQUEST_TIMEOUT,
 ) -> tuple[int, Any]:
     """One request on a fresh connection; the status and the decoded JSON body."""
-    node = cluster.config.node(n)
-    conn = http.client.HTTPConnection(node.host, node.port, timeout=timeout)
-    try:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-        return resp.status, json.loads(raw) if raw else None
-    finally:
-        conn.close()
+    data = None if body is None else json.dumps(body).encode()
+    status, raw = request_once(cluster, n, method, path, data, timeout)
+    return status, json.loads(raw) if raw else None
 
 
 def _submit(cluster: Cluster, n: int, spec: Json) -> Json:
@@ -288,110 +272,10 @@ def test_cancelling_a_running_task_stops_it_on_its_worker(
 
 # ------------------------------------------------------------------------ chaos
 
-CLIENTS = 6
-MAX_SUBMITS_PER_CLIENT = 300  # bounds the run even if the peers are quick
-MAX_TRIES_PER_KEY = 25
-RETRY_WINDOW = 20.0  # seconds one key may be retried before the client gives up on it
-LEADER_KILLS = 2
-PHASE_SECONDS = 3.0  # client load before the first kill and after each restart
-PHASE_ACKS = 30  # ... and at least this many new acknowledgements in each phase
-MIN_ACKED = 100
-SETTLE_TIMEOUT = 30.0  # every peer has run and recorded every task once the load stops
-
-
-@dataclass
-class Ledger:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    acked: dict[str, int] = field(default_factory=dict)  # key -> id the client got
-    statuses: Counter[str] = field(default_factory=Counter)
-    unexpected: list[str] = field(default_factory=list)
-    gave_up: list[str] = field(default_factory=list)
-    crashes: list[str] = field(default_factory=list)
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.acked)
-
-
-class Submitter(threading.Thread):
-    """Submits keyed `echo` tasks to random peers, one at a time; a submit that gets no
-    answer or a 5xx is sent again with the same key to another random peer."""
-
-    def __init__(self, number: int, cluster: Cluster, ledger: Ledger, stop: threading.Event):
-        super().__init__(name=f"submitter-{number}", daemon=True)
-        self.number = number
-        self.cluster = cluster
-        self.ledger = ledger
-        self.stop = stop
-        self.rng = random.Random(number)
-
-    def run(self) -> None:
-        try:
-            for i in range(MAX_SUBMITS_PER_CLIENT):
-                if self.stop.is_set():
-                    break
-                self.submit(f"exec-{self.number}-{i}", {"client": self.number, "i": i})
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            with self.ledger.lock:
-                self.ledger.crashes.append(f"{self.name}: {exc!r}")
-
-    def submit(self, key: str, args: Json) -> None:
-        spec = {"kind": "echo", "args": args, "key": key}
-        deadline = time.monotonic() + RETRY_WINDOW
-        for attempt in range(MAX_TRIES_PER_KEY):
-            peer = self.rng.choice(self.cluster.ids)
-            try:
-                status, body = _http(self.cluster, peer, "POST", "/tasks", spec)
-            except (OSError, http.client.HTTPException, ValueError):
-                status, body = None, None
-            with self.ledger.lock:
-                self.ledger.statuses[str(status)] += 1
-                if status in (200, 201) and body.get("key") == key:
-                    self.ledger.acked[key] = body["id"]
-                    return
-                if status is not None and status < 500:
-                    self.ledger.unexpected.append(f"{key} at peer {peer}: {status} {body}")
-                    return
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(min(0.5, 0.02 * 2**attempt) * (0.5 + self.rng.random()))
-        with self.ledger.lock:
-            self.ledger.gave_up.append(key)
-
-
-def _load_for(cluster: Cluster, ledger: Ledger, seconds: float, new_acks: int) -> None:
-    target = ledger.count() + new_acks
-    deadline = time.monotonic() + seconds
-    cluster.wait_for(
-        lambda: time.monotonic() >= deadline and ledger.count() >= target,
-        seconds + FAILOVER_TIMEOUT,
-        f"{new_acks} more acknowledged submits (have {ledger.count()})",
-        interval=0.05,
-    )
-
-
-def _crash_leader(cluster: Cluster, ledger: Ledger) -> tuple[int, int]:
-    leader = cluster.wait_for_leader(timeout=FAILOVER_TIMEOUT)
-    cluster.kill(leader)
-    successor = cluster.wait_for_leader(ids=cluster.running_ids(), timeout=FAILOVER_TIMEOUT)
-    assert successor != leader
-    cluster.start(leader)
-    cluster.wait_for_leader(timeout=START_TIMEOUT)
-    _load_for(cluster, ledger, PHASE_SECONDS, PHASE_ACKS)
-    return leader, successor
-
-
-def _list_all(cluster: Cluster, n: int) -> list[Json]:
-    tasks: list[Json] = []
-    path = f"/tasks?limit={PAGE}"
-    for _ in range(1000):
-        status, page = _http(cluster, n, "GET", path)
-        assert status == 200, f"peer {n}: GET {path} -> {status} {page}"
-        tasks += page["tasks"]
-        if page["next"] is None:
-            return tasks
-        path = f"/tasks?limit={PAGE}&after={page['next']}"
-    raise AssertionError(f"peer {n}: GET /tasks never returned next=null")
+RUN_ALL_TIMEOUT = 30.0  # every peer has run and recorded every task once the load stops
+LOAD = chaos.Load(
+    "exec", clients=6, max_submits_per_client=300, phase_seconds=3.0, phase_acks=30, min_acked=100
+)
 
 
 def _all_succeeded(cluster: Cluster) -> dict[int, int] | None:
@@ -411,46 +295,18 @@ def test_chaos_every_acknowledged_task_succeeds_exactly_once_across_leader_crash
     cluster_factory: ClusterFactory,
 ) -> None:
     cluster, _ = _start(cluster_factory, 5)
-    ledger, stop = Ledger(), threading.Event()
-    clients = [Submitter(c, cluster, ledger, stop) for c in range(CLIENTS)]
-    for client in clients:
-        client.start()
-    try:
-        _load_for(cluster, ledger, PHASE_SECONDS, PHASE_ACKS)
-        crashes = [_crash_leader(cluster, ledger) for _ in range(LEADER_KILLS)]
-    finally:
-        stop.set()
-        for client in clients:  # bounded: one key's retries end within RETRY_WINDOW
-            client.join(RETRY_WINDOW + 2 * REQUEST_TIMEOUT)
-    assert not any(c.is_alive() for c in clients), "a client did not stop"
-    summary = (
-        f"{len(ledger.acked)} acknowledged, {len(ledger.gave_up)} given up; crashes (killed,"
-        f" successor) {crashes}; submit statuses {dict(ledger.statuses)}"
-    )
-    print(summary)
-    assert not ledger.crashes, ledger.crashes
-    assert not ledger.unexpected, f"{ledger.unexpected[:5]}; {summary}"
-    assert len(ledger.acked) >= MIN_ACKED, f"only {len(ledger.acked)} acknowledged; {summary}"
+    ledger = chaos.run_chaos(cluster, LOAD).ledger
 
     cluster.wait_for(
-        lambda: _all_succeeded(cluster), SETTLE_TIMEOUT, "every task to succeed on every peer"
+        lambda: _all_succeeded(cluster), RUN_ALL_TIMEOUT, "every task to succeed on every peer"
     )
     assert cluster.running_ids() == list(cluster.ids), "a peer exited by itself"
     reference: dict[int, Json] | None = None
     for n in cluster.ids:
-        tasks = _list_all(cluster, n)
-        assert [t["id"] for t in tasks] == list(range(1, len(tasks) + 1)), f"peer {n}: ids"
-        keys = Counter(t["key"] for t in tasks)
-        twice = sorted(k for k, c in keys.items() if c > 1)
-        assert not twice, f"peer {n}: {len(twice)} keys more than once, e.g. {twice[:5]}"
-        by_key = {t["key"]: t for t in tasks}
-        lost = sorted(k for k in ledger.acked if k not in by_key)
-        assert not lost, f"peer {n} lacks {len(lost)} acknowledged tasks, e.g. {lost[:5]}"
-        moved = [(k, i, by_key[k]["id"]) for k, i in ledger.acked.items() if by_key[k]["id"] != i]
-        assert not moved, f"peer {n}: (key, acked id, id here) differ: {moved[:5]}"
+        tasks = chaos.list_all(cluster, n)
+        chaos.check_listing(n, tasks, ledger.acked)
         for t in tasks:
-            _, client, i = t["key"].split("-")
-            args = {"client": int(client), "i": int(i)}
+            args = chaos.submitted_args(t["key"])
             assert t["state"] == "succeeded", f"peer {n}: {t}"
             assert t["args"] == t["result"] == args, f"peer {n}: {t}"
             assert 1 <= t["attempt"] <= t["max_attempts"], f"peer {n}: {t}"

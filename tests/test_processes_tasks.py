@@ -3,80 +3,30 @@
 Chaos: eight clients submit keyed tasks to random peers while the leader is SIGKILLed
 twice; every task a client saw acknowledged (200/201 with an id) must then be on every
 peer exactly once under the id the client got, and must survive a SIGKILL of the whole
-cluster. Bad input: every malformed or refused request sent to a follower gets its status
-and an error body naming the field, and changes no peer's log, commit index or tasks.
+cluster (the clients and the common part of the run are in `tests/chaos.py`). Bad input:
+every malformed or refused request sent to a follower gets its status and an error body
+naming the field, and changes no peer's log, commit index or tasks.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import random
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
+from tests import chaos
+from tests.chaos import START_TIMEOUT, Json, request_once
 from tests.conftest import ClusterFactory
 from tests.harness import Cluster, View
 
-START_TIMEOUT = 15.0  # cold start of five Python processes on a slow CI box, then election
-FAILOVER_TIMEOUT = 10.0  # failure_timeout (0.5 s) plus election rounds, under client load
 SETTLE_TIMEOUT = 15.0  # every peer applies everything once the writes stop
-REQUEST_TIMEOUT = 5.0  # client side: submit_wait (2 s) plus a forward and a commit
-
-CLIENTS = 8
-MAX_SUBMITS_PER_CLIENT = 400  # bounds the run even if failover is fast and peers are quick
-MAX_TRIES_PER_KEY = 25  # one key: the first submit plus retries with the same key
-RETRY_WINDOW = 20.0  # seconds one key may be retried before the client gives up on it
-LEADER_KILLS = 2
-PHASE_SECONDS = 4.0  # client load before the first kill and after each restart
-PHASE_ACKS = 60  # ... and at least this many new acknowledgements in each phase
-MIN_ACKED = 200  # fewer means the run exercised too little to mean anything
-PAGE = 1000  # GET /tasks limit maximum
-
-Json = dict[str, Any]
+LOAD = chaos.Load(
+    "chaos", clients=8, max_submits_per_client=400, phase_seconds=4.0, phase_acks=60, min_acked=200
+)
 
 
-# ---------------------------------------------------------------------------- HTTP
-
-
-def _http(
-    cluster: Cluster,
-    n: int,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    timeout: float = REQUEST_TIMEOUT,
-) -> tuple[int, bytes]:
-    """One request on a fresh connection (never resent, unlike the harness's helper)."""
-    node = cluster.config.node(n)
-    conn = http.client.HTTPConnection(node.host, node.port, timeout=timeout)
-    try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
-def _list_all(cluster: Cluster, n: int) -> list[Json]:
-    """Every task peer `n` holds, paging through `GET /tasks` with the `next` cursor."""
-    tasks: list[Json] = []
-    path = f"/tasks?limit={PAGE}"
-    for _ in range(10_000):  # bounded: far more pages than any run submits
-        status, data = _http(cluster, n, "GET", path)
-        assert status == 200, f"peer {n}: GET {path} -> {status} {data[:200]!r}"
-        page = json.loads(data)
-        assert len(page["tasks"]) <= PAGE
-        tasks += page["tasks"]
-        if page["next"] is None:
-            return tasks
-        path = f"/tasks?limit={PAGE}&after={page['next']}"
-    raise AssertionError(f"peer {n}: GET /tasks never returned next=null")
+# ---------------------------------------------------------------------------- settle
 
 
 def _wait_settled(
@@ -108,150 +58,20 @@ def _wait_settled(
     return cluster.wait_for(settled, SETTLE_TIMEOUT, "every peer to apply the whole log")
 
 
-# -------------------------------------------------------------------------- clients
-
-
-@dataclass
-class Ledger:
-    """What the clients saw, shared between their threads (guarded by `lock`)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    acked: dict[str, int] = field(default_factory=dict)  # key -> id the client got
-    statuses: Counter[str] = field(default_factory=Counter)
-    unexpected: list[str] = field(default_factory=list)
-    gave_up: list[str] = field(default_factory=list)
-    crashes: list[str] = field(default_factory=list)
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.acked)
-
-
-class Submitter(threading.Thread):
-    """One client: submits `echo` tasks with unique keys to random peers, one at a time,
-    retrying a failed submit with the same key on another random peer."""
-
-    def __init__(
-        self, number: int, cluster: Cluster, ledger: Ledger, stop: threading.Event
-    ) -> None:
-        super().__init__(name=f"submitter-{number}", daemon=True)
-        self.number = number
-        self.addresses = {
-            n: (cluster.config.node(n).host, cluster.config.node(n).port) for n in cluster.ids
-        }
-        self.ledger = ledger
-        self.stop = stop
-        self.rng = random.Random(number)
-        self.conns: dict[int, http.client.HTTPConnection] = {}
-
-    def run(self) -> None:
-        try:
-            for i in range(MAX_SUBMITS_PER_CLIENT):
-                if self.stop.is_set():
-                    break
-                self.submit(f"chaos-{self.number}-{i}", {"client": self.number, "i": i})
-        except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            with self.ledger.lock:
-                self.ledger.crashes.append(f"{self.name}: {exc!r}")
-        finally:
-            for conn in self.conns.values():
-                conn.close()
-
-    def submit(self, key: str, args: Json) -> None:
-        body = json.dumps({"kind": "echo", "args": args, "key": key}).encode()
-        deadline = time.monotonic() + RETRY_WINDOW
-        for attempt in range(MAX_TRIES_PER_KEY):
-            peer = self.rng.choice(list(self.addresses))
-            status, data = self.post(peer, body)
-            with self.ledger.lock:
-                self.ledger.statuses[str(status)] += 1
-            if status in (200, 201):
-                self.record(key, peer, status, data)
-                return
-            if status is not None and status < 500:
-                with self.ledger.lock:
-                    self.ledger.unexpected.append(f"{key} at peer {peer}: {status} {data[:200]!r}")
-                return
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(min(0.5, 0.02 * 2**attempt) * (0.5 + self.rng.random()))
-        with self.ledger.lock:
-            self.ledger.gave_up.append(key)
-
-    def record(self, key: str, peer: int, status: int, data: bytes) -> None:
-        task = json.loads(data)
-        with self.ledger.lock:
-            if not isinstance(task.get("id"), int) or task.get("key") != key:
-                self.ledger.unexpected.append(f"{key} at peer {peer}: {status} {data[:200]!r}")
-            else:
-                self.ledger.acked[key] = task["id"]
-
-    def post(self, peer: int, body: bytes) -> tuple[int | None, bytes]:
-        conn = self.conns.get(peer)
-        if conn is None:
-            host, port = self.addresses[peer]
-            conn = self.conns[peer] = http.client.HTTPConnection(
-                host, port, timeout=REQUEST_TIMEOUT
-            )
-        try:
-            conn.request("POST", "/tasks", body=body, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            del self.conns[peer]
-            return None, b""
-
-
-def _load_for(cluster: Cluster, ledger: Ledger, seconds: float, new_acks: int) -> None:
-    """Let the clients run for `seconds` and until `new_acks` more tasks are acknowledged."""
-    target = ledger.count() + new_acks
-    deadline = time.monotonic() + seconds
-    cluster.wait_for(
-        lambda: time.monotonic() >= deadline and ledger.count() >= target,
-        seconds + FAILOVER_TIMEOUT,
-        f"{new_acks} more acknowledged submits (have {ledger.count()})",
-        interval=0.05,
-    )
-
-
-def _crash_leader(cluster: Cluster, ledger: Ledger) -> tuple[int, int]:
-    """SIGKILL the ready leader, wait for the survivors' new ready leader, restart the dead
-    one, wait until every peer agrees on a ready leader again, then keep the load on."""
-    leader = cluster.wait_for_leader(timeout=FAILOVER_TIMEOUT)
-    cluster.kill(leader)
-    successor = cluster.wait_for_leader(ids=cluster.running_ids(), timeout=FAILOVER_TIMEOUT)
-    assert successor != leader
-    cluster.start(leader)
-    cluster.wait_for_leader(timeout=START_TIMEOUT)
-    _load_for(cluster, ledger, PHASE_SECONDS, PHASE_ACKS)
-    return leader, successor
-
-
 # ---------------------------------------------------------------------------- checks
 
 
 def _check_tables(
     tables: dict[int, list[Json]], views: dict[int, View], acked: dict[str, int]
 ) -> dict[int, str]:
-    """Each peer: ids 1..N, no key twice, every acknowledged key under the id the client
-    got, counts matching `/cluster`; and all peers agree on the key of every id."""
+    """Each peer: counts matching `/cluster`, the listing checks of `check_listing`, each
+    key's task the one its client submitted; and all peers agree on the key of every id."""
     agreed: dict[int, str] = {}
     for n, tasks in sorted(tables.items()):
-        ids = [t["id"] for t in tasks]
-        assert ids == list(range(1, len(ids) + 1)), f"peer {n}: task ids are not 1..{len(ids)}"
         assert sum(views[n]["tasks"].values()) == len(tasks), f"peer {n}: counts != listing"
-        keys = Counter(t["key"] for t in tasks)
-        twice = sorted(k for k, c in keys.items() if c > 1)
-        assert not twice, f"peer {n}: {len(twice)} keys appear more than once, e.g. {twice[:5]}"
-        by_key = {t["key"]: t["id"] for t in tasks}
-        lost = sorted(k for k in acked if k not in by_key)
-        assert not lost, f"peer {n} lacks {len(lost)} acknowledged tasks, e.g. {lost[:5]}"
-        moved = sorted((k, acked[k], by_key[k]) for k in acked if by_key[k] != acked[k])
-        assert not moved, f"peer {n}: (key, acked id, id here) differ: {moved[:5]}"
+        chaos.check_listing(n, tasks, acked)
         for t in tasks:  # the task behind each key is the one that client submitted
-            _, client, i = t["key"].split("-")
-            want = {"kind": "echo", "args": {"client": int(client), "i": int(i)}}
+            want = {"kind": "echo", "args": chaos.submitted_args(t["key"])}
             assert {k: t[k] for k in want} == want, f"peer {n}: task {t['id']} is {t}"
         for t in tasks:
             other = agreed.setdefault(t["id"], t["key"])
@@ -265,30 +85,11 @@ def test_chaos_acknowledged_tasks_survive_leader_crashes_exactly_once(
     cluster = cluster_factory(5)
     cluster.wait_for_leader(timeout=START_TIMEOUT)
 
-    ledger, stop = Ledger(), threading.Event()
-    clients = [Submitter(c, cluster, ledger, stop) for c in range(CLIENTS)]
-    for client in clients:
-        client.start()
-    try:
-        _load_for(cluster, ledger, PHASE_SECONDS, PHASE_ACKS)
-        crashes = [_crash_leader(cluster, ledger) for _ in range(LEADER_KILLS)]
-    finally:
-        stop.set()
-        for client in clients:  # bounded: one key's retries end within RETRY_WINDOW
-            client.join(RETRY_WINDOW + 2 * REQUEST_TIMEOUT)
-    assert not any(c.is_alive() for c in clients), "a client did not stop"
-    summary = (
-        f"{len(ledger.acked)} acknowledged, {len(ledger.gave_up)} given up; crashes (killed,"
-        f" successor) {crashes}; submit statuses {dict(ledger.statuses)}"
-    )
-    print(summary)
-    assert not ledger.crashes, ledger.crashes
-    assert not ledger.unexpected, f"{ledger.unexpected[:5]}; {summary}"
-    assert len(ledger.acked) >= MIN_ACKED, f"only {len(ledger.acked)} acknowledged; {summary}"
+    ledger = chaos.run_chaos(cluster, LOAD).ledger
 
     views = _wait_settled(cluster)
     assert cluster.running_ids() == list(cluster.ids), "a peer exited by itself"
-    tables = {n: _list_all(cluster, n) for n in cluster.ids}
+    tables = {n: chaos.list_all(cluster, n) for n in cluster.ids}
     before = _check_tables(tables, views, ledger.acked)
 
     # The whole cluster crashes at once: what was acknowledged is on disk on a majority.
@@ -300,7 +101,7 @@ def test_chaos_acknowledged_tasks_survive_leader_crashes_exactly_once(
     cluster.wait_for_leader(timeout=START_TIMEOUT)
     views = _wait_settled(cluster, min_commit=commit + 1)  # + the new leader's no-op
     assert cluster.running_ids() == list(cluster.ids), "a peer exited by itself"
-    tables = {n: _list_all(cluster, n) for n in cluster.ids}
+    tables = {n: chaos.list_all(cluster, n) for n in cluster.ids}
     after = _check_tables(tables, views, ledger.acked)
     changed = sorted(i for i, key in before.items() if after.get(i) != key)
     assert not changed, f"tasks changed across the full restart: {changed[:5]}"
@@ -443,16 +244,16 @@ def test_bad_requests_to_a_follower_are_refused_and_change_nothing(
 
     # A task to cancel twice: the first cancel is a legal write, made before the snapshot.
     parked = {"kind": "echo", "key": "k", "delay": 3600}  # never runs before the cancel
-    status, data = _http(cluster, follower, "POST", "/tasks", _body(parked))
+    status, data = request_once(cluster, follower, "POST", "/tasks", _body(parked))
     assert status == 201, data
     task_id = json.loads(data)["id"]
-    status, data = _http(cluster, follower, "POST", f"/tasks/{task_id}/cancel", b"")
+    status, data = request_once(cluster, follower, "POST", f"/tasks/{task_id}/cancel", b"")
     assert status == 200 and json.loads(data)["state"] == "cancelled", data
     _wait_settled(cluster)
     before = _snapshot(cluster)
 
     for what, method, path, body, expected, name in _bad_requests(task_id):
-        status, data = _http(cluster, follower, method, path, body)
+        status, data = request_once(cluster, follower, method, path, body)
         assert status == expected, f"{what}: {method} {path} -> {status} {data[:300]!r}"
         error = json.loads(data)["error"]
         assert isinstance(error["code"], str) and error["code"], f"{what}: {error}"
