@@ -2,8 +2,10 @@
 out what it returns, in a fixed order: persist, then send, then report.
 
 One task owns the core; request handlers only queue messages into its inbox, or ask
-for a proposal, so there is no lock around protocol state. A failed write to disk stops
-the peer (fail-stop): what is on disk stays consistent and a restart recovers from it.
+for a proposal, so there is no lock around protocol state. A failed write to disk (a
+full disk) holds the peer back instead of crashing it: it sends nothing that depends on
+the unsaved state and retries the write every cycle (to its peers it looks down), so it
+never acknowledges what is not on its disk.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from peer.config import ClusterConfig
-from peer.core import PeerCore, PeerMessage, Settings
+from peer.core import CoreReady, PeerCore, PeerMessage, Settings
 from peer.execution import ResultItem
 from peer.log import Log
 from peer.registry import Registry
@@ -72,6 +75,9 @@ class Node:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"disk-{node_id}")
+        self._unsaved = CoreReady()  # state the disk has not taken yet
+        self._held = CoreReady()  # effects waiting for it
+        self.disk_error: str | None = None
         self._waiters: dict[int, tuple[int, asyncio.Future[Applied]]] = {}
         self.changed = asyncio.Event()  # set and replaced after every cycle that did work
         self.failed: BaseException | None = None
@@ -141,30 +147,68 @@ class Node:
 
     async def _carry_out(self) -> None:
         batch = self.core.ready()
-        if batch.hard_state or batch.entries_from is not None:
-            # fsync off the loop: handlers keep accepting (and proposing) meanwhile,
-            # which is what fills the next batch (group commit)
-            await asyncio.get_running_loop().run_in_executor(
-                self._disk,
-                self.storage.save,
-                batch.hard_state,
-                batch.entries_from,
-                batch.entries,
-                batch.commit_index,
-            )
+        if not await self._persist(batch):
+            # nothing that depends on unsaved state leaves this peer; the protocol
+            # resends messages, and what was applied is handed out after the next save
+            self._held.applied += batch.applied
+            self._held.starts += batch.starts
+            self._held.stops += batch.stops
+            return
+        held, self._held = self._held, CoreReady()
         for to, message in batch.messages:
             self.transport.send(to, message)
-        for applied in batch.applied:
+        for applied in held.applied + batch.applied:
             self._resolve(applied)
-        for task_id, attempt in batch.stops:
+        for task_id, attempt in held.stops + batch.stops:
             self.runner.stop(task_id, attempt)
-        for task in batch.starts:
+        for task in held.starts + batch.starts:
             self.runner.start(task)
         for event in batch.events:
             log.info("%s", event)
         if batch.applied or batch.events or batch.hard_state:
             self.changed.set()
             self.changed = asyncio.Event()
+
+    async def _persist(self, batch: CoreReady) -> bool:
+        """Write the batch (and any earlier one that failed); False if the disk refused.
+
+        fsync runs off the loop: handlers keep accepting (and proposing) meanwhile,
+        which is what fills the next batch (group commit).
+        """
+        unsaved = self._unsaved
+        if batch.hard_state is not None:
+            unsaved.hard_state = batch.hard_state
+        if batch.entries_from is not None:
+            start = unsaved.entries_from
+            unsaved.entries_from = (
+                batch.entries_from if start is None else min(start, batch.entries_from)
+            )
+        if batch.commit_index is not None:
+            unsaved.commit_index = batch.commit_index
+        if unsaved.hard_state is None and unsaved.entries_from is None:
+            return True
+        start = unsaved.entries_from
+        entries = (
+            [] if start is None else list(self.core.log.slice(start, self.core.log.last_index))
+        )
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._disk,
+                self.storage.save,
+                unsaved.hard_state,
+                start,
+                entries,
+                unsaved.commit_index,
+            )
+        except (sqlite3.Error, OSError) as exc:
+            if not self.disk_error:
+                log.error("cannot write state to disk (%s); holding back until it can", exc)
+            self.disk_error = str(exc)
+            return False
+        if self.disk_error:
+            log.warning("disk writes succeed again")
+        self._unsaved, self.disk_error = CoreReady(), None
+        return True
 
     def _completed(self, item: ResultItem) -> None:
         self.done += 1
