@@ -22,7 +22,8 @@ Starts its own cluster on free loopback ports (tests/harness.py, log level WARNI
    (slots x (nodes - 1) tasks: the survivors have a free slot for every lost task). The
    killed peer is restarted between runs.
 
-Prints a table; `--json OUT` also writes every figure.
+Prints a table; `--json OUT` also writes every figure. `measure_throughput`,
+`measure_loss`, `summary` and `peer_cpu` are also used by `bench/run.py`.
 """
 
 from __future__ import annotations
@@ -195,27 +196,30 @@ def idle(cluster: Any, leader: int) -> bool:
 # ---------------------------------------------------------------- throughput
 
 
-def measure_throughput(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
+def measure_throughput(cluster: Any, tasks: int, batch: int, posters: int) -> dict[str, Any]:
+    """`tasks` echo tasks from a client process, first submit to last succeeded."""
     leader = cluster.wait_for_leader(timeout=START_TIMEOUT)
     wait_settled(cluster, leader)
     base = get_json(cluster, leader, "/cluster")["tasks"]["succeeded"]
-    target = base + args.tasks
+    target = base + tasks
     urls = [cluster.url(n) for n in cluster.ids]
     cpu0 = peer_cpu(cluster)
     cmd = [sys.executable, __file__, "--load", "--urls", ",".join(urls)]
-    cmd += ["--tasks", str(args.tasks), "--batch", str(args.batch)]
-    cmd += ["--posters", str(args.posters)]
+    cmd += ["--tasks", str(tasks), "--batch", str(batch), "--posters", str(posters)]
     client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    bound = max(120.0, args.tasks / 50)
+    bound = max(120.0, tasks / 50)
     deadline = time.monotonic() + bound
     leaders = {leader}
     peak_queue = 0
     done_wall = None
+    timeline: list[tuple[float, int, int]] = []  # (wall time, succeeded, queued + scheduled)
     while time.monotonic() < deadline:
         view = get_json(cluster, leader, "/cluster")
         if view is not None:
             counts = view["tasks"]
-            peak_queue = max(peak_queue, counts["queued"] + counts["scheduled"])
+            queue = counts["queued"] + counts["scheduled"]
+            peak_queue = max(peak_queue, queue)
+            timeline.append((time.time(), counts["succeeded"] - base, queue))
             if counts["succeeded"] >= target:
                 done_wall = time.time()
                 break
@@ -227,7 +231,7 @@ def measure_throughput(cluster: Any, args: argparse.Namespace) -> dict[str, Any]
         time.sleep(COUNT_POLL)
     if done_wall is None:
         client.kill()
-        raise AssertionError(f"not all {args.tasks} tasks succeeded within {bound:.0f}s")
+        raise AssertionError(f"not all {tasks} tasks succeeded within {bound:.0f}s")
     cpu1 = peer_cpu(cluster)
     stdout, _ = client.communicate(timeout=PHASE_TIMEOUT)
     load = json.loads(stdout.strip().splitlines()[-1])
@@ -241,13 +245,13 @@ def measure_throughput(cluster: Any, args: argparse.Namespace) -> dict[str, Any]
     first = load["first_submit_wall"]
     seconds = done_wall - first
     return {
-        "tasks": args.tasks,
-        "batch": args.batch,
-        "posters": args.posters,
+        "tasks": tasks,
+        "batch": batch,
+        "posters": posters,
         "seconds": seconds,
-        "per_second": args.tasks / seconds,
+        "per_second": tasks / seconds,
         "submit_seconds": load["last_ack_wall"] - first,
-        "submit_per_second": args.tasks / (load["last_ack_wall"] - first),
+        "submit_per_second": tasks / (load["last_ack_wall"] - first),
         "all_peers_seconds": all_peers_wall - first,
         "peak_queue": peak_queue,
         "leaders": sorted(leaders),
@@ -257,6 +261,7 @@ def measure_throughput(cluster: Any, args: argparse.Namespace) -> dict[str, Any]
         "peer_cpu_seconds": sum(cpu1.get(n, 0.0) - cpu0.get(n, 0.0) for n in cpu1),
         "peer_cpu_by_peer": {n: cpu1[n] - cpu0.get(n, 0.0) for n in sorted(cpu1)},
         "client_cpu_seconds": load["client_cpu_seconds"],
+        "timeline": [(round(w - first, 3), done, queue) for w, done, queue in timeline],
     }
 
 
@@ -385,7 +390,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         )
         cluster.start_all()
         cluster.wait_for_leader(max(cluster.ids), timeout=START_TIMEOUT)  # the settled one
-        throughput = measure_throughput(cluster, args)
+        throughput = measure_throughput(cluster, args.tasks, args.batch, args.posters)
         print(f"throughput: {throughput['per_second']:.0f} tasks/s end to end", flush=True)
         loss = []
         full = config.slots * args.nodes

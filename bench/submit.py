@@ -1,6 +1,6 @@
 """Acknowledged-submit throughput and latency on a local cluster.
 
-    python bench/submit.py [--nodes 5] [--clients 32] [--seconds 10] [--json OUT]
+    python bench/submit.py [--nodes 5] [--clients 32] [--seconds 10] [--parts P,..] [--json OUT]
 
 Starts its own cluster on free loopback ports (tests/harness.py), then runs the load in a
 separate process so the client's CPU is not hidden in the peers' and is reported alone:
@@ -9,9 +9,14 @@ separate process so the client's CPU is not hidden in the peers' and is reported
    to the leader only; acknowledged tasks per second.
 2. batch: 4 concurrent clients posting `/tasks/batch` of `--batch` tasks.
 3. latency: one client, one task at a time: p50 / p99 of submit.
+4. done: one client, one `echo` task at a time, submitted to the leader and awaited there
+   with `GET /tasks/{id}?wait=10`: p50 / p99 of submit and of submit-to-done.
 
-Tasks are submitted with a long delay so the cluster only stores them: this measures the
-submit path alone (bench/e2e.py measures execution).
+`--parts` picks some of `single,batch,latency,done` (all by default); they run in the
+order latency, done, single, batch, so the latencies are taken on an empty task table.
+Except in `done`, tasks are submitted with a long delay so the cluster only stores
+them: this measures the submit path alone (bench/e2e.py measures execution).
+`run` (a cluster and the load) and `load` (the client process) are used by bench/run.py.
 """
 
 from __future__ import annotations
@@ -27,12 +32,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
 PARKED = {"delay": 86400}  # submitted tasks wait a day: nothing runs during the benchmark
+PARTS = ("latency", "done", "single", "batch")  # the order they run in
+DONE_WAIT = 10  # seconds a `done` sample waits for its task
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -106,6 +114,37 @@ async def _latency(url: str, count: int) -> dict[str, float]:
         "count": count,
         "p50_ms": statistics.median(samples),
         "p99_ms": percentile(samples, 99),
+        "samples_ms": samples,
+    }
+
+
+async def _latency_done(url: str, count: int) -> dict[str, Any]:
+    """One echo task at a time: submit, then long-poll the same peer until it is done."""
+    import aiohttp
+
+    submit: list[float] = []
+    done: list[float] = []
+    failed = 0
+    async with aiohttp.ClientSession() as session:
+        for i in range(count):
+            start = time.perf_counter()
+            async with session.post(url + "/tasks", json={"kind": "echo", "args": i}) as resp:
+                task = await resp.json()
+            submit.append((time.perf_counter() - start) * 1000)
+            wait = f"{url}/tasks/{task['id']}?wait={DONE_WAIT}"
+            async with session.get(wait) as resp:
+                task = await resp.json()
+            done.append((time.perf_counter() - start) * 1000)
+            failed += task["state"] != "succeeded"
+    return {
+        "count": count,
+        "not_succeeded": failed,
+        "submit_p50_ms": statistics.median(submit),
+        "submit_p99_ms": percentile(submit, 99),
+        "done_p50_ms": statistics.median(done),
+        "done_p99_ms": percentile(done, 99),
+        "submit_samples_ms": submit,
+        "done_samples_ms": done,
     }
 
 
@@ -113,18 +152,25 @@ def run_load(args: argparse.Namespace) -> None:
     """The client process: reads urls from argv, prints one JSON line of results."""
     urls = args.urls.split(",")
     leader = urls[0]
+    parts = args.parts.split(",")
     out: dict[str, object] = {}
     cpu0 = time.process_time()
-    out["single_random"] = asyncio.run(_single(urls, args.clients, args.seconds))
-    out["single_leader"] = asyncio.run(_single([leader], args.clients, args.seconds))
-    out["batch"] = asyncio.run(_batch(urls, 4, args.batch, args.seconds))
-    out["latency_leader"] = asyncio.run(_latency(leader, args.latency))
-    out["latency_follower"] = asyncio.run(_latency(urls[-1], args.latency))
+    if "latency" in parts:
+        out["latency_leader"] = asyncio.run(_latency(leader, args.latency))
+        out["latency_follower"] = asyncio.run(_latency(urls[-1], args.latency))
+    if "done" in parts:
+        out["done_leader"] = asyncio.run(_latency_done(leader, args.latency))
+    if "single" in parts:
+        out["single_random"] = asyncio.run(_single(urls, args.clients, args.seconds))
+        out["single_leader"] = asyncio.run(_single([leader], args.clients, args.seconds))
+    if "batch" in parts:
+        out["batch"] = asyncio.run(_batch(urls, 4, args.batch, args.seconds))
     out["client_cpu_seconds"] = time.process_time() - cpu0
     print(json.dumps(out))
 
 
-def peer_cpu(cluster) -> float:  # type: ignore[no-untyped-def]
+def peer_cpu(cluster: Any) -> float:
+    """CPU seconds (user + system) the cluster's peer processes have used so far."""
     total = 0.0
     for n in cluster.ids:
         pid = cluster.pid(n)
@@ -134,37 +180,60 @@ def peer_cpu(cluster) -> float:  # type: ignore[no-untyped-def]
     return total
 
 
-def main() -> None:
+def load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the client process against a started cluster; its results plus the peers' CPU."""
+    leader = cluster.wait_for_leader(timeout=20)
+    urls = [cluster.url(leader)] + [cluster.url(n) for n in cluster.ids if n != leader]
+    cpu0 = peer_cpu(cluster)
+    cmd = [sys.executable, __file__, "--load", "--urls", ",".join(urls), "--parts", args.parts]
+    cmd += ["--clients", str(args.clients), "--seconds", str(args.seconds)]
+    cmd += ["--batch", str(args.batch), "--latency", str(args.latency)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
+    results: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    results["peer_cpu_seconds"] = peer_cpu(cluster) - cpu0
+    results["nodes"] = args.nodes
+    return results
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """A fresh cluster of `args.nodes` peers (log level WARNING) and the load against it."""
+    from tests.harness import Cluster
+
+    with tempfile.TemporaryDirectory() as tmp, Cluster(args.nodes, tmp, log_level="WARNING") as c:
+        c.start_all()
+        return load(c, args)
+
+
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=5)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--latency", type=int, default=500)
+    parser.add_argument("--parts", default=",".join(PARTS), help="some of " + ",".join(PARTS))
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--urls", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.load:
         run_load(args)
         return
-    from tests.harness import Cluster
-
-    with tempfile.TemporaryDirectory() as tmp, Cluster(args.nodes, tmp, log_level="WARNING") as c:
-        c.start_all()
-        leader = c.wait_for_leader(timeout=20)
-        urls = [c.url(leader)] + [c.url(n) for n in c.ids if n != leader]
-        cpu0 = peer_cpu(c)
-        cmd = [sys.executable, __file__, "--load", "--urls", ",".join(urls)]
-        cmd += ["--clients", str(args.clients), "--seconds", str(args.seconds)]
-        cmd += ["--batch", str(args.batch), "--latency", str(args.latency)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
-        results = json.loads(proc.stdout.strip().splitlines()[-1])
-        results["peer_cpu_seconds"] = peer_cpu(c) - cpu0
-        results["nodes"] = args.nodes
-    print(json.dumps(results, indent=2))
+    results = run(args)
+    print(json.dumps({k: _brief(v) for k, v in results.items()}, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+def _brief(value: Any) -> Any:
+    """`value` without its sample lists (they go to the JSON file, not the screen)."""
+    if isinstance(value, dict):
+        return {k: _brief(v) for k, v in value.items() if not k.endswith("samples_ms")}
+    return value
 
 
 if __name__ == "__main__":
