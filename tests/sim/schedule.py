@@ -60,3 +60,23 @@ def apply_random_fault(sim: SimCluster, rng: random.Random) -> str:
         return random_partition(sim, rng)
     sim.net.heal()
     return "heal"
+
+
+def run_random_faults(
+    sim: SimCluster,
+    rng: random.Random,
+    history: list[str],
+    rounds: tuple[int, int],
+    propose_rate: float,
+) -> None:
+    """A second of calm, then `rounds` random faults with clients proposing, then heal
+    everything, switch faults off and restart every crashed peer."""
+    sim.run(1.0, propose_rate=propose_rate)
+    for _ in range(rng.randint(*rounds)):
+        history.append(f"t={sim.now:.2f} {apply_random_fault(sim, rng)}")
+        sim.run(rng.uniform(0.2, 1.2), propose_rate=propose_rate)
+    sim.net.heal()
+    sim.net.faults = Faults()
+    for node_id in sim.ids:
+        if node_id not in sim.nodes:
+            sim.start(node_id)

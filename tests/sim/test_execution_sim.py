@@ -23,8 +23,7 @@ import pytest
 from peer.core import Settings
 from peer.tasks import TERMINAL
 from tests.sim.cluster import SimCluster
-from tests.sim.network import Faults
-from tests.sim.schedule import apply_random_fault, random_faults, seeds
+from tests.sim.schedule import random_faults, run_random_faults, seeds
 
 SETTLE = 20.0  # virtual seconds allowed to finish every task after healing
 LOSS_REASONS = ("lost", "restarted", "timeout")  # failures the leader judges
@@ -100,15 +99,7 @@ def test_every_task_ends_once_and_alike_on_every_peer_under_random_faults(seed: 
     sim.make_task = _task_maker(rng)
     history = [f"size {size}, policy {policy}, faults {sim.net.faults}"]
     try:
-        sim.run(1.0, propose_rate=0.08)
-        for _ in range(rng.randint(2, 6)):
-            history.append(f"t={sim.now:.2f} {apply_random_fault(sim, rng)}")
-            sim.run(rng.uniform(0.2, 1.2), propose_rate=0.08)
-        sim.net.heal()
-        sim.net.faults = Faults()
-        for node_id in sim.ids:
-            if node_id not in sim.nodes:
-                sim.start(node_id)
+        run_random_faults(sim, rng, history, (2, 6), propose_rate=0.08)
         history.append(f"t={sim.now:.2f} heal, restart all; proposals {sim.proposals}")
         assert sim.run_until(lambda: _settled(sim), SETTLE), "tasks left unfinished"
         _check_final(sim)

@@ -15,8 +15,7 @@ import random
 import pytest
 
 from tests.sim.cluster import SimCluster
-from tests.sim.network import Faults
-from tests.sim.schedule import apply_random_fault, random_faults, seeds
+from tests.sim.schedule import random_faults, run_random_faults, seeds
 
 SETTLE = 8.0
 
@@ -32,15 +31,7 @@ def test_acknowledged_commands_survive_random_faults(seed: int) -> None:
     sim = SimCluster(size, seed, random_faults(rng))
     history = [f"size {size}, faults {sim.net.faults}"]
     try:
-        sim.run(1.0, propose_rate=0.3)
-        for _ in range(rng.randint(3, 8)):
-            history.append(f"t={sim.now:.2f} {apply_random_fault(sim, rng)}")
-            sim.run(rng.uniform(0.2, 1.2), propose_rate=0.3)
-        sim.net.heal()
-        sim.net.faults = Faults()
-        for node_id in sim.ids:
-            if node_id not in sim.nodes:
-                sim.start(node_id)
+        run_random_faults(sim, rng, history, (3, 8), propose_rate=0.3)
         history.append(f"t={sim.now:.2f} heal, restart all; acked {len(sim.acked)}")
         assert sim.run_until(lambda: _all_acked_everywhere(sim), SETTLE), "acked entry missing"
         sim.check_logs()
