@@ -94,7 +94,12 @@ def e2e(plt: Any, parts: dict[str, Any]) -> Figure | None:
 
 
 def _scale(
-    plt: Any, parts: dict[str, Any], title: str, ylabel: str, series: dict[str, Callable[..., Any]]
+    plt: Any,
+    parts: dict[str, Any],
+    title: str,
+    ylabel: str,
+    series: dict[str, Callable[..., Any]],
+    target: tuple[float, str] | None = None,
 ) -> tuple[Figure, Any] | None:
     part = _ok(parts, "scale")
     if part is None or not part["points"]:
@@ -106,6 +111,9 @@ def _scale(
         ax.plot(nodes, [value(p) for p in points], "o-", label=label)
     ax.set(xlabel="peers", ylabel=ylabel, title=title, xticks=nodes)
     ax.set_ylim(bottom=0)
+    if target is not None:
+        ax.axhline(target[0], **TARGET, label=target[1])
+        ax.legend(fontsize="small")
     return fig, ax
 
 
@@ -135,13 +143,9 @@ def scale_throughput(plt: Any, parts: dict[str, Any]) -> Figure | None:
         "End-to-end throughput by cluster size",
         "echo tasks/s",
         {"first submit to last succeeded": lambda p: p["throughput"]["per_second"]},
+        target=(1500, "target 1,500/s (5 peers)"),
     )
-    if drawn is None:
-        return None
-    fig, ax = drawn
-    ax.axhline(1500, **TARGET, label="target 1,500/s (5 peers)")
-    ax.legend(fontsize="small")
-    return fig
+    return None if drawn is None else drawn[0]
 
 
 def scale_cpu(plt: Any, parts: dict[str, Any]) -> Figure | None:
@@ -154,13 +158,9 @@ def scale_cpu(plt: Any, parts: dict[str, Any]) -> Figure | None:
             "mean peer": lambda p: p["idle"]["cpu_pct_mean"],
             "busiest peer": lambda p: p["idle"]["cpu_pct_max"],
         },
+        target=(2, "target 2% (5 peers)"),
     )
-    if drawn is None:
-        return None
-    fig, ax = drawn
-    ax.axhline(2, **TARGET, label="target 2% (5 peers)")
-    ax.legend(fontsize="small")
-    return fig
+    return None if drawn is None else drawn[0]
 
 
 def scale_rss(plt: Any, parts: dict[str, Any]) -> Figure | None:
@@ -173,13 +173,9 @@ def scale_rss(plt: Any, parts: dict[str, Any]) -> Figure | None:
             "idle": lambda p: p["rss_mib_idle_max"],
             "after the end-to-end load": lambda p: p["rss_mib_after_load_max"],
         },
+        target=(80, "target 80 MiB (5 peers)"),
     )
-    if drawn is None:
-        return None
-    fig, ax = drawn
-    ax.axhline(80, **TARGET, label="target 80 MiB (5 peers)")
-    ax.legend(fontsize="small")
-    return fig
+    return None if drawn is None else drawn[0]
 
 
 def loss(plt: Any, parts: dict[str, Any]) -> Figure | None:

@@ -33,17 +33,17 @@ import asyncio
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for `tests.harness`
+
+from cli_run import run_in_data_dir  # noqa: E402
 
 START_TIMEOUT = 30.0
 PHASE_TIMEOUT = 30.0
@@ -432,23 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         run_load(args)
         return 0
-    if args.nodes < 3:
-        print("error: --nodes must be at least 3 (a majority must survive a kill)")
-        return 2
-    own_dir = args.data_dir is None
-    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="bench-e2e-"))
-    try:
-        result = run(args, data_dir)
-    except AssertionError as exc:
-        print(f"FAILED: {exc}\n(peer logs kept in {data_dir})", file=sys.stderr)
-        return 1
-    print_report(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    if own_dir:
-        shutil.rmtree(data_dir, ignore_errors=True)
-    return 0
+    return run_in_data_dir(args, run, "bench-e2e-", print_report)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,16 @@ import argparse
 import http.client
 import json
 import math
-import shutil
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for `tests.harness`
+
+from cli_run import run_in_data_dir  # noqa: E402
 
 from tests.harness import Cluster  # noqa: E402
 
@@ -257,22 +257,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.nodes < 3:
-        print("error: --nodes must be at least 3 (a majority must survive a kill)")
-        return 2
-    own_dir = args.data_dir is None
-    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="bench-failover-"))
-    try:
-        result = run(args, data_dir)
-    except AssertionError as exc:
-        print(f"FAILED: {exc}\n(peer logs kept in {data_dir})", file=sys.stderr)
-        return 1
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.json}")
-    if own_dir:
-        shutil.rmtree(data_dir, ignore_errors=True)
-    return 0
+    return run_in_data_dir(args, run, "bench-failover-")
 
 
 if __name__ == "__main__":
