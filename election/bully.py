@@ -53,6 +53,8 @@ from election.messages import (
 )
 from election.quorum import Quorum
 
+TIMER_SLACK = 0.001  # seconds past a deadline, so the tick lands on its far side
+
 
 class Phase(Enum):
     IDLE = auto()  # follower: has a leader, or waits out a backoff
@@ -99,7 +101,8 @@ class BullyElection:
         state = hard_state or HardState()
         self.term = state.term
         self.voted_for = state.voted_for
-        self.phase = Phase.IDLE
+        self.role = Role.FOLLOWER
+        self._phase = Phase.IDLE
         self.leader: int | None = None
         self.live: frozenset[int] = frozenset({node_id})
         self.log = LogPosition()
@@ -131,8 +134,13 @@ class BullyElection:
     # ----------------------------------------------------------------- queries
 
     @property
-    def role(self) -> Role:
-        return _ROLE_OF_PHASE[self.phase]
+    def phase(self) -> Phase:
+        return self._phase
+
+    @phase.setter
+    def phase(self, phase: Phase) -> None:
+        self._phase = phase
+        self.role = _ROLE_OF_PHASE[phase]  # read on every message: kept, not looked up
 
     @property
     def majority(self) -> int:
@@ -168,6 +176,17 @@ class BullyElection:
         if message.sender not in self.others:
             return
         self._handlers[type(message)](message)
+
+    def next_timer(self) -> float:
+        """When a timer of this election next needs a `tick`, at the latest: the next
+        heartbeat when leading; the moment a heard leader would count as silent when
+        following; a fifth of a heartbeat from now while an election is under way or no
+        leader is known. Ticking more often is always harmless."""
+        if self.phase is Phase.LEADING:
+            return self._next_heartbeat
+        if self.phase is Phase.IDLE and self.leader is not None:
+            return self._leader_contact + self.timings.failure_timeout + TIMER_SLACK
+        return self._now + self.timings.heartbeat_interval / 5
 
     def ready(self) -> Ready:
         """Everything produced since the last call; the caller persists, then sends."""

@@ -34,6 +34,12 @@ def verify(secret: bytes, headers: dict[str, str], body: bytes, now: float) -> s
     sender, timestamp, signature = (headers.get(h) for h in (SENDER, TIMESTAMP, SIGNATURE))
     if not sender or not timestamp or not signature:
         return "unsigned request"
+    return _check(secret, sender, timestamp, signature, body, now)
+
+
+def _check(
+    secret: bytes, sender: str, timestamp: str, signature: str, body: bytes, now: float
+) -> str | None:
     try:
         sent_at = float(timestamp)
     except ValueError:
@@ -58,7 +64,5 @@ def unseal(secret: bytes, frame: bytes, now: float) -> tuple[int, bytes] | str:
     if len(parts) != 4 or not parts[0].isdigit():
         return "malformed frame"
     sender, timestamp, mac = (p.decode(errors="replace") for p in parts[:3])
-    headers = {SENDER: sender, TIMESTAMP: timestamp, SIGNATURE: mac}
-    body = parts[3]
-    reason = verify(secret, headers, body, now)
-    return reason if reason is not None else (int(sender), body)
+    reason = _check(secret, sender, timestamp, mac, parts[3], now)
+    return reason if reason is not None else (int(sender), parts[3])

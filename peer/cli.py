@@ -10,7 +10,6 @@ request (the reason on stderr), 2 usage error, 3 no peer could serve the request
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -107,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from peer.server import serve
+    from peer.server import run
 
     try:
         config = load_config(args.config)
@@ -119,7 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(),
         format=f"%(asctime)s peer-{args.id} %(levelname)s %(name)s: %(message)s",
     )
-    asyncio.run(serve(config, args.id))
+    run(config, args.id)
     return 0
 
 

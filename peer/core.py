@@ -7,6 +7,13 @@ run. It takes ticks, messages and proposals with `now` passed in and returns one
 events to report. Terms of replication messages are checked here, by the election,
 before the replicator sees them. The election's `Heartbeat` leaves as an `Append`.
 No I/O, clock or global random.
+
+Gossip rides on replication while a leader is heard: the leader beats with its
+heartbeats (to everyone, in the same batch, so the same frame), and a follower beats in
+answer to the leader's appends, to the leader only; the others learn of it from the
+leader's digest. A follower that stops hearing the leader falls back to gossiping with
+everyone on its own timer (`RELAY_SLACK` heartbeats later), well before anyone could be
+held suspect. At idle a follower then sends and receives one frame per heartbeat.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from peer.tasks import Applied, Task, TaskTable
 
 ReplicationMessage = Append | AppendReply | FetchLog | LogChunk
 PeerMessage = Message | Gossip | ReplicationMessage | Results
+RELAY_SLACK = 1.5  # heartbeats without a relayed beat before gossiping with everyone
+TICK_SLACK = 1.5  # heartbeats between two ticks at most (a later one than the leader's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +122,13 @@ class PeerCore:
         self.dispatcher = Dispatcher(node_id, incarnation, scheduler)
         self._serving_since: float | None = None
         self._next_resend = 0.0
+        self._last_tick = float("-inf")
         self._wall = 0.0
         self._now = 0.0
         self._out: list[tuple[int, PeerMessage]] = []
         self._events: list[str] = []
         self._persisted_commit = self.replicator.commit_index
+        self._published: tuple[str, int, int | None, int, int] | None = None
         for entry in self.replicator.take_committed():  # replay what is known committed
             self.tasks.apply(entry.index, entry.command)
 
@@ -126,11 +137,21 @@ class PeerCore:
     def tick(self, now: float, wall: float | None = None) -> None:
         """Advance timers; `wall` is the clock written into entries (default: `now`)."""
         self._now, self._wall = now, now if wall is None else wall
+        self._last_tick = now
         self._sync_log()
         self.election.tick(now, self.membership.live(now))
         self._sync_roles()
         self._publish_local()
         self._out.extend(self.membership.tick(now))
+
+    def next_tick(self) -> float:
+        """When `tick` must run next, at the latest: the election's and membership's next
+        timer, and every `TICK_SLACK` heartbeats for the rest (resends, retries,
+        timeouts). A steady leader so ticks once a heartbeat, a steady follower whenever
+        its leader's heartbeat arrives (the driver ticks along with it), a peer in an
+        election five times a heartbeat. Ticking more often is harmless."""
+        at_least = self._last_tick + TICK_SLACK * self.settings.heartbeat_interval
+        return min(at_least, self.election.next_timer(), self.membership.next_beat)
 
     def receive(self, now: float, message: PeerMessage) -> None:
         self._now = now
@@ -162,6 +183,7 @@ class PeerCore:
         if isinstance(message, Append):
             if self.election.leader_contact(now, message.term, message.sender):
                 self.replicator.on_append(message)
+                self._beat_with_reply(message.sender)
             else:
                 reply = AppendReply(self.election.term, self.id, False, 0)
                 self._out.append((message.sender, reply))
@@ -182,6 +204,7 @@ class PeerCore:
         out = self.election.ready()
         batch = CoreReady(hard_state=out.hard_state, events=self._events + out.events)
         self._sync_roles()
+        beats = []
         for entry in self.replicator.take_committed():
             batch.applied.append(self.tasks.apply(entry.index, entry.command))
         orders = self.dispatcher.on_applied(self.tasks, batch.applied, self.is_ready_leader)
@@ -192,9 +215,13 @@ class PeerCore:
         for envelope in out.messages:
             if isinstance(envelope.message, Heartbeat) and self.replicator.leading:
                 self.replicator.heartbeat(self._now, envelope.to)
+                beats.append(envelope.to)
             else:
                 batch.messages.append((envelope.to, envelope.message))
         batch.messages += self.replicator.take_messages() + self._out
+        if beats:  # the leader's gossip goes with its heartbeats
+            self._publish_local()
+            batch.messages += self.membership.beat(self._now, beats, self._relay_slack())
         persist = self.replicator.take_persist()
         if persist is not None:
             batch.entries_from, batch.entries = persist
@@ -203,6 +230,20 @@ class PeerCore:
             batch.commit_index = self._persisted_commit = self.replicator.commit_index
         self._out, self._events = [], []
         return batch
+
+    def _beat_with_reply(self, leader: int) -> None:
+        """A follower heard its leader: gossip goes with the reply, at most twice a beat,
+        and the own timer waits (else it could keep firing just before each append)."""
+        if self.membership.since_beat(self._now) < self.settings.heartbeat_interval / 2:
+            self.membership.defer(self._now + self._relay_slack())
+            return
+        self._publish_local()
+        # its own digest is all the leader lacks: it hears everyone else itself
+        beat = self.membership.beat(self._now, [leader], self._relay_slack(), whole=False)
+        self._out += beat
+
+    def _relay_slack(self) -> float:
+        return RELAY_SLACK * self.settings.heartbeat_interval
 
     # -------------------------------------------------------------- execution
 
@@ -223,6 +264,8 @@ class PeerCore:
         if self._serving_since is None:
             self._serving_since = self._now
             self.dispatcher.lead(self.tasks)
+        if not self.dispatcher.has_work(self.tasks):
+            return  # nothing queued, waiting, running or reported: nothing to decide
         judge_lost = self._now - self._serving_since > self.settings.failure_timeout
         live = {w.id: w.incarnation for w in self._workers(Status.ALIVE, Status.SUSPECT)}
         workers = self._workers(Status.ALIVE)
@@ -298,7 +341,10 @@ class PeerCore:
 
     def _sync_log(self) -> None:
         caught_up = self.election.leader is not None and self.replicator.in_sync
-        self.election.set_log(LogPosition(self.log.last_term, self.log.last_index), caught_up)
+        position = self.election.log
+        if (position.term, position.index) != (self.log.last_term, self.log.last_index):
+            position = LogPosition(self.log.last_term, self.log.last_index)
+        self.election.set_log(position, caught_up)
 
     def _sync_roles(self) -> None:
         leading = self.election.role is Role.LEADER
@@ -313,10 +359,17 @@ class PeerCore:
             self._serving_since = None
 
     def _publish_local(self) -> None:
+        local = (
+            self.election.role.value,
+            self.election.term,
+            self.election.leader,
+            self.log.last_index,
+            self.replicator.commit_index,
+        )
+        if local == self._published:
+            return
+        self._published = local
+        role, term, leader, last_index, commit_index = local
         self.membership.set_local(
-            role=self.election.role.value,
-            term=self.election.term,
-            leader=self.election.leader,
-            last_index=self.log.last_index,
-            commit_index=self.replicator.commit_index,
+            role=role, term=term, leader=leader, last_index=last_index, commit_index=commit_index
         )

@@ -55,6 +55,16 @@ class Dispatcher:
             retry_at = 0.0 if item.ok else self.scheduler.retry_at(wall, task.attempt)
             self._finishes.append([task.id, task.attempt, item.ok, value, retry_at])
 
+    def has_work(self, table: TaskTable) -> bool:
+        """Whether a round could propose anything: results to record, tasks that are
+        or will be ready, attempts running somewhere."""
+        return bool(
+            self._finishes
+            or table.became_ready
+            or self.scheduler.has_pending()
+            or any(table.running.values())
+        )
+
     def round(
         self,
         wall: float,

@@ -5,6 +5,10 @@ Every `heartbeat_interval` a peer bumps its own heartbeat counter and sends its 
 them up to `FULL_FANOUT_LIMIT` peers, a random `fanout` beyond. A peer whose counter has
 not grown for `suspect_after` is suspect, for `failure_timeout` dead; a peer never heard
 from is dead. A restart shows as a higher incarnation. Time comes in as `now`; no I/O.
+
+`beat` lets the caller send a beat early, to chosen peers, and put the own timer back:
+the core uses it to relay gossip through a live leader (see `peer.core`), and `tick`
+stays the fallback that reaches everyone when the relay stops.
 """
 
 from __future__ import annotations
@@ -78,6 +82,7 @@ class MembershipTable:
         self.me = MemberDigest(node_id, incarnation, 0)
         self._records: dict[int, _Record] = {}
         self._next_beat = 0.0
+        self._last_beat = float("-inf")
 
     def set_local(self, **fields: object) -> None:
         """Update what this peer says of itself (role, term, leader, log figures)."""
@@ -87,10 +92,32 @@ class MembershipTable:
         """Bump the heartbeat when it is due; returns the gossip to send."""
         if now < self._next_beat:
             return []
-        self._next_beat = now + self.timings.heartbeat_interval
+        return self.beat(now, self._targets(), self.timings.heartbeat_interval)
+
+    def beat(
+        self, now: float, targets: Iterable[int], next_in: float, whole: bool = True
+    ) -> list[tuple[int, Gossip]]:
+        """Bump the heartbeat now and gossip to `targets` the whole table, or only this
+        peer's digest; the own timer is due `next_in` seconds later."""
+        self._next_beat = now + next_in
+        self._last_beat = now
         self.me = replace(self.me, counter=self.me.counter + 1)
-        gossip = Gossip(self.id, (self.me, *(r.digest for r in self._records.values())))
-        return [(peer, gossip) for peer in self._targets()]
+        others = (r.digest for r in self._records.values()) if whole else ()
+        gossip = Gossip(self.id, (self.me, *others))
+        return [(peer, gossip) for peer in targets]
+
+    def defer(self, until: float) -> None:
+        """Hold the own timer back until `until` (a relayed beat is on its way)."""
+        self._next_beat = max(self._next_beat, until)
+
+    @property
+    def next_beat(self) -> float:
+        """When the own timer beats to everyone, unless a `beat` comes first."""
+        return self._next_beat
+
+    def since_beat(self, now: float) -> float:
+        """Seconds since this peer last bumped its heartbeat."""
+        return now - self._last_beat
 
     def _targets(self) -> Iterable[int]:
         if len(self.others) + 1 <= FULL_FANOUT_LIMIT:

@@ -34,7 +34,6 @@ from peer.worker import TaskRunner
 
 log = logging.getLogger(__name__)
 
-TICKS_PER_HEARTBEAT = 5
 MAX_INBOX = 50_000
 
 
@@ -70,7 +69,7 @@ class Node:
         self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
         self.runner = TaskRunner(registry, config.slots, self._completed)
         self.done = 0  # attempts this peer has run to an end
-        self.tick_interval = config.heartbeat_interval / TICKS_PER_HEARTBEAT
+        self.tick_gap = config.heartbeat_interval / 2
         self._inbox: deque[PeerMessage] = deque(maxlen=MAX_INBOX)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -128,21 +127,30 @@ class Node:
             raise
 
     async def _drive_forever(self) -> None:
-        next_tick = 0.0
+        loop = asyncio.get_running_loop()
+        next_tick = last_tick = 0.0
         while True:
             now = time.monotonic()
             while self._inbox:
                 self.core.receive(now, self._inbox.popleft())
-            if now >= next_tick:
+            # on the core's timers, and along with any cycle half a heartbeat after the
+            # last tick: a follower's ticks then ride on its leader's heartbeats
+            if now >= next_tick or now - last_tick >= self.tick_gap:
                 self.core.tick(now, time.time())
-                next_tick = now + self.tick_interval
+                last_tick = now
             await self._carry_out()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
-                    await self._wake.wait()
-            # let every callback already due run first (requests, frames): one cycle then
-            # takes all they bring, and its writes and frames carry more per syscall
-            await asyncio.sleep(0)
+            next_tick = self.core.next_tick()
+            if not self._wake.is_set():
+                # a timer handle, not `asyncio.timeout`: most idle wake-ups are the tick,
+                # and a timeout would raise and catch an exception for each
+                alarm = loop.call_later(max(0.0, next_tick - time.monotonic()), self._wake.set)
+                await self._wake.wait()
+                alarm.cancel()
+            if time.monotonic() < next_tick:
+                # woken by work, not the clock: let every callback already due run first
+                # (requests, frames), so one cycle takes all they bring, and its writes
+                # and frames carry more per syscall
+                await asyncio.sleep(0)
             self._wake.clear()
 
     async def _carry_out(self) -> None:
@@ -155,8 +163,7 @@ class Node:
             self._held.stops += batch.stops
             return
         held, self._held = self._held, CoreReady()
-        for to, message in batch.messages:
-            self.transport.send(to, message)
+        self.transport.send(batch.messages)
         for applied in held.applied + batch.applied:
             self._resolve(applied)
         for task_id, attempt in held.stops + batch.stops:

@@ -78,6 +78,10 @@ class Scheduler:
             self._push(table.tasks[task_id])
         table.became_ready.clear()
 
+    def has_pending(self) -> bool:
+        """Tasks waiting for their time or ready to assign (some may have gone stale)."""
+        return bool(self._waiting) or any(self._ready.values())
+
     def _push(self, task: Task) -> None:
         heapq.heappush(self._waiting, (task.not_before, task.id, task.attempt))
 

@@ -1,4 +1,6 @@
-"""Runs one peer: the driver and its HTTP server, until SIGINT or SIGTERM."""
+"""Runs one peer: the driver and its HTTP server, until SIGINT or SIGTERM, on uvloop
+where it is installed (its event loop costs a fraction of asyncio's per wake-up, which
+is most of what an idle peer spends) and on asyncio's own loop elsewhere."""
 
 from __future__ import annotations
 
@@ -14,6 +16,15 @@ from peer.node import Node
 from peer.registry import Registry
 
 log = logging.getLogger(__name__)
+
+
+def run(config: ClusterConfig, node_id: int) -> None:
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: the standard loop works the same
+        asyncio.run(serve(config, node_id))
+    else:
+        uvloop.run(serve(config, node_id))
 
 
 async def serve(config: ClusterConfig, node_id: int) -> None:

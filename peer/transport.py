@@ -2,7 +2,8 @@
 
 Each destination has one sender task and one stream (`GET /peer/stream`, opened with
 signed headers); whatever the driver queues while a frame is being written goes out
-together in the next frame. Every frame carries its own HMAC and timestamp, so the
+together in the next frame. A message sent to several peers in one cycle (the leader's
+gossip) is encoded once. Every frame carries its own HMAC and timestamp, so the
 receiver checks each one as it would a request. A peer that cannot be reached costs
 dropped frames, never a blocked driver: the protocol resends what matters (heartbeats,
 probes, claims, appends) on its own timers; after a failed connect the outbox waits a
@@ -21,7 +22,7 @@ import aiohttp
 
 from peer.auth import seal, sign
 from peer.core import PeerMessage
-from peer.wire import encode_batch
+from peer.wire import encode_message, join_encoded
 
 log = logging.getLogger(__name__)
 
@@ -41,31 +42,30 @@ class PeerOutbox:
         self.url = url + STREAM_PATH
         self.sender = sender
         self.secret = secret
-        self.queue: deque[PeerMessage] = deque(maxlen=MAX_QUEUED)
+        self.queue: deque[bytes] = deque(maxlen=MAX_QUEUED)  # encoded messages
         self.wake = asyncio.Event()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self._retry_at = 0.0
         self.task = asyncio.create_task(self._run(), name=f"outbox->{url}")
 
-    def put(self, message: PeerMessage) -> None:
-        self.queue.append(message)
+    def put(self, encoded: bytes) -> None:
+        self.queue.append(encoded)
         self.wake.set()
 
     async def _run(self) -> None:
         while True:
-            await self.wake.wait()
-            await asyncio.sleep(0)  # let the driver finish queueing this cycle's messages
+            await self.wake.wait()  # the driver queues a whole cycle's messages at once
             self.wake.clear()
             while self.queue:
                 count = min(len(self.queue), MAX_BATCH)
                 batch = [self.queue.popleft() for _ in range(count)]
                 await self._send(batch)
 
-    async def _send(self, batch: list[PeerMessage]) -> None:
+    async def _send(self, batch: list[bytes]) -> None:
         ws = self.ws if self.ws is not None and not self.ws.closed else await self._connect()
         if ws is None:
             return  # unreachable: dropped; the protocol's timers resend what matters
-        frame = seal(self.secret, self.sender, time.time(), encode_batch(batch))
+        frame = seal(self.secret, self.sender, time.time(), join_encoded(batch))
         try:
             await ws.send_bytes(frame)
         except (aiohttp.ClientError, ConnectionError, RuntimeError):
@@ -109,10 +109,17 @@ class Transport:
             if peer != self.node_id:
                 self.outboxes[peer] = PeerOutbox(self.session, url, self.node_id, self.secret)
 
-    def send(self, to: int, message: PeerMessage) -> None:
-        outbox = self.outboxes.get(to)
-        if outbox is not None:
-            outbox.put(message)
+    def send(self, messages: list[tuple[int, PeerMessage]]) -> None:
+        """Queue one cycle's messages, each encoded once however many peers it goes to."""
+        encoded: dict[int, bytes] = {}
+        for to, message in messages:
+            outbox = self.outboxes.get(to)
+            if outbox is None:
+                continue
+            part = encoded.get(id(message))
+            if part is None:
+                part = encoded[id(message)] = encode_message(message)
+            outbox.put(part)
 
     async def close(self) -> None:
         for outbox in self.outboxes.values():

@@ -41,6 +41,16 @@ def encode_batch(messages: list[PeerMessage]) -> bytes:
     return orjson.dumps([[type(m).__name__, m] for m in messages])
 
 
+def encode_message(message: PeerMessage) -> bytes:
+    """One message, encoded to be joined into a batch by `join_encoded`."""
+    return orjson.dumps([type(message).__name__, message])
+
+
+def join_encoded(parts: list[bytes]) -> bytes:
+    """The batch of messages encoded one by one: the same bytes as `encode_batch`."""
+    return b"[" + b",".join(parts) + b"]"
+
+
 def decode_batch(body: bytes) -> list[PeerMessage]:
     try:
         raw = orjson.loads(body)
@@ -59,77 +69,103 @@ def decode_batch(body: bytes) -> list[PeerMessage]:
     return out
 
 
-Checker = Callable[[str, Any], Any]
-
-
 def _build(cls: type, data: Any) -> Any:
     return _decoder(cls)(data)
 
 
+_MISSING = object()
+LIMIT = 1 << 62  # integers on the wire are non-negative and below this
+MAX_ITEMS = 1024  # items in one tuple field
+
+
 @functools.cache
 def _decoder(cls: type) -> Callable[[Any], Any]:
-    """A checking constructor for `cls`, compiled once from its field annotations."""
+    """A checking constructor for `cls`, compiled once from its field annotations.
+
+    The checks are written out as straight-line Python and compiled (as `dataclasses`
+    does for `__init__`): a peer decodes every frame it receives, and a loop of checker
+    calls per field cost several times as much."""
     name = cls.__name__
-    fields = []
-    for spec in dataclasses.fields(cls):
-        optional = spec.default is not dataclasses.MISSING
-        optional = optional or spec.default_factory is not dataclasses.MISSING
-        fields.append((spec.name, f"{name}.{spec.name}", _checker(str(spec.type)), optional))
-    known = frozenset(f[0] for f in fields)
-
-    def decode(data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise WireError(f"{name}: fields must be an object")
-        if not known.issuperset(data):
-            raise WireError(f"{name}: unknown field {sorted(set(data) - known)[0]}")
-        values = {}
-        for field, where, check, optional in fields:
-            if field in data:
-                values[field] = check(where, data[field])
-            elif not optional:
-                raise WireError(f"{where}: missing")
-        return cls(**values)
-
+    env: dict[str, Any] = {
+        "WireError": WireError,
+        "MISSING": _MISSING,
+        "LIMIT": LIMIT,
+        "MAX_STRING": MAX_STRING,
+        "MAX_ITEMS": MAX_ITEMS,
+        "cls": cls,
+        "known": frozenset(f.name for f in dataclasses.fields(cls)),
+    }
+    body = [
+        "if data.__class__ is not dict:",
+        f"    raise WireError({name + ': fields must be an object'!r})",
+        "if not known.issuperset(data):",
+        f"    raise WireError({name + ': unknown field '!r} + sorted(set(data) - known)[0])",
+    ]
+    args = []
+    for i, spec in enumerate(dataclasses.fields(cls)):
+        value, where = f"v{i}", f"{name}.{spec.name}"
+        body.append(f"{value} = data.get({spec.name!r}, MISSING)")
+        body.append(f"if {value} is MISSING:")
+        if spec.default is not dataclasses.MISSING:
+            env[f"default{i}"] = spec.default
+            body.append(f"    {value} = default{i}")
+            body.append("else:")
+        elif spec.default_factory is not dataclasses.MISSING:
+            env[f"factory{i}"] = spec.default_factory
+            body.append(f"    {value} = factory{i}()")
+            body.append("else:")
+        else:
+            body.append(f"    raise WireError({where + ': missing'!r})")
+        checks = _checks(str(spec.type), value, where, env, f"item{i}")
+        indent = "    " if body[-1] == "else:" else ""
+        body += [indent + line for line in checks] or [indent + "pass"]
+        args.append(f"{spec.name}={value}")
+    body.append(f"return cls({', '.join(args)})")
+    source = "def decode(data):\n" + "".join(f"    {line}\n" for line in body)
+    exec(compile(source, f"<wire decoder for {name}>", "exec"), env)  # noqa: S102
+    decode: Callable[[Any], Any] = env["decode"]
     return decode
 
 
-def _checker(annotation: str) -> Checker:
+def _checks(annotation: str, value: str, where: str, env: dict[str, Any], slot: str) -> list[str]:
+    """Lines that check (and convert) the local `value` against `annotation`."""
     if annotation.endswith(" | None"):
-        inner = _checker(annotation[: -len(" | None")])
-        return lambda where, value: None if value is None else inner(where, value)
-    if annotation in _SCALARS:
-        return _SCALARS[annotation]
+        inner = _checks(annotation[: -len(" | None")], value, where, env, slot)
+        return [f"if {value} is not None:", *("    " + line for line in inner)]
+    if annotation == "int":
+        return [
+            f"if {value}.__class__ is not int or not 0 <= {value} < LIMIT:",
+            f"    raise WireError({where + ': must be a non-negative integer'!r})",
+        ]
+    if annotation == "bool":
+        return [
+            f"if {value}.__class__ is not bool:",
+            f"    raise WireError({where + ': must be a boolean'!r})",
+        ]
+    if annotation == "str":
+        return [
+            f"if {value}.__class__ is not str or len({value}) > MAX_STRING:",
+            f"    raise WireError({where + ': must be a string'!r})",
+        ]
     if annotation in _NESTED:
-        nested = _NESTED[annotation]
-        return lambda where, value: _decoder(nested)(value)
+        env[slot] = _decoder(_NESTED[annotation])
+        return [f"{value} = {slot}({value})"]
     if annotation.startswith("tuple[") and annotation.endswith(", ...]"):
-        item = _checker(annotation[len("tuple[") : -len(", ...]")])
-
-        def check_tuple(where: str, value: Any) -> tuple[Any, ...]:
-            if not isinstance(value, list) or len(value) > 1024:
-                raise WireError(f"{where}: must be a list")
-            return tuple(item(where, v) for v in value)
-
-        return check_tuple
+        item = annotation[len("tuple[") : -len(", ...]")]
+        item_lines = _checks(item, "x", where, env, slot)
+        env[slot + "_each"] = _item_function(item_lines, env)
+        return [
+            f"if {value}.__class__ is not list or len({value}) > MAX_ITEMS:",
+            f"    raise WireError({where + ': must be a list'!r})",
+            f"{value} = tuple(map({slot}_each, {value}))",
+        ]
     raise TypeError(f"cannot decode type {annotation}")
 
 
-def _int(where: str, value: Any) -> int:
-    if value.__class__ is not int or not 0 <= value < 1 << 62:
-        raise WireError(f"{where}: must be a non-negative integer")
-    return value
-
-
-def _bool(where: str, value: Any) -> bool:
-    if value.__class__ is not bool:
-        raise WireError(f"{where}: must be a boolean")
-    return value
-
-
-def _str(where: str, value: Any) -> str:
-    if value.__class__ is not str or len(value) > MAX_STRING:
-        raise WireError(f"{where}: must be a string")
-    return value
-
-
-_SCALARS: dict[str, Checker] = {"int": _int, "bool": _bool, "str": _str}
+def _item_function(lines: list[str], env: dict[str, Any]) -> Callable[[Any], Any]:
+    """A function of `x` that runs `lines` (checks of one tuple item) and returns `x`."""
+    source = "def each(x):\n" + "".join(f"    {line}\n" for line in [*lines, "return x"])
+    scope = dict(env)
+    exec(compile(source, "<wire item check>", "exec"), scope)  # noqa: S102
+    each: Callable[[Any], Any] = scope["each"]
+    return each

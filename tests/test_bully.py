@@ -603,3 +603,29 @@ def test_higher_peer_that_answers_alive_but_never_leads_does_not_block_forever()
         for to, _ in sent(out, Election):
             feed(machine, now + 0.01, Alive(0, to))  # 5 is alive, but never claims
     assert probed
+
+
+# ------------------------------------------------------------------ timers the driver waits for
+
+
+def test_a_leader_needs_its_next_tick_at_its_next_heartbeat() -> None:
+    machine = make(5)
+    elect(machine, 1.0)
+    assert machine.next_timer() == pytest.approx(1.0 + TIMINGS.heartbeat_interval)
+    tick(machine, 1.1)
+    assert machine.next_timer() == pytest.approx(1.2)
+
+
+def test_a_follower_needs_its_next_tick_when_its_leader_would_count_as_silent() -> None:
+    machine = follower_of(3, leader=5, now=2.0)
+    deadline = machine.next_timer()
+    assert 2.0 + TIMINGS.failure_timeout < deadline < 2.0 + TIMINGS.failure_timeout + 0.01
+    assert machine.leader == 5
+    tick(machine, deadline)  # a tick at that moment finds the leader silent
+    assert machine.leader is None
+
+
+def test_a_peer_without_a_leader_ticks_five_times_a_heartbeat() -> None:
+    machine = make(3)
+    tick(machine, 0.0)  # sent Election, waits for Alive
+    assert machine.next_timer() == pytest.approx(TIMINGS.heartbeat_interval / 5)

@@ -228,3 +228,33 @@ def test_fanout_sample_comes_from_the_given_random() -> None:
     rounds = [(targets(first.tick(t * 0.15)), targets(second.tick(t * 0.15))) for t in range(10)]
     assert all(a for a, _ in rounds)
     assert all(a == b for a, b in rounds)
+
+
+def test_an_early_beat_goes_to_the_chosen_peers_and_puts_the_timer_back():
+    table = make_table()
+    table.tick(0.0)
+    sends = table.beat(0.05, [5], next_in=0.15)
+    assert targets(sends) == [5]
+    assert sends[0][1].members[0].counter == 2
+    assert table.tick(0.15) == []  # the own timer now waits until 0.2
+    assert targets(table.tick(0.2)) == [2, 3, 4, 5]
+
+
+def test_a_beat_may_carry_only_this_peers_digest():
+    table = make_table()
+    heard(table, 0.0, 2, counter=1)
+    heard(table, 0.0, 3, counter=1)
+    whole = table.beat(0.1, [5], next_in=0.1)[0][1]
+    own = table.beat(0.2, [5], next_in=0.1, whole=False)[0][1]
+    assert [d.id for d in whole.members] == [1, 2, 3]
+    assert [d.id for d in own.members] == [1]
+
+
+def test_defer_holds_the_own_timer_back_but_never_brings_it_forward():
+    table = make_table()
+    table.tick(0.0)  # next beat due at 0.1
+    table.defer(0.25)
+    assert table.tick(0.2) == [] and table.next_beat == 0.25
+    table.defer(0.1)
+    assert table.next_beat == 0.25
+    assert table.since_beat(0.2) == 0.2

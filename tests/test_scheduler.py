@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from peer.dispatch import Dispatcher
 from peer.scheduler import Scheduler, Worker
 from peer.tasks import TaskTable
 
@@ -402,3 +403,20 @@ def test_retry_at_is_capped_by_retry_max() -> None:
     assert all(2.0 <= d <= 4.0 for d in delays)
     top = Scheduler("fifo", 1, FixedRandom(1.0), retry_base=0.5, retry_max=4.0)
     assert top.retry_at(0.0, 100) == 4.0
+
+
+# ------------------------------------------------------------------ idle leader
+
+
+def test_an_idle_leader_has_no_round_to_run_until_work_arrives() -> None:
+    c = Cluster()
+    dispatcher = Dispatcher(9, 1, c.scheduler)
+    assert not dispatcher.has_work(c.table)
+    (task,) = c.submit(echo())
+    assert dispatcher.has_work(c.table)  # queued
+    c.run([W1])
+    assert dispatcher.has_work(c.table)  # running on a worker: timeouts and losses to watch
+    c.finish(task)
+    assert not dispatcher.has_work(c.table)
+    c.submit(echo(delay=5.0))
+    assert dispatcher.has_work(c.table)  # waiting for its time

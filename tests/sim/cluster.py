@@ -1,9 +1,12 @@
 """A whole cluster of real `PeerCore`s in one process, on a fake clock and network.
 
-Virtual time advances in fixed steps; each step delivers due messages, ticks every
-running peer, persists what it asks to persist (the "disk" survives crashes), then sends
-what it produced. Clients may propose commands to whichever peer is a ready leader; a
-command is acknowledged when that leader applies it in the term it proposed it.
+Virtual time advances in fixed steps; each step delivers due messages, ticks the
+running peers, persists what they ask to persist (the "disk" survives crashes), then
+sends what they produced. With `lazy_ticks` (the default) a peer is ticked as the real
+driver ticks it: when its `next_tick` has come, or along with a delivery half a
+heartbeat after its last tick; otherwise every step. Clients may propose commands to
+whichever peer is a ready leader; a command is acknowledged when that leader applies it
+in the term it proposed it.
 Invariants are checked after every step and raise `InvariantViolation`.
 
 With `execute=True` the peers also run the tasks they are assigned: each start in a
@@ -49,8 +52,11 @@ class SimCluster:
         faults: Faults | None = None,
         settings: Settings | None = None,
         execute: bool = False,
+        lazy_ticks: bool = True,
     ) -> None:
         self.ids = tuple(range(1, size + 1))
+        self.lazy_ticks = lazy_ticks
+        self.last_tick: dict[int, float] = {}
         self.majority = size // 2 + 1
         self.rng = random.Random(seed)
         self.settings = settings or Settings()
@@ -80,6 +86,7 @@ class SimCluster:
 
     def start(self, node_id: int) -> None:
         self.incarnation[node_id] += 1
+        self.last_tick[node_id] = float("-inf")
         self.nodes[node_id] = PeerCore(
             node_id,
             self.ids,
@@ -105,17 +112,29 @@ class SimCluster:
         self.now = round(self.now + STEP, 6)
         if propose_rate and self.rng.random() < propose_rate:
             self.propose()
+        delivered = set()
         for _src, dst, message in self.net.due(self.now):
             node = self.nodes.get(dst)
             if node is not None:
                 node.receive(self.now, message)
+                delivered.add(dst)
                 self._flush(dst)
         if self.execute:
             self._complete_due()
         for node_id in self.up:
-            self.nodes[node_id].tick(self.now)
+            if self._tick_due(node_id, node_id in delivered):
+                self.nodes[node_id].tick(self.now)
+                self.last_tick[node_id] = self.now
             self._flush(node_id)
         self.check_invariants()
+
+    def _tick_due(self, node_id: int, delivered: bool) -> bool:
+        """Whether the real driver would tick this peer now (see peer/node.py)."""
+        if not self.lazy_ticks:
+            return True
+        since = self.now - self.last_tick[node_id]
+        due = self.nodes[node_id].next_tick() <= self.now
+        return due or (delivered and since >= self.settings.heartbeat_interval / 2)
 
     def run(self, seconds: float, propose_rate: float = 0.0) -> None:
         for n in range(round(seconds / STEP)):

@@ -95,9 +95,10 @@ def test_every_task_ends_once_and_alike_on_every_peer_under_random_faults(seed: 
     size = rng.choice([3, 3, 5])
     policy = rng.choice(["fifo", "priority", "fair"])
     settings = Settings(policy=policy, slots=2, retry_base=0.05, retry_max=0.2)
-    sim = SimCluster(size, seed, random_faults(rng), settings, execute=True)
+    lazy = rng.random() < 0.8  # as the driver ticks; else every step
+    sim = SimCluster(size, seed, random_faults(rng), settings, execute=True, lazy_ticks=lazy)
     sim.make_task = _task_maker(rng)
-    history = [f"size {size}, policy {policy}, faults {sim.net.faults}"]
+    history = [f"size {size}, policy {policy}, faults {sim.net.faults}, lazy ticks {lazy}"]
     try:
         run_random_faults(sim, rng, history, (2, 6), propose_rate=0.08)
         history.append(f"t={sim.now:.2f} heal, restart all; proposals {sim.proposals}")
