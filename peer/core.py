@@ -169,6 +169,17 @@ class PeerCore:
             self.election.step(now, message)
         self._sync_roles()
 
+    def needs_cycle(self, message: PeerMessage) -> bool:
+        """Whether `message` could make this peer send, persist or apply anything before
+        its next tick. Gossip cannot (membership is read on ticks), nor can the usual
+        reply to an idle heartbeat; the driver lets those wait for the next cycle (on a
+        leader, its next heartbeat) instead of running a cycle for each."""
+        if isinstance(message, Gossip):
+            return False
+        if isinstance(message, AppendReply):
+            return self.replicator.reply_is_news(message)
+        return True
+
     def propose(self, now: float, commands: list[str]) -> list[Entry]:
         """Append commands to the log; empty unless this peer is a ready leader."""
         self._now = now

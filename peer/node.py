@@ -70,7 +70,7 @@ class Node:
         self.runner = TaskRunner(registry, config.slots, self._completed)
         self.done = 0  # attempts this peer has run to an end
         self.tick_gap = config.heartbeat_interval / 2
-        self._inbox: deque[PeerMessage] = deque(maxlen=MAX_INBOX)
+        self._inbox: deque[tuple[float, PeerMessage]] = deque(maxlen=MAX_INBOX)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"disk-{node_id}")
@@ -98,9 +98,12 @@ class Node:
         self.storage.close()
 
     def deliver(self, messages: list[PeerMessage]) -> None:
-        """Queue messages from a peer for the driver (called by the HTTP handler)."""
-        self._inbox.extend(messages)
-        self._wake.set()
+        """Queue messages from a peer for the driver (called by the HTTP handler), with
+        the time they arrived; wake it unless they can wait for its next cycle."""
+        now = time.monotonic()
+        self._inbox.extend((now, m) for m in messages)
+        if any(self.core.needs_cycle(m) for m in messages):
+            self._wake.set()
 
     async def propose(self, command: str) -> Applied:
         """Append `command` through the log and wait until it is applied here.
@@ -132,7 +135,7 @@ class Node:
         while True:
             now = time.monotonic()
             while self._inbox:
-                self.core.receive(now, self._inbox.popleft())
+                self.core.receive(*self._inbox.popleft())
             # on the core's timers, and along with any cycle half a heartbeat after the
             # last tick: a follower's ticks then ride on its leader's heartbeats
             if now >= next_tick or now - last_tick >= self.tick_gap:

@@ -154,6 +154,20 @@ class Replicator:
         ):
             self._send_append(msg.sender, now)
 
+    def reply_is_news(self, msg: AppendReply) -> bool:
+        """Whether a reply could change anything here: False only for the leader's usual
+        idle answer (accepted, nothing new matched, nothing in flight or left to send,
+        the commit index already told)."""
+        follower = self._followers.get(msg.sender)
+        if not self.leading or follower is None or msg.term != self.term or not msg.ok:
+            return True
+        return (
+            msg.match_index > follower.match_index
+            or follower.inflight_last != 0
+            or follower.next_index <= self.log.last_index
+            or follower.told < self.commit_index
+        )
+
     def on_log_chunk(self, now: float, msg: LogChunk) -> None:
         if not self.leading or msg.sender != self.sync_from or msg.term != self.term:
             return

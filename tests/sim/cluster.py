@@ -2,9 +2,11 @@
 
 Virtual time advances in fixed steps; each step delivers due messages, ticks the
 running peers, persists what they ask to persist (the "disk" survives crashes), then
-sends what they produced. With `lazy_ticks` (the default) a peer is ticked as the real
-driver ticks it: when its `next_tick` has come, or along with a delivery half a
-heartbeat after its last tick; otherwise every step. Clients may propose commands to
+sends what they produced. With `lazy_ticks` (the default) a peer is driven as the real
+driver drives it: ticked when its `next_tick` has come, or along with a delivery half a
+heartbeat after its last tick, and a message it does not need at once (`needs_cycle`)
+waits, with its arrival time, for its next cycle; otherwise every step ticks every peer
+and every message is taken at once. Clients may propose commands to
 whichever peer is a ready leader; a command is acknowledged when that leader applies it
 in the term it proposed it.
 Invariants are checked after every step and raise `InvariantViolation`.
@@ -57,6 +59,7 @@ class SimCluster:
         self.ids = tuple(range(1, size + 1))
         self.lazy_ticks = lazy_ticks
         self.last_tick: dict[int, float] = {}
+        self.held: dict[int, list[tuple[float, Any]]] = {}  # messages waiting for a cycle
         self.majority = size // 2 + 1
         self.rng = random.Random(seed)
         self.settings = settings or Settings()
@@ -87,6 +90,7 @@ class SimCluster:
     def start(self, node_id: int) -> None:
         self.incarnation[node_id] += 1
         self.last_tick[node_id] = float("-inf")
+        self.held[node_id] = []
         self.nodes[node_id] = PeerCore(
             node_id,
             self.ids,
@@ -115,18 +119,27 @@ class SimCluster:
         delivered = set()
         for _src, dst, message in self.net.due(self.now):
             node = self.nodes.get(dst)
-            if node is not None:
-                node.receive(self.now, message)
+            if node is None:
+                continue
+            self.held[dst].append((self.now, message))
+            if not self.lazy_ticks or node.needs_cycle(message):
+                self._take_held(dst)
                 delivered.add(dst)
                 self._flush(dst)
         if self.execute:
             self._complete_due()
         for node_id in self.up:
             if self._tick_due(node_id, node_id in delivered):
+                self._take_held(node_id)
                 self.nodes[node_id].tick(self.now)
                 self.last_tick[node_id] = self.now
             self._flush(node_id)
         self.check_invariants()
+
+    def _take_held(self, node_id: int) -> None:
+        for arrived, message in self.held[node_id]:
+            self.nodes[node_id].receive(arrived, message)
+        self.held[node_id] = []
 
     def _tick_due(self, node_id: int, delivered: bool) -> bool:
         """Whether the real driver would tick this peer now (see peer/node.py)."""

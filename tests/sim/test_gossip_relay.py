@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from peer.core import RELAY_SLACK
-from peer.log import Append
+from peer.execution import Results
+from peer.log import Append, AppendReply
 from peer.membership import Gossip, Status
 from tests.sim.cluster import SimCluster
 from tests.sim.network import Faults
@@ -106,3 +107,23 @@ def test_steady_peers_tick_about_once_a_heartbeat():
         for p in sim.ids:
             ticks[p] += sim.last_tick[p] != before[p]
     assert all(2.0 / hb * 0.8 <= n <= 2.0 / hb * 1.3 for n in ticks.values()), ticks
+
+
+def test_only_news_wakes_an_idle_leader():
+    sim = settled()
+    leader = sim.nodes[max(sim.ids)]
+    term, last = leader.term, leader.log.last_index
+    idle_reply = AppendReply(term, 1, True, last)
+    assert not leader.needs_cycle(idle_reply)
+    assert not leader.needs_cycle(Gossip(1, (leader.membership.digest(1),)))  # type: ignore[arg-type]
+    assert leader.needs_cycle(AppendReply(term, 1, False, 0))  # a refusal: resend
+    assert leader.needs_cycle(AppendReply(term + 1, 1, False, 0))  # a newer term: step down
+    assert leader.needs_cycle(Results(term, 1, ()))
+    leader.propose(sim.now, ['{"op": "noop"}'])
+    assert leader.needs_cycle(idle_reply)  # an entry is in flight to peer 1
+
+
+def test_a_follower_takes_every_append_at_once():
+    sim = settled()
+    follower = sim.nodes[1]
+    assert follower.needs_cycle(Append(follower.term, max(sim.ids), 0, 0, (), 0))
