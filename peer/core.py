@@ -134,9 +134,16 @@ class PeerCore:
 
     # ------------------------------------------------------------------ inputs
 
-    def tick(self, now: float, wall: float | None = None) -> None:
-        """Advance timers; `wall` is the clock written into entries (default: `now`)."""
+    def advance(self, now: float, wall: float | None = None) -> None:
+        """Move the clocks without running timers; `wall` is the clock written into
+        entries and compared with tasks' `not_before` (default: `now`). The driver
+        calls it every cycle it does not tick: a stale wall clock would hold back a task
+        that is due."""
         self._now, self._wall = now, now if wall is None else wall
+
+    def tick(self, now: float, wall: float | None = None) -> None:
+        """Advance the clocks and run the timers."""
+        self.advance(now, wall)
         self._last_tick = now
         self._sync_log()
         self.election.tick(now, self.membership.live(now))
@@ -146,12 +153,17 @@ class PeerCore:
 
     def next_tick(self) -> float:
         """When `tick` must run next, at the latest: the election's and membership's next
-        timer, and every `TICK_SLACK` heartbeats for the rest (resends, retries,
-        timeouts). A steady leader so ticks once a heartbeat, a steady follower whenever
-        its leader's heartbeat arrives (the driver ticks along with it), a peer in an
-        election five times a heartbeat. Ticking more often is harmless."""
+        timer, a leader's next delayed task or retry, and every `TICK_SLACK` heartbeats
+        for the rest (resends, timeouts). A steady leader so ticks once a heartbeat, a
+        steady follower whenever its leader's heartbeat arrives (the driver ticks along
+        with it), a peer in an election five times a heartbeat. Ticking more often is
+        harmless."""
         at_least = self._last_tick + TICK_SLACK * self.settings.heartbeat_interval
-        return min(at_least, self.election.next_timer(), self.membership.next_beat)
+        soonest = min(at_least, self.election.next_timer(), self.membership.next_beat)
+        release = self.dispatcher.scheduler.next_release() if self.is_ready_leader else None
+        if release is not None:  # due on time, not a tick late
+            soonest = min(soonest, self._now + max(0.0, release - self._wall))
+        return soonest
 
     def receive(self, now: float, message: PeerMessage) -> None:
         self._now = now

@@ -141,6 +141,8 @@ class Node:
             if now >= next_tick or now - last_tick >= self.tick_gap:
                 self.core.tick(now, time.time())
                 last_tick = now
+            else:
+                self.core.advance(now, time.time())
             await self._carry_out()
             next_tick = self.core.next_tick()
             if not self._wake.is_set():

@@ -78,6 +78,10 @@ class Scheduler:
             self._push(table.tasks[task_id])
         table.became_ready.clear()
 
+    def next_release(self) -> float | None:
+        """The earliest `not_before` (wall clock) of a task waiting for its time."""
+        return self._waiting[0][0] if self._waiting else None
+
     def has_pending(self) -> bool:
         """Tasks waiting for their time or ready to assign (some may have gone stale)."""
         return bool(self._waiting) or any(self._ready.values())

@@ -3,9 +3,10 @@
 Virtual time advances in fixed steps; each step delivers due messages, ticks the
 running peers, persists what they ask to persist (the "disk" survives crashes), then
 sends what they produced. With `lazy_ticks` (the default) a peer is driven as the real
-driver drives it: ticked when its `next_tick` has come, or along with a delivery half a
-heartbeat after its last tick, and a message it does not need at once (`needs_cycle`)
-waits, with its arrival time, for its next cycle; otherwise every step ticks every peer
+driver drives it: it runs a cycle (`ready`) only for a delivery it needs at once
+(`needs_cycle`; other messages wait, with their arrival time, for its next cycle), a
+finished task, or a tick, and it is ticked when its `next_tick` has come or along with a
+delivery half a heartbeat after its last tick. Otherwise every step ticks every peer
 and every message is taken at once. Clients may propose commands to
 whichever peer is a ready leader; a command is acknowledged when that leader applies it
 in the term it proposed it.
@@ -124,16 +125,19 @@ class SimCluster:
             self.held[dst].append((self.now, message))
             if not self.lazy_ticks or node.needs_cycle(message):
                 self._take_held(dst)
+                node.advance(self.now)  # as the driver's cycle does
                 delivered.add(dst)
                 self._flush(dst)
-        if self.execute:
-            self._complete_due()
+        completed = self._complete_due() if self.execute else set()
         for node_id in self.up:
             if self._tick_due(node_id, node_id in delivered):
                 self._take_held(node_id)
                 self.nodes[node_id].tick(self.now)
                 self.last_tick[node_id] = self.now
-            self._flush(node_id)
+                self._flush(node_id)
+            elif node_id in completed:  # a finished task wakes the driver: a cycle
+                self.nodes[node_id].advance(self.now)
+                self._flush(node_id)
         self.check_invariants()
 
     def _take_held(self, node_id: int) -> None:
@@ -206,13 +210,17 @@ class SimCluster:
                 due = self.now + self.rng.uniform(*RUN_TIME)
             work[(task.id, task.attempt)] = (due, _run(task))
 
-    def _complete_due(self) -> None:
+    def _complete_due(self) -> set[int]:
+        """Complete the work that is due; the peers that completed something."""
+        completed = set()
         for node_id in self.up:
             work = self.work.get(node_id, {})
             for key, (due, item) in sorted(work.items()):
                 if due <= self.now:
                     del work[key]
                     self.nodes[node_id].complete(self.now, item)
+                    completed.add(node_id)
+        return completed
 
     def _record_finish(self, node_id: int, applied: Applied, entry: Entry) -> None:
         """Remember the outcome of each attempt a finish ended; never two different."""

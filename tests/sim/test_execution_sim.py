@@ -23,6 +23,7 @@ import pytest
 from peer.core import Settings
 from peer.tasks import TERMINAL
 from tests.sim.cluster import SimCluster
+from tests.sim.network import Faults
 from tests.sim.schedule import random_faults, run_random_faults, seeds
 
 SETTLE = 20.0  # virtual seconds allowed to finish every task after healing
@@ -181,3 +182,33 @@ def test_an_attempt_on_a_worker_suspect_for_a_moment_is_not_failed() -> None:
     task = sim.nodes[leader].tasks.tasks[task_id]
     assert sim.outcomes.get((task_id, attempt)) == (True, {"slept": 1.5})
     assert (task.state, task.attempt, task.worker) == ("succeeded", attempt, worker)
+
+
+def _assigned(sim: SimCluster) -> bool:
+    leader = sim.nodes[max(sim.ids)]
+    return any(t.state not in ("queued", "scheduled") for t in leader.tasks.tasks.values())
+
+
+def test_a_submitted_task_is_assigned_within_a_few_round_trips_of_a_quiet_cluster() -> None:
+    # the driver ticks an idle leader once a heartbeat; the wall clock that decides which
+    # tasks are due must still be the cycle's, or a new task waits for the next tick
+    for seed in range(3):
+        sim = SimCluster(5, seed, Faults(max_delay=0.01), execute=True)
+        assert sim.run_until(sim.agreed_on_highest, 5.0)
+        sim.run(1.0)
+        sim.propose()
+        start = sim.now
+        assert sim.run_until(lambda s=sim: _assigned(s), 1.0)  # type: ignore[misc]
+        assert sim.now - start <= 0.06, (seed, sim.now - start)
+
+
+def test_a_delayed_task_is_assigned_when_it_falls_due_not_a_heartbeat_later() -> None:
+    for seed in range(3):
+        sim = SimCluster(5, seed, Faults(max_delay=0.01), execute=True)
+        assert sim.run_until(sim.agreed_on_highest, 5.0)
+        sim.run(1.0)
+        sim.make_task = lambda n: {"kind": "echo", "args": n, "delay": 0.355}
+        sim.propose()
+        start = sim.now
+        assert sim.run_until(lambda s=sim: _assigned(s), 2.0)  # type: ignore[misc]
+        assert 0.355 <= sim.now - start <= 0.355 + 0.05, (seed, sim.now - start)
