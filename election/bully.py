@@ -118,6 +118,7 @@ class BullyElection:
         self._heard: dict[int, float] = {}  # leader: last HeartbeatAck per peer
         self._refusing_since: dict[int, float] = {}
         self._refused: set[int] = set()  # peers that refused the current probe
+        self._reprobe_at = 0.0  # when to ask the refusers of the current probe again
         self._out = Ready()
         self._dirty = False
         self._handlers: dict[type, Callable[[Message], None]] = {
@@ -253,6 +254,7 @@ class BullyElection:
     def _start_probe(self) -> None:
         self.phase = Phase.PROBING
         self._refused = set()
+        self._reprobe_at = self._now + self.timings.heartbeat_interval / 2
         self._quorum.reset(self.term + 1)
         self._quorum.grant(self.id)
         self._deadline = self._now + self.timings.election_timeout
@@ -280,12 +282,25 @@ class BullyElection:
             self._become_leader()
 
     def _tick_candidate(self) -> None:
+        if self.phase is Phase.PROBING and self._refused and self._now >= self._reprobe_at:
+            self._reprobe()
         if self._now < self._deadline:
             return
         if self.phase in (Phase.ELECTING, Phase.WAITING) and self._sees_majority():
             self._start_probe()  # nobody higher answered, or it never took over: claim
         else:
             self._back_off()
+
+    def _reprobe(self) -> None:
+        """Ask the peers that refused the current probe again. A refusal that named no
+        peer this one sees alive comes from a view a few milliseconds behind (the
+        refuser had not yet counted the old leader out); a probe changes nothing, so
+        asking again is free, and it saves waiting out the whole probe."""
+        self._reprobe_at = self._now + self.timings.heartbeat_interval / 2
+        probe = Probe(self.term + 1, self.id, self.log)
+        for peer in sorted(self._refused):
+            self._send(peer, probe)
+        self._refused = set()
 
     def _back_off(self) -> None:
         self.phase = Phase.IDLE
@@ -360,6 +375,7 @@ class BullyElection:
         if self.phase is not Phase.PROBING or msg.probe_term != self.term + 1:
             return
         if msg.granted:
+            self._refused.discard(msg.sender)
             self._quorum.grant(msg.sender)
             if self._quorum.won():
                 self._claim()

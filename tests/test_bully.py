@@ -629,3 +629,17 @@ def test_a_peer_without_a_leader_ticks_five_times_a_heartbeat() -> None:
     machine = make(3)
     tick(machine, 0.0)  # sent Election, waits for Alive
     assert machine.next_timer() == pytest.approx(TIMINGS.heartbeat_interval / 5)
+
+
+def test_peers_that_refused_a_probe_with_a_lagging_view_are_asked_again_soon() -> None:
+    machine = make(4)
+    live = (1, 2, 3, 4)  # 5, the old leader, is gone from this peer's view
+    assert recipients(tick(machine, 0.0, live), Probe) == {1, 2, 3, 5}
+    lagging = [ProbeReply(0, p, 1, False, 5) for p in (2, 3)]  # they still see 5 alive
+    feed(machine, 0.001, *grants(1, 1), *lagging)
+    assert machine.phase is Phase.PROBING  # neither won nor lost
+    assert messages(tick(machine, 0.02, live), Probe) == []
+    again = tick(machine, TIMINGS.heartbeat_interval / 2, live)
+    assert recipients(again, Probe) == {2, 3}
+    claim = feed(machine, 0.06, *grants(1, 2))
+    assert recipients(claim, Coordinator) == {1, 2, 3, 5}
