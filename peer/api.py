@@ -22,7 +22,7 @@ from peer.auth import SENDER, unseal, verify
 from peer.forwarding import PATH as FORWARD_PATH
 from peer.node import Node
 from peer.registry import Registry
-from peer.service import Reply, Write, WriteService, wait_terminal
+from peer.service import Reply, Write, WriteService, bad_request_reply, wait_terminal
 from peer.transport import MAX_FRAME, STREAM_PATH
 from peer.transport import PATH as PEER_PATH
 from peer.validation import (
@@ -52,6 +52,11 @@ def json_response(
 
 def error(status: int, code: str, message: str, **headers: str) -> web.Response:
     return json_response({"error": {"code": code, "message": message}}, status, headers or None)
+
+
+def bad_request(exc: BadRequest) -> web.Response:
+    reply = bad_request_reply(exc)
+    return json_response(reply.body, reply.status, reply.headers)
 
 
 async def get_cluster(request: web.Request) -> web.Response:
@@ -204,7 +209,7 @@ async def errors_as_json(
     try:
         return await handler(request)
     except BadRequest as exc:
-        return error(400, "bad_request", str(exc), **{"X-Error-Field": exc.field})
+        return bad_request(exc)
     except Unauthorized as exc:
         return error(401, "unauthorized", str(exc))
     except web.HTTPRequestEntityTooLarge:

@@ -27,6 +27,7 @@ from peer.validation import BadRequest
 log = logging.getLogger(__name__)
 
 FORWARDED_WAIT = 0.5  # seconds a forwarded write waits for this peer to lead
+ERROR_FIELD = "X-Error-Field"  # response header: the request field a 400 refuses
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,21 @@ def error_reply(status: int, code: str, message: str) -> Reply:
     return Reply(status, {"error": {"code": code, "message": message}})
 
 
+def bad_request_reply(exc: BadRequest) -> Reply:
+    """400 naming the refused field twice: in the body's `error.field` and in the
+    `X-Error-Field` header."""
+    body = {"error": {"code": "bad_request", "message": str(exc), "field": exc.field}}
+    return Reply(400, body, {ERROR_FIELD: exc.field})
+
+
+def forwarded_reply(status: int, body: Any) -> Reply:
+    """The leader's answer to a forwarded write, with the header its body names (the
+    forwarding carries status and body only)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    field = error.get("field") if isinstance(error, dict) else None
+    return Reply(status, body, {ERROR_FIELD: field} if isinstance(field, str) else None)
+
+
 class WriteService:
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -98,7 +114,7 @@ class WriteService:
                 answer = await self.forwarder.forward(leader, write.to_json(), deadline)
                 if answer is not None and answer[0] != 503:
                     await self._catch_up(answer, deadline)
-                    return Reply(answer[0], answer[1])
+                    return forwarded_reply(*answer)
             left = deadline - time.monotonic()
             if left <= 0:
                 return unavailable("no ready leader; retry later")
@@ -123,7 +139,7 @@ class WriteService:
             if write.op == "cancel":
                 return await self._cancel(write)
         except BadRequest as exc:
-            return error_reply(400, "bad_request", str(exc))
+            return bad_request_reply(exc)
         return error_reply(400, "bad_request", f"op: unknown write {write.op!r}")
 
     async def _submit(self, write: Write) -> Reply:

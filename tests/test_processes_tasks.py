@@ -10,6 +10,7 @@ naming the field, and changes no peer's log, commit index or tasks.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from collections.abc import Callable
@@ -260,6 +261,8 @@ def test_bad_requests_to_a_follower_are_refused_and_change_nothing(
         assert isinstance(error["message"], str) and error["message"], f"{what}: {error}"
         if name is not None:
             assert name in error["message"], f"{what}: the error does not name {name!r}: {error}"
+        if expected == 400:
+            assert name is not None and name in error.get("field", ""), f"{what}: {error}"
 
     # Settle: a refused write that slipped through would show on some peer within a few
     # heartbeats as a longer log, a higher commit index or another task count.
@@ -268,3 +271,24 @@ def test_bad_requests_to_a_follower_are_refused_and_change_nothing(
 
     _hold(10 * cluster.config.heartbeat_interval, unchanged)
     assert cluster.agreed_leader() == leader
+
+
+def test_a_field_refused_by_the_leader_is_named_in_the_header_by_the_follower_asked(
+    cluster_factory: ClusterFactory,
+) -> None:
+    # an unknown dependency is only found out on the leader; the follower forwards the
+    # write and must still answer with the field in the body and in X-Error-Field
+    cluster = cluster_factory(3)
+    leader = cluster.wait_for_leader(expected=max(cluster.ids), timeout=START_TIMEOUT)
+    follower = min(n for n in cluster.ids if n != leader)
+    node = cluster.config.node(follower)
+    conn = http.client.HTTPConnection(node.host, node.port, timeout=10)
+    try:
+        body = _body({"kind": "echo", "depends_on": [10**9]})
+        conn.request("POST", "/tasks", body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        error = json.loads(resp.read())["error"]
+    finally:
+        conn.close()
+    assert resp.status == 400, error
+    assert error["field"] == "depends_on" and resp.getheader("X-Error-Field") == "depends_on"
