@@ -236,12 +236,17 @@ def _bad_requests(existing: int) -> list[tuple[str, str, str, bytes | None, int,
     ]
 
 
+def _three_peers(cluster_factory: ClusterFactory) -> tuple[Cluster, int, int]:
+    """A settled cluster of three, its leader (the highest id) and its lowest follower."""
+    cluster = cluster_factory(3)
+    leader = cluster.wait_for_leader(expected=max(cluster.ids), timeout=START_TIMEOUT)
+    return cluster, leader, min(n for n in cluster.ids if n != leader)
+
+
 def test_bad_requests_to_a_follower_are_refused_and_change_nothing(
     cluster_factory: ClusterFactory,
 ) -> None:
-    cluster = cluster_factory(3)
-    leader = cluster.wait_for_leader(expected=max(cluster.ids), timeout=START_TIMEOUT)
-    follower = min(n for n in cluster.ids if n != leader)
+    cluster, leader, follower = _three_peers(cluster_factory)
 
     # A task to cancel twice: the first cancel is a legal write, made before the snapshot.
     parked = {"kind": "echo", "key": "k", "delay": 3600}  # never runs before the cancel
@@ -278,9 +283,7 @@ def test_a_field_refused_by_the_leader_is_named_in_the_header_by_the_follower_as
 ) -> None:
     # an unknown dependency is only found out on the leader; the follower forwards the
     # write and must still answer with the field in the body and in X-Error-Field
-    cluster = cluster_factory(3)
-    leader = cluster.wait_for_leader(expected=max(cluster.ids), timeout=START_TIMEOUT)
-    follower = min(n for n in cluster.ids if n != leader)
+    cluster, leader, follower = _three_peers(cluster_factory)
     node = cluster.config.node(follower)
     conn = http.client.HTTPConnection(node.host, node.port, timeout=10)
     try:
