@@ -117,6 +117,12 @@ def _scale(
     return fig, ax
 
 
+def _scale_figure(*args: Any, **kwargs: Any) -> Figure | None:
+    """A scale chart with nothing drawn on top of it."""
+    drawn = _scale(*args, **kwargs)
+    return None if drawn is None else drawn[0]
+
+
 def scale_failover(plt: Any, parts: dict[str, Any]) -> Figure | None:
     drawn = _scale(
         plt,
@@ -137,7 +143,7 @@ def scale_failover(plt: Any, parts: dict[str, Any]) -> Figure | None:
 
 
 def scale_throughput(plt: Any, parts: dict[str, Any]) -> Figure | None:
-    drawn = _scale(
+    return _scale_figure(
         plt,
         parts,
         "End-to-end throughput by cluster size",
@@ -145,11 +151,10 @@ def scale_throughput(plt: Any, parts: dict[str, Any]) -> Figure | None:
         {"first submit to last succeeded": lambda p: p["throughput"]["per_second"]},
         target=(1500, "target 1,500/s (5 peers)"),
     )
-    return None if drawn is None else drawn[0]
 
 
 def scale_cpu(plt: Any, parts: dict[str, Any]) -> Figure | None:
-    drawn = _scale(
+    return _scale_figure(
         plt,
         parts,
         "Idle CPU per peer",
@@ -160,11 +165,10 @@ def scale_cpu(plt: Any, parts: dict[str, Any]) -> Figure | None:
         },
         target=(2, "target 2% (5 peers)"),
     )
-    return None if drawn is None else drawn[0]
 
 
 def scale_rss(plt: Any, parts: dict[str, Any]) -> Figure | None:
-    drawn = _scale(
+    return _scale_figure(
         plt,
         parts,
         "Resident memory per peer (largest peer)",
@@ -175,7 +179,6 @@ def scale_rss(plt: Any, parts: dict[str, Any]) -> Figure | None:
         },
         target=(80, "target 80 MiB (5 peers)"),
     )
-    return None if drawn is None else drawn[0]
 
 
 def loss(plt: Any, parts: dict[str, Any]) -> Figure | None:
