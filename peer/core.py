@@ -181,6 +181,13 @@ class PeerCore:
             self.election.step(now, message)
         self._sync_roles()
 
+    def tick_due(self, now: float) -> bool:
+        """Whether a cycle at `now` should tick: a timer is due (`next_tick`), or half a
+        heartbeat has passed since the last tick (so a steady follower's ticks ride on
+        the cycles its leader's heartbeats bring)."""
+        since = now - self._last_tick
+        return now >= self.next_tick() or since >= self.settings.heartbeat_interval / 2
+
     def needs_cycle(self, message: PeerMessage) -> bool:
         """Whether `message` could make this peer send, persist or apply anything before
         its next tick. Gossip cannot (membership is read on ticks), nor can the usual

@@ -69,7 +69,6 @@ class Node:
         self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
         self.runner = TaskRunner(registry, config.slots, self._completed)
         self.done = 0  # attempts this peer has run to an end
-        self.tick_gap = config.heartbeat_interval / 2
         self._inbox: deque[tuple[float, PeerMessage]] = deque(maxlen=MAX_INBOX)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -131,16 +130,12 @@ class Node:
 
     async def _drive_forever(self) -> None:
         loop = asyncio.get_running_loop()
-        next_tick = last_tick = 0.0
         while True:
             now = time.monotonic()
             while self._inbox:
                 self.core.receive(*self._inbox.popleft())
-            # on the core's timers, and along with any cycle half a heartbeat after the
-            # last tick: a follower's ticks then ride on its leader's heartbeats
-            if now >= next_tick or now - last_tick >= self.tick_gap:
+            if self.core.tick_due(now):
                 self.core.tick(now, time.time())
-                last_tick = now
             else:
                 self.core.advance(now, time.time())
             await self._carry_out()

@@ -146,12 +146,12 @@ class SimCluster:
         self.held[node_id] = []
 
     def _tick_due(self, node_id: int, delivered: bool) -> bool:
-        """Whether the real driver would tick this peer now (see peer/node.py)."""
+        """Whether the real driver would tick this peer now: in a cycle a delivery
+        brought, as the core says (`tick_due`); otherwise only when a timer is due."""
         if not self.lazy_ticks:
             return True
-        since = self.now - self.last_tick[node_id]
-        due = self.nodes[node_id].next_tick() <= self.now
-        return due or (delivered and since >= self.settings.heartbeat_interval / 2)
+        node = self.nodes[node_id]
+        return node.tick_due(self.now) if delivered else node.next_tick() <= self.now
 
     def run(self, seconds: float, propose_rate: float = 0.0) -> None:
         for n in range(round(seconds / STEP)):
