@@ -1,6 +1,6 @@
 """Start N peers as OS processes on this machine and watch them: `python run_cluster.py`.
 
-A thin entry: arguments in, `peer.launcher` for the processes, `peer.dashboard` for the
+A thin entry: arguments in, `peer.ops.launcher` for the processes, `peer.ops.dashboard` for the
 screen. Ctrl-C (or `q`) stops every peer it started.
 """
 
@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from peer.config import ConfigError, load_config
-from peer.dashboard import ClusterWatch
-from peer.launcher import STOP_SIGNALS, Launcher, busy_ports, effective_config, write_config
+from peer.ops.dashboard import ClusterWatch
+from peer.ops.launcher import STOP_SIGNALS, Launcher, busy_ports, effective_config, write_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().with_name("cluster.toml")
 

@@ -1,5 +1,5 @@
-"""`python -m peer ...`: the command line (see `peer.cli`)."""
+"""`python -m peer ...`: the command line (see `peer.ops.cli`)."""
 
-from peer.cli import main
+from peer.ops.cli import main
 
 raise SystemExit(main())

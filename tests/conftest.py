@@ -1,4 +1,8 @@
-"""Shared fixtures. `cluster_factory` starts real peer processes (ring 3, see harness.py)."""
+"""Shared fixtures. `cluster_factory` starts real peer processes (ring 3, see harness.py).
+
+Every test that starts peer processes (through `cluster_factory`, or in a
+`test_processes_*` file) is marked `processes`, so `pytest -m "not processes"` runs the
+fast rings (pure machines and the simulator) alone, in seconds."""
 
 from __future__ import annotations
 
@@ -11,6 +15,13 @@ import pytest
 from tests.harness import Cluster
 
 ClusterFactory = Callable[..., Cluster]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        in_process_file = item.path.name.startswith("test_processes_")
+        if in_process_file or "cluster_factory" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.processes)
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from peer import launcher as launcher_module
-from peer.commands import Command, LineEditor, parse_command
 from peer.config import ClusterConfig, ConfigError, NodeAddress, load_config
-from peer.dashboard import api_url, heartbeat_age, usage_lines
-from peer.events import EventFeed, agreed_leadership
-from peer.launcher import (
+from peer.ops import launcher as launcher_module
+from peer.ops.dashboard import api_url, heartbeat_age, usage_lines
+from peer.ops.events import EventFeed, agreed_leadership
+from peer.ops.keys import Command, LineEditor, parse_command
+from peer.ops.launcher import (
     PROJECT_ROOT,
     Launcher,
     describe_exit,

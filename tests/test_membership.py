@@ -1,11 +1,11 @@
-"""Ring 1: the gossip membership table (`peer.membership.MembershipTable`), driven directly
+"""Ring 1: the gossip membership table (`peer.protocol.membership.MembershipTable`), driven directly
 with plain digests and `now`; no I/O, no clock, a seeded `random.Random`."""
 
 from __future__ import annotations
 
 import random
 
-from peer.membership import (
+from peer.protocol.membership import (
     FULL_FANOUT_LIMIT,
     Gossip,
     MemberDigest,

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 
 from peer.config import ClusterConfig, NodeAddress
-from peer.node import Node
 from peer.registry import Registry
+from peer.runtime.node import Node
 from tests.harness import free_ports
 
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 import orjson
 
 from election.messages import Coordinator, LogPosition
-from peer.auth import sign
-from peer.transport import PATH as PEER_PATH
-from peer.wire import encode_batch
+from peer.runtime.auth import sign
+from peer.runtime.transport import PATH as PEER_PATH
+from peer.runtime.wire import encode_batch
 from tests.conftest import ClusterFactory
 from tests.harness import Cluster
 

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from peer.dispatch import Dispatcher
-from peer.scheduler import Scheduler, Worker
-from peer.tasks import TaskTable
+from peer.protocol.dispatch import Dispatcher
+from peer.protocol.scheduler import Scheduler, Worker
+from peer.protocol.tasks import TaskTable
 
 W1, W2, W3 = Worker(1, 1), Worker(2, 1), Worker(3, 1)
 

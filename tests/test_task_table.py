@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from peer.tasks import STATES, Applied, TaskTable
+from peer.protocol.tasks import STATES, Applied, TaskTable
 
 
 class Table:

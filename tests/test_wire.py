@@ -19,10 +19,10 @@ from election.messages import (
     Probe,
     ProbeReply,
 )
-from peer.execution import ResultItem, Results
-from peer.log import Append, AppendReply, Entry, FetchLog, LogChunk
-from peer.membership import Gossip, MemberDigest
-from peer.wire import (
+from peer.protocol.execution import ResultItem, Results
+from peer.protocol.log import Append, AppendReply, Entry, FetchLog, LogChunk
+from peer.protocol.membership import Gossip, MemberDigest
+from peer.runtime.wire import (
     LIMIT,
     MAX_ITEMS,
     WireError,

@@ -7,10 +7,10 @@ import asyncio
 
 import orjson
 
-from peer.execution import ResultItem
+from peer.protocol.execution import ResultItem
+from peer.protocol.tasks import Task
 from peer.registry import Registry
-from peer.tasks import Task
-from peer.worker import TaskRunner
+from peer.runtime.worker import TaskRunner
 
 
 def _task(task_id: int, kind: str, args: object, timeout: float | None = None) -> Task:

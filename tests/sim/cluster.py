@@ -29,10 +29,10 @@ from typing import Any
 import orjson
 
 from election import HardState, Role
-from peer.core import CoreReady, PeerCore, Settings
-from peer.execution import ResultItem
-from peer.log import Entry, Log
-from peer.tasks import Applied, Task
+from peer.protocol.core import CoreReady, PeerCore, Settings
+from peer.protocol.execution import ResultItem
+from peer.protocol.log import Entry, Log
+from peer.protocol.tasks import Applied, Task
 from tests.sim.network import Faults, SimNetwork
 
 STEP = 0.01

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from peer.core import Settings
-from peer.tasks import TERMINAL
+from peer.protocol.core import Settings
+from peer.protocol.tasks import TERMINAL
 from tests.sim.cluster import SimCluster
 from tests.sim.network import Faults
 from tests.sim.schedule import random_faults, run_random_faults, seeds

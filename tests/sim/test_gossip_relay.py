@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from peer.core import RELAY_SLACK
-from peer.execution import Results
-from peer.log import Append, AppendReply
-from peer.membership import Gossip, Status
+from peer.protocol.core import RELAY_SLACK
+from peer.protocol.execution import Results
+from peer.protocol.log import Append, AppendReply
+from peer.protocol.membership import Gossip, Status
 from tests.sim.cluster import SimCluster
 from tests.sim.network import Faults
 

@@ -1,7 +1,7 @@
 """The HTTP surface of a peer: the public API and the signed `/peer/...` endpoints.
 
 Handlers validate and translate; they never touch protocol state directly: writes go
-through `peer.service`, reads come from this peer's applied task table. Peer messages
+through `peer.runtime.service`, reads come from this peer's applied task table. Peer messages
 are verified (HMAC, freshness), decoded strictly, then queued for the driver.
 Errors are `{"error": {"code", "message"}}`; a refused request changes nothing.
 """
@@ -18,21 +18,21 @@ from typing import Any
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from peer.auth import SENDER, unseal, verify
-from peer.forwarding import PATH as FORWARD_PATH
-from peer.node import Node
 from peer.registry import Registry
-from peer.service import Reply, Write, WriteService, bad_request_reply, wait_terminal
-from peer.transport import MAX_FRAME, STREAM_PATH
-from peer.transport import PATH as PEER_PATH
-from peer.validation import (
+from peer.runtime.auth import SENDER, unseal, verify
+from peer.runtime.forwarding import PATH as FORWARD_PATH
+from peer.runtime.node import Node
+from peer.runtime.service import Reply, Write, WriteService, bad_request_reply, wait_terminal
+from peer.runtime.transport import MAX_FRAME, STREAM_PATH
+from peer.runtime.transport import PATH as PEER_PATH
+from peer.runtime.validation import (
     BadRequest,
     check_batch,
     check_list_query,
     check_spec,
     check_wait,
 )
-from peer.wire import WireError, decode_batch
+from peer.runtime.wire import WireError, decode_batch
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ not grown for `suspect_after` is suspect, for `failure_timeout` dead; a peer nev
 from is dead. A restart shows as a higher incarnation. Time comes in as `now`; no I/O.
 
 `beat` lets the caller send a beat early, to chosen peers, and put the own timer back:
-the core uses it to relay gossip through a live leader (see `peer.core`), and `tick`
+the core uses it to relay gossip through a live leader (see `peer.protocol.core`), and `tick`
 stays the fallback that reaches everyone when the relay stops.
 """
 

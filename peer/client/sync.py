@@ -4,7 +4,7 @@ Owns only the bridge from blocking calls to the async client: one `asyncio.Runne
 `Client`, the context-manager and `close()` lifecycle, and a blocking twin of every public
 `AsyncClient` method, generated from it so that the signatures, docstrings and behaviour
 cannot drift apart. Everything about talking to peers (retries, rotation, idempotency
-keys, errors) stays in `peer.client`, which also re-exports `Client`.
+keys, errors) stays in `peer.client.asynchronous`.
 
     with Client("http://127.0.0.1:7001,http://127.0.0.1:7002") as client:
         task = client.wait(client.submit("echo", {"hello": "world"})["id"], timeout=30)
@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from peer.client import DEFAULT_PEER, AsyncClient, Task
+from peer.client.asynchronous import DEFAULT_PEER, AsyncClient, Task
 
 P = ParamSpec("P")
 R = TypeVar("R")

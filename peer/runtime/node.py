@@ -23,14 +23,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from peer.config import ClusterConfig
-from peer.core import CoreReady, PeerCore, PeerMessage, Settings
-from peer.execution import ResultItem
-from peer.log import Log
+from peer.protocol.core import CoreReady, PeerCore, PeerMessage, Settings
+from peer.protocol.execution import ResultItem
+from peer.protocol.log import Log
+from peer.protocol.tasks import Applied
 from peer.registry import Registry
-from peer.storage import Storage
-from peer.tasks import Applied
-from peer.transport import Transport
-from peer.worker import TaskRunner
+from peer.runtime.storage import Storage
+from peer.runtime.transport import Transport
+from peer.runtime.worker import TaskRunner
 
 log = logging.getLogger(__name__)
 

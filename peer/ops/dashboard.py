@@ -2,8 +2,8 @@
 timestamped event lines, fed by polling every peer's `GET /cluster`.
 
 Owns: polling, rendering, and the watch loop that ties them to the event feed
-(`peer.events`) and carries out the k/r/q commands read from stdin (`peer.commands`). It
-starts and stops processes only through `peer.launcher.Launcher`, and never touches a
+(`peer.ops.events`) and carries out the k/r/q commands read from stdin (`peer.ops.keys`). It
+starts and stops processes only through `peer.ops.launcher.Launcher`, and never touches a
 peer's state other than by reading its public API.
 """
 
@@ -23,10 +23,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from peer.commands import HELP, LineEditor, parse_command, stdin_commands
 from peer.config import ClusterConfig
-from peer.events import Event, EventFeed, Snapshot, Snapshots, agreed_leadership, reference_view
-from peer.launcher import STOP_SIGNALS, Launcher, log_path
+from peer.ops.events import Event, EventFeed, Snapshot, Snapshots, agreed_leadership, reference_view
+from peer.ops.keys import HELP, LineEditor, parse_command, stdin_commands
+from peer.ops.launcher import STOP_SIGNALS, Launcher, log_path
 
 POLL_INTERVAL = 0.25  # seconds between polls of every peer
 POLL_TIMEOUT = 0.5  # seconds before a peer counts as down for this poll

@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 from election import HardState
-from peer.log import Entry
+from peer.protocol.log import Entry
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);

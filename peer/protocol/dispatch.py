@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-from peer.execution import ResultItem, WorkerLedger
-from peer.scheduler import Scheduler, Worker
-from peer.tasks import Applied, Task, TaskTable
+from peer.protocol.execution import ResultItem, WorkerLedger
+from peer.protocol.scheduler import Scheduler, Worker
+from peer.protocol.tasks import Applied, Task, TaskTable
 
 
 @dataclass(slots=True)

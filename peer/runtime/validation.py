@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from peer.protocol.tasks import STATES
 from peer.registry import Registry
-from peer.tasks import STATES
 
 MAX_BATCH_TASKS = 10_000
 MAX_DEPENDS = 1_000

@@ -15,10 +15,10 @@ from typing import Any
 import orjson
 
 from election.messages import ALL_MESSAGES, LogPosition
-from peer.core import PeerMessage
-from peer.execution import ResultItem, Results
-from peer.log import Append, AppendReply, Entry, FetchLog, LogChunk
-from peer.membership import Gossip, MemberDigest
+from peer.protocol.core import PeerMessage
+from peer.protocol.execution import ResultItem, Results
+from peer.protocol.log import Append, AppendReply, Entry, FetchLog, LogChunk
+from peer.protocol.membership import Gossip, MemberDigest
 
 KINDS: dict[str, type] = {
     cls.__name__: cls

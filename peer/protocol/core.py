@@ -1,7 +1,7 @@
 """One peer's protocol core: membership, election, replication and the task table
 wired together, still pure.
 
-`PeerCore` is what both the real driver (`peer.node`) and the simulator (`tests/sim`)
+`PeerCore` is what both the real driver (`peer.runtime.node`) and the simulator (`tests/sim`)
 run. It takes ticks, messages and proposals with `now` passed in and returns one
 `CoreReady` batch: state and entries to persist, messages to send, entries applied,
 events to report. Terms of replication messages are checked here, by the election,
@@ -27,13 +27,13 @@ import orjson
 
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role, Timings
 from election.messages import Message
-from peer.dispatch import Dispatcher
-from peer.execution import ResultItem, Results
-from peer.log import Append, AppendReply, Entry, FetchLog, Log, LogChunk
-from peer.membership import Gossip, MembershipTable, MembershipTimings, Status
-from peer.replication import Replicator
-from peer.scheduler import Scheduler, Worker
-from peer.tasks import Applied, Task, TaskTable
+from peer.protocol.dispatch import Dispatcher
+from peer.protocol.execution import ResultItem, Results
+from peer.protocol.log import Append, AppendReply, Entry, FetchLog, Log, LogChunk
+from peer.protocol.membership import Gossip, MembershipTable, MembershipTimings, Status
+from peer.protocol.replication import Replicator
+from peer.protocol.scheduler import Scheduler, Worker
+from peer.protocol.tasks import Applied, Task, TaskTable
 
 ReplicationMessage = Append | AppendReply | FetchLog | LogChunk
 PeerMessage = Message | Gossip | ReplicationMessage | Results

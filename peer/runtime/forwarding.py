@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from peer.auth import sign
-from peer.node import Node
+from peer.runtime.auth import sign
+from peer.runtime.node import Node
 
 PATH = "/peer/writes"
 MAX_WRITES = 256

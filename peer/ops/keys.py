@@ -2,7 +2,7 @@
 
 Owns: parsing a command line (`parse_command`), the one-line input buffer fed raw keys
 (`LineEditor`), and reading stdin from the event loop (`stdin_commands`, cbreak mode on a
-terminal). It only hands lines to a callback; carrying commands out is `peer.dashboard`'s.
+terminal). It only hands lines to a callback; carrying commands out is `peer.ops.dashboard`'s.
 """
 
 from __future__ import annotations

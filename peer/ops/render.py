@@ -2,7 +2,7 @@
 
 Owns how a task, a page of tasks and a `GET /cluster` view look in a terminal. Pure: each
 function takes the JSON the API answered and returns a renderable; it prints nothing and
-talks to no peer (`peer.cli` does both).
+talks to no peer (`peer.ops.cli` does both).
 """
 
 from __future__ import annotations

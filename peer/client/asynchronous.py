@@ -1,5 +1,5 @@
-"""A Python client of the cluster's public HTTP API: `AsyncClient`, and (re-exported from
-`peer.client_sync`) its blocking twin `Client`.
+"""The asynchronous client of the cluster's public HTTP API: `AsyncClient` (its blocking
+twin `Client` is in `peer.client.sync`; `peer.client` exports both).
 
 Owns talking to the cluster from outside: choosing a peer from a list (any peer will do,
 followers forward writes to the leader), rotating to the next peer when one cannot be
@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import orjson
@@ -38,9 +38,6 @@ from tenacity import (
     stop_after_delay,
     wait_random_exponential,
 )
-
-if TYPE_CHECKING:
-    from peer.client_sync import Client as Client
 
 DEFAULT_PEER = "http://127.0.0.1:7001"
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -377,12 +374,3 @@ class AsyncClient:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return self._session
-
-
-def __getattr__(name: str) -> Any:
-    """`Client`, imported on first use: `peer.client_sync` imports this module."""
-    if name == "Client":
-        from peer.client_sync import Client
-
-        return Client
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,7 +6,7 @@ follower hands the write to its `Forwarder`, which sends it to the leader togeth
 the other writes that arrived meanwhile. With no ready leader within `submit_wait` the
 answer is 503 with `Retry-After`. Every write carries a request id (`rid`) that the task
 table remembers, so a write retried inside the cluster never creates a task twice.
-Reads are local (see `peer.api`).
+Reads are local (see `peer.runtime.api`).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from peer.forwarding import Forwarder
-from peer.node import LeadershipLost, Node, NotLeader
-from peer.tasks import TERMINAL, Applied
-from peer.validation import BadRequest
+from peer.protocol.tasks import TERMINAL, Applied
+from peer.runtime.forwarding import Forwarder
+from peer.runtime.node import LeadershipLost, Node, NotLeader
+from peer.runtime.validation import BadRequest
 
 log = logging.getLogger(__name__)
 

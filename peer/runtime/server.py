@@ -10,10 +10,10 @@ import signal
 
 from aiohttp import web
 
-from peer.api import build_app
 from peer.config import ClusterConfig
-from peer.node import Node
 from peer.registry import Registry
+from peer.runtime.api import build_app
+from peer.runtime.node import Node
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from peer.execution import ResultItem
+from peer.protocol.execution import ResultItem
+from peer.protocol.tasks import Task
 from peer.registry import Registry, TaskFailed
-from peer.tasks import Task
 
 log = logging.getLogger(__name__)
 

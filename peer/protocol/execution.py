@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from peer.tasks import TaskTable
+from peer.protocol.tasks import TaskTable
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@ snapshots of every peer, and the views both the feed and the dashboard read from
 
 Owns: the snapshot types, `Event`, `EventFeed`, and the pure readings of one set of
 snapshots (`agreed_leadership`, `reference_view`). Pure: no I/O, no clock (times are passed
-in), no rendering; polling and drawing are `peer.dashboard`'s job.
+in), no rendering; polling and drawing are `peer.ops.dashboard`'s job.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ talk to a running cluster through `peer.client`.
 
 Client commands take `--peer URL` (repeatable; default `$PEER_URL`, a comma-separated
 list, else http://127.0.0.1:7001) and `--json` (plain JSON on stdout, for scripts; rich
-tables otherwise, drawn by `peer.render`). Exit codes: 0 ok, 1 the cluster refused the
+tables otherwise, drawn by `peer.ops.render`). Exit codes: 0 ok, 1 the cluster refused the
 request (the reason on stderr), 2 usage error, 3 no peer could serve the request.
 """
 
@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 from rich.console import Console
 
-from peer import render
 from peer.client import Client, ClientError, Unavailable
 from peer.config import ConfigError, load_config
+from peer.ops import render
 
 DEFAULT_PEER = "http://127.0.0.1:7001"
 DEFAULT_SUBMIT_WAIT = 60.0  # seconds `submit --wait` waits when given no number
@@ -106,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from peer.server import run
+    from peer.runtime.server import run
 
     try:
         config = load_config(args.config)

@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peer.tasks import READY, Task, TaskTable
+from peer.protocol.tasks import READY, Task, TaskTable
 
 POLICIES = ("fifo", "priority", "fair")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peer.log import Append, AppendReply, Entry, FetchLog, Log, LogChunk
+from peer.protocol.log import Append, AppendReply, Entry, FetchLog, Log, LogChunk
 
 NOOP = '{"op":"noop"}'
 

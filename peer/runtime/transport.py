@@ -20,9 +20,9 @@ from collections import deque
 
 import aiohttp
 
-from peer.auth import seal, sign
-from peer.core import PeerMessage
-from peer.wire import encode_message, join_encoded
+from peer.protocol.core import PeerMessage
+from peer.runtime.auth import seal, sign
+from peer.runtime.wire import encode_message, join_encoded
 
 log = logging.getLogger(__name__)
 
