@@ -7,11 +7,13 @@ A bad file raises `ConfigError` naming the field and the reason.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-POLICIES = ("fifo", "priority", "fair")
+from peer.protocol.settings import POLICIES, Settings
+
+_DEFAULTS = Settings()
 
 
 class ConfigError(ValueError):
@@ -33,20 +35,26 @@ class NodeAddress:
 class ClusterConfig:
     nodes: tuple[NodeAddress, ...]
     data_dir: str = "data"
-    heartbeat_interval: float = 0.1
-    suspect_after: float = 0.3
-    failure_timeout: float = 0.5
-    election_timeout: float = 0.2
-    slots: int = 4
-    prefetch: int = 2
-    policy: str = "fifo"
+    heartbeat_interval: float = _DEFAULTS.heartbeat_interval
+    suspect_after: float = _DEFAULTS.suspect_after
+    failure_timeout: float = _DEFAULTS.failure_timeout
+    election_timeout: float = _DEFAULTS.election_timeout
+    slots: int = _DEFAULTS.slots
+    prefetch: int = _DEFAULTS.prefetch
+    policy: str = _DEFAULTS.policy
     task_modules: tuple[str, ...] = field(default_factory=tuple)
     allow_shell: bool = False
     secret: str = ""
     max_body: int = 1 << 20
     submit_wait: float = 2.0
-    retry_base: float = 0.5
-    retry_max: float = 30.0
+    retry_base: float = _DEFAULTS.retry_base
+    retry_max: float = _DEFAULTS.retry_max
+
+    def settings(self) -> Settings:
+        """The core's settings: every field of `Settings` this file sets, else its
+        default."""
+        names = [f.name for f in fields(Settings) if hasattr(self, f.name)]
+        return Settings(**{name: getattr(self, name) for name in names})
 
     def node(self, node_id: int) -> NodeAddress:
         for node in self.nodes:

@@ -7,9 +7,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import orjson
-
 from peer.config import ClusterConfig, NodeAddress
+from peer.protocol.commands import Submit, TaskSpec
 from peer.registry import Registry
 from peer.runtime.node import Node
 from tests.harness import free_ports
@@ -30,8 +29,8 @@ async def _scenario(tmp: Path) -> None:
             raise sqlite3.OperationalError("database or disk is full")
 
         node.storage.save = full_disk  # type: ignore[method-assign]
-        command = orjson.dumps({"op": "submit", "at": 1.0, "tasks": [{"kind": "echo"}]})
-        proposal = asyncio.create_task(node.propose(command.decode()))
+        command = Submit(1.0, (TaskSpec("echo"),))
+        proposal = asyncio.create_task(node.propose(command))
         await asyncio.sleep(0.3)  # many driver cycles, each retrying the write
         assert not proposal.done(), "acknowledged a write the disk refused"
         assert node.disk_error and "full" in node.disk_error

@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from peer.protocol.commands import Assignment
 from peer.protocol.dispatch import Dispatcher
 from peer.protocol.scheduler import Scheduler, Worker
 from peer.protocol.tasks import TaskTable
@@ -35,14 +36,15 @@ class Cluster:
         assert applied.outcome == "ok", command
         if command["op"] in ("assign", "finish", "cancel"):
             self.scheduler.applied(self.table, applied.task_ids)
-        self.scheduler.take_ready(self.table)
+        self.scheduler.take_ready(self.table, applied.ready)
         return applied.task_ids
 
     def submit(self, *specs: dict[str, Any], at: float = 0.0) -> tuple[int, ...]:
         return self.apply({"op": "submit", "at": at, "tasks": list(specs)})
 
     def plan(self, workers: list[Worker], wall: float = 1.0) -> list[list[int]]:
-        return self.scheduler.plan(wall, self.table, workers)
+        planned = self.scheduler.plan(wall, self.table, workers)
+        return [[a.task, a.attempt, a.worker, a.incarnation] for a in planned]
 
     def assign(self, items: list[list[int]], at: float = 1.0) -> tuple[int, ...]:
         return self.apply({"op": "assign", "at": at, "items": items})
@@ -63,8 +65,8 @@ def echo(**extra: Any) -> dict[str, Any]:
     return {"kind": "echo", **extra}
 
 
-def tasks_of(items: list[list[int]]) -> list[int]:
-    return [task for task, *_ in items]
+def tasks_of(items: list[list[int]] | list[Assignment]) -> list[int]:
+    return [item.task if isinstance(item, Assignment) else item[0] for item in items]
 
 
 def workers_of(items: list[list[int]]) -> list[int]:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
+from peer.protocol.commands import Submit, TaskSpec
 from peer.protocol.tasks import STATES, Applied, TaskTable
 
 
@@ -76,8 +77,8 @@ def test_ids_are_given_in_apply_order() -> None:
     t = Table()
     first = t.submit(echo(args=1), echo(args=2))
     second = t.submit(echo(args=3))
-    assert first == Applied(1, "submit", (1, 2), (True, True))
-    assert second == Applied(2, "submit", (3,), (True,))
+    assert first == Applied(1, "submit", (1, 2), (True, True), ready=(1, 2))
+    assert second == Applied(2, "submit", (3,), (True,), ready=(3,))
     assert [t.table.tasks[i].args for i in (1, 2, 3)] == [1, 2, 3]
     assert t.table.next_id == 4
 
@@ -160,11 +161,10 @@ def test_cancel_of_a_running_task_stops_its_attempt() -> None:
     t = Table()
     t.submit(echo())
     t.assign((1, 1, 7, 1))
-    t.table.ended.clear()
-    t.cancel(1)
+    applied = t.cancel(1)
     assert t.state(1) == "cancelled"
     assert t.table.running[7] == set()
-    assert t.table.ended == [(1, 1)]
+    assert applied.ended == ((1, 1),)
 
 
 def test_cancel_of_a_terminal_or_missing_task_changes_nothing() -> None:
@@ -227,14 +227,13 @@ def test_failure_with_attempts_left_is_scheduled_at_retry_at() -> None:
     t = Table()
     t.submit(echo(max_attempts=3))
     t.assign((1, 1, 7, 1))
-    t.table.became_ready.clear()
-    t.table.ended.clear()
-    assert t.finish((1, 1, False, "boom", 4.25)).task_ids == (1,)
+    applied = t.finish((1, 1, False, "boom", 4.25))
+    assert applied.task_ids == (1,)
     task = t.table.tasks[1]
     assert (task.state, task.not_before, task.error, task.attempt) == ("scheduled", 4.25, "boom", 1)
     assert task.finished_at is None
-    assert t.table.became_ready == [1]
-    assert t.table.ended == [(1, 1)]
+    assert applied.ready == (1,)
+    assert applied.ended == ((1, 1),)
     assert t.table.running[7] == set()
 
 
@@ -256,14 +255,12 @@ def test_success_releases_dependents_whose_dependencies_all_succeeded() -> None:
     t = Table()
     t.submit(echo(ref="a"), echo(ref="b"), echo(after=["a", "b"]), echo(after=["a"]))
     t.assign((1, 1, 7, 1), (2, 1, 8, 1))
-    t.table.became_ready.clear()
-    t.finish((1, 1, True, {"x": 1}, 0.0))
+    applied = t.finish((1, 1, True, {"x": 1}, 0.0))
     assert t.table.tasks[1].result == {"x": 1}
     assert [t.state(i) for i in (1, 3, 4)] == ["succeeded", "blocked", "queued"]
-    assert t.table.became_ready == [4]
-    t.finish((2, 1, True, None, 0.0))
+    assert applied.ready == (4,)
+    assert t.finish((2, 1, True, None, 0.0)).ready == (3,)
     assert t.state(3) == "queued"
-    assert t.table.became_ready == [4, 3]
 
 
 def test_counts_stay_consistent_through_a_long_mixed_history() -> None:
@@ -346,3 +343,19 @@ def test_malformed_command_has_no_effect_even_after_a_valid_item(command: dict[s
     before = snapshot(t.table)
     assert t.apply(command).outcome == "invalid"
     assert snapshot(t.table) == before
+
+
+def test_a_follower_applying_100000_submits_holds_nothing_per_task_beyond_the_tasks() -> None:
+    """What applying changed is returned, never left in the table for another module to
+    drain: a follower (which schedules nothing) keeps no per-task list that grows."""
+    table = TaskTable()
+    spec = TaskSpec("echo")
+    for index in range(1, 100_001):
+        table.apply_command(index, Submit(float(index), (spec,)))
+    assert len(table.tasks) == 100_000
+    per_task_lists = {
+        name: len(value)
+        for name, value in vars(table).items()
+        if isinstance(value, list | dict | set) and name != "tasks" and len(value) > 100
+    }
+    assert per_task_lists == {}, per_task_lists

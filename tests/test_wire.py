@@ -19,9 +19,9 @@ from election.messages import (
     Probe,
     ProbeReply,
 )
-from peer.protocol.execution import ResultItem, Results
-from peer.protocol.log import Append, AppendReply, Entry, FetchLog, LogChunk
+from peer.protocol.log import Entry
 from peer.protocol.membership import Gossip, MemberDigest
+from peer.protocol.messages import Append, AppendReply, FetchLog, LogChunk, ResultItem, Results
 from peer.runtime.wire import (
     LIMIT,
     MAX_ITEMS,

@@ -1,12 +1,14 @@
 """One peer's protocol core: membership, election, replication and the task table
 wired together, still pure.
 
-`PeerCore` is what both the real driver (`peer.runtime.node`) and the simulator (`tests/sim`)
-run. It takes ticks, messages and proposals with `now` passed in and returns one
-`CoreReady` batch: state and entries to persist, messages to send, entries applied,
-events to report. Terms of replication messages are checked here, by the election,
-before the replicator sees them. The election's `Heartbeat` leaves as an `Append`.
-No I/O, clock or global random.
+`PeerCore` is what both the real driver (`peer.runtime.node`) and the simulator
+(`tests/sim`) run, through one entry point: `cycle(now, wall, inbox)` takes what arrived
+since the last cycle (messages with their arrival time, proposals, finished attempts),
+ticks the timers when they are due, and returns one `CoreReady` batch: state and
+entries to persist, messages to send, entries applied, attempts to start and stop,
+events to report, and the entries each proposal got. Terms of replication messages are
+checked here, by the election, before the replicator sees them. The election's
+`Heartbeat` leaves as an `Append`. No I/O, clock or global random.
 
 Gossip rides on replication while a leader is heard: the leader beats with its
 heartbeats (to everyone, in the same batch, so the same frame), and a follower beats in
@@ -19,46 +21,58 @@ held suspect. At idle a follower then sends and receives one frame per heartbeat
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
-from election import BullyElection, HardState, Heartbeat, LogPosition, Role, Timings
-from election.messages import Message
+from election import BullyElection, HardState, Heartbeat, LogPosition, Role
+from peer.protocol.commands import Command, encode_command
 from peer.protocol.dispatch import Dispatcher
-from peer.protocol.execution import ResultItem, Results
-from peer.protocol.log import Append, AppendReply, Entry, FetchLog, Log, LogChunk
-from peer.protocol.membership import Gossip, MembershipTable, MembershipTimings, Status
+from peer.protocol.log import Entry, Log
+from peer.protocol.membership import Gossip, MembershipTable, Status
+from peer.protocol.messages import (
+    Append,
+    AppendReply,
+    FetchLog,
+    LogChunk,
+    PeerMessage,
+    ReplicationMessage,
+    ResultItem,
+    Results,
+)
 from peer.protocol.replication import Replicator
 from peer.protocol.scheduler import Scheduler, Worker
-from peer.protocol.tasks import Applied, Task, TaskTable
+from peer.protocol.settings import Settings
+from peer.protocol.tasks import Applied, Task, TaskState, TaskTable
 
-ReplicationMessage = Append | AppendReply | FetchLog | LogChunk
-PeerMessage = Message | Gossip | ReplicationMessage | Results
 RELAY_SLACK = 1.5  # heartbeats without a relayed beat before gossiping with everyone
 TICK_SLACK = 1.5  # heartbeats between two ticks at most (a later one than the leader's)
 
 
 @dataclass(frozen=True, slots=True)
-class Settings:
-    heartbeat_interval: float = 0.1
-    suspect_after: float = 0.3
-    failure_timeout: float = 0.5
-    election_timeout: float = 0.2
-    max_batch: int = 512
-    slots: int = 4
-    policy: str = "fifo"
-    retry_base: float = 0.5
-    retry_max: float = 30.0
-    prefetch: int = 2
+class Received:
+    """A peer message, and when it arrived (the driver may hold one for a while)."""
 
-    def election_timings(self) -> Timings:
-        return Timings(self.heartbeat_interval, self.election_timeout, self.failure_timeout)
+    at: float
+    message: PeerMessage
 
-    def membership_timings(self) -> MembershipTimings:
-        return MembershipTimings(self.heartbeat_interval, self.suspect_after, self.failure_timeout)
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """Commands a client write wants in the log; `ref` names it in `CoreReady.proposed`."""
+
+    ref: int
+    commands: tuple[Command, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """This peer finished running an attempt (ok or not)."""
+
+    item: ResultItem
+
+
+Input = Received | Proposal | Completed
 
 
 @dataclass(slots=True)
@@ -80,6 +94,8 @@ class CoreReady:
     starts: list[Task] = field(default_factory=list)  # attempts to run on this peer
     stops: list[tuple[int, int]] = field(default_factory=list)  # (task, attempt) to stop
     events: list[str] = field(default_factory=list)
+    # (proposal ref, the entries it got): none when this peer is not a ready leader
+    proposed: list[tuple[int, list[Entry]]] = field(default_factory=list)
 
 
 class PeerCore:
@@ -131,6 +147,29 @@ class PeerCore:
         self._published: tuple[str, int, int | None, int, int] | None = None
         for entry in self.replicator.take_committed():  # replay what is known committed
             self.tasks.apply(entry.index, entry.command)
+
+    # ------------------------------------------------------------------ cycle
+
+    def cycle(
+        self, now: float, wall: float, inbox: Sequence[Input], tick: bool | None = None
+    ) -> CoreReady:
+        """One driver cycle: take the inbox in order, tick the timers when they are due
+        (`tick_due`; `tick` forces the choice), and return the batch to carry out."""
+        proposed = []
+        for item in inbox:
+            if isinstance(item, Received):
+                self.receive(item.at, item.message)
+            elif isinstance(item, Completed):
+                self.complete(now, item.item)
+            else:
+                proposed.append((item.ref, self.propose(now, list(item.commands))))
+        if self.tick_due(now) if tick is None else tick:
+            self.tick(now, wall)
+        else:
+            self.advance(now, wall)
+        batch = self.ready()
+        batch.proposed = proposed
+        return batch
 
     # ------------------------------------------------------------------ inputs
 
@@ -199,10 +238,12 @@ class PeerCore:
             return self.replicator.reply_is_news(message)
         return True
 
-    def propose(self, now: float, commands: list[str]) -> list[Entry]:
+    def propose(self, now: float, commands: list[Command]) -> list[Entry]:
         """Append commands to the log; empty unless this peer is a ready leader."""
         self._now = now
-        return self.replicator.propose(now, commands) if self.is_ready_leader else []
+        if not self.is_ready_leader:
+            return []
+        return self.replicator.propose(now, [encode_command(c) for c in commands])
 
     def complete(self, now: float, item: ResultItem) -> None:
         """This peer finished running an attempt (ok or not)."""
@@ -301,7 +342,7 @@ class PeerCore:
         workers = self._workers(Status.ALIVE)
         commands = self.dispatcher.round(self._wall, self.tasks, workers, live, judge_lost)
         if commands:
-            self.replicator.propose(self._now, [orjson.dumps(c).decode() for c in commands])
+            self.replicator.propose(self._now, [encode_command(c) for c in commands])
 
     def _workers(self, *statuses: Status) -> list[Worker]:
         """Peers in one of `statuses`, with their incarnation."""
@@ -313,6 +354,25 @@ class PeerCore:
         return workers
 
     # ----------------------------------------------------------------- queries
+
+    @property
+    def behind(self) -> int:
+        """Follower: how many committed entries the leader last told of it lacks."""
+        if self.replicator.leading:
+            return 0
+        return max(0, self.replicator.leader_commit - self.replicator.commit_index)
+
+    @property
+    def catching_up(self) -> bool:
+        """A follower whose log does not yet match its leader's (new, wiped or far
+        behind): its reads may be missing what the cluster committed."""
+        leader = self.election.leader
+        return leader not in (None, self.id) and not self.replicator.in_sync
+
+    @property
+    def last_tick(self) -> float:
+        """When the timers last ran (`-inf` before the first tick)."""
+        return self._last_tick
 
     @property
     def role(self) -> Role:
@@ -362,7 +422,10 @@ class PeerCore:
             "ready": self.leader_is_ready(),
             "commit_index": self.replicator.commit_index,
             "last_index": self.log.last_index,
-            "queue_depth": self.tasks.counts["queued"] + self.tasks.counts["scheduled"],
+            "catching_up": self.catching_up,
+            "behind": self.behind,
+            "queue_depth": self.tasks.counts[TaskState.QUEUED]
+            + self.tasks.counts[TaskState.SCHEDULED],
             "tasks": dict(self.tasks.counts),
             "members": members,
         }

@@ -14,9 +14,11 @@ from typing import Any
 
 import orjson
 
-from peer.protocol.execution import ResultItem, WorkerLedger
+from peer.protocol.commands import Assign, Command, Finish, Outcome
+from peer.protocol.execution import WorkerLedger
+from peer.protocol.messages import ResultItem
 from peer.protocol.scheduler import Scheduler, Worker
-from peer.protocol.tasks import Applied, Task, TaskTable
+from peer.protocol.tasks import Applied, Task, TaskState, TaskTable
 
 
 @dataclass(slots=True)
@@ -33,7 +35,7 @@ class Dispatcher:
         self.incarnation = incarnation
         self.scheduler = scheduler
         self.ledger = WorkerLedger()
-        self._finishes: list[list[Any]] = []  # leader: results waiting to be proposed
+        self._finishes: list[Outcome] = []  # leader: results waiting to be proposed
         self._running_here: set[tuple[int, int]] = set()
 
     # ----------------------------------------------------------------- leader
@@ -47,23 +49,18 @@ class Dispatcher:
         """Results from a worker (or this peer): queue a `finish` for each new one."""
         for item in items:
             task = table.tasks.get(item.task)
-            if task is None or task.state != "running" or task.attempt != item.attempt:
+            if task is None or task.state is not TaskState.RUNNING or task.attempt != item.attempt:
                 continue
             if task.worker != sender or not self.scheduler.reported(sender, task.id, task.attempt):
                 continue
             value: Any = _parse(item.value) if item.ok else item.value
             retry_at = 0.0 if item.ok else self.scheduler.retry_at(wall, task.attempt)
-            self._finishes.append([task.id, task.attempt, item.ok, value, retry_at])
+            self._finishes.append(Outcome(task.id, task.attempt, item.ok, value, retry_at))
 
     def has_work(self, table: TaskTable) -> bool:
         """Whether a round could propose anything: results to record, tasks that are
         or will be ready, attempts running somewhere."""
-        return bool(
-            self._finishes
-            or table.became_ready
-            or self.scheduler.has_pending()
-            or any(table.running.values())
-        )
+        return bool(self._finishes or self.scheduler.has_pending() or any(table.running.values()))
 
     def round(
         self,
@@ -72,7 +69,7 @@ class Dispatcher:
         workers: list[Worker],
         live: dict[int, int],
         judge_lost: bool,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Command]:
         """The leader's commands for this round: finishes first, then assignments.
 
         `workers` may take new work (alive); `live` maps every peer not held dead to its
@@ -80,37 +77,50 @@ class Dispatcher:
         """
         for task, reason in self.scheduler.overdue(wall, table, live, judge_lost):
             retry_at = self.scheduler.retry_at(wall, task.attempt)
-            self._finishes.append([task.id, task.attempt, False, reason, retry_at])
-        commands = []
+            self._finishes.append(Outcome(task.id, task.attempt, False, reason, retry_at))
+        commands: list[Command] = []
         if self._finishes:
-            commands.append({"op": "finish", "at": wall, "items": self._finishes})
+            commands.append(Finish(wall, tuple(self._finishes)))
             self._finishes = []
-        self.scheduler.take_ready(table)
         assignments = self.scheduler.plan(wall, table, workers)
         if assignments:
-            commands.append({"op": "assign", "at": wall, "items": assignments})
+            commands.append(Assign(wall, tuple(assignments)))
         return commands
 
     # ------------------------------------------------------------ every peer
 
     def on_applied(self, table: TaskTable, applied: list[Applied], leading: bool) -> WorkOrders:
+        """What the applied entries mean here: attempts to start and to stop on this
+        peer; on the leader, also what the scheduler must take in or let go."""
         orders = WorkOrders()
         for entry in applied:
-            if entry.op in ("assign", "finish", "cancel") and leading:
-                self.scheduler.applied(table, entry.task_ids)
-            if entry.op != "assign":
-                continue
-            for task_id in entry.task_ids:
-                task = table.tasks[task_id]
-                if task.worker == self.id and task.incarnation == self.incarnation:
-                    orders.starts.append(task)
-                    self._running_here.add((task.id, task.attempt))
-        for ended in table.ended:
-            if ended in self._running_here:
-                self._running_here.discard(ended)
-                orders.stops.append(ended)
-        table.ended.clear()
+            if leading:
+                if entry.op in ("assign", "finish", "cancel"):
+                    self.scheduler.applied(table, entry.task_ids)
+                self.scheduler.take_ready(table, entry.ready)
+            for ended in entry.ended:
+                if ended in self._running_here:
+                    self._running_here.discard(ended)
+                    self._stop(ended, orders)
+            if entry.op == "assign":
+                self._start_mine(table, entry.task_ids, orders)
         return orders
+
+    @staticmethod
+    def _stop(ended: tuple[int, int], orders: WorkOrders) -> None:
+        """Stop an attempt, or never start it if this batch was to start it."""
+        for task in orders.starts:
+            if (task.id, task.attempt) == ended:
+                orders.starts.remove(task)
+                return
+        orders.stops.append(ended)
+
+    def _start_mine(self, table: TaskTable, task_ids: tuple[int, ...], orders: WorkOrders) -> None:
+        for task_id in task_ids:
+            task = table.tasks[task_id]
+            if task.worker == self.id and task.incarnation == self.incarnation:
+                orders.starts.append(task)
+                self._running_here.add((task.id, task.attempt))
 
     def complete(self, item: ResultItem) -> None:
         """This peer finished running an attempt."""

@@ -10,26 +10,8 @@ is not the running one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from peer.protocol.messages import ResultItem
 from peer.protocol.tasks import TaskTable
-
-
-@dataclass(frozen=True, slots=True)
-class ResultItem:
-    task: int
-    attempt: int
-    ok: bool
-    value: str  # the result as JSON text when ok, else the error message
-
-
-@dataclass(frozen=True, slots=True)
-class Results:
-    """Worker -> leader: results of attempts it ran."""
-
-    term: int
-    sender: int
-    items: tuple[ResultItem, ...]
 
 
 class WorkerLedger:

@@ -1,7 +1,9 @@
-"""The in-memory replicated log: entries, their terms, and the messages that move them.
+"""The in-memory replicated log: entries and their terms (the messages that move them
+are in `peer.protocol.messages`).
 
-An entry's `command` is the JSON text of a task-machine command; the log never looks
-inside it. Index 0 is the empty prefix (term 0). Pure data and bookkeeping, no I/O.
+An entry's `command` is the encoded text of a log command (`peer.protocol.commands`);
+the log never looks inside it. Index 0 is the empty prefix (term 0). Pure data and
+bookkeeping, no I/O.
 """
 
 from __future__ import annotations
@@ -14,47 +16,6 @@ class Entry:
     term: int
     index: int
     command: str
-
-
-@dataclass(frozen=True, slots=True)
-class Append:
-    """Leader -> follower: entries after (prev_index, prev_term), and the commit index.
-
-    With no entries it is the leader's heartbeat.
-    """
-
-    term: int
-    sender: int
-    prev_index: int
-    prev_term: int
-    entries: tuple[Entry, ...]
-    commit: int
-
-
-@dataclass(frozen=True, slots=True)
-class AppendReply:
-    term: int
-    sender: int
-    ok: bool
-    match_index: int  # on success: the last index known to match; on refusal: a hint
-
-
-@dataclass(frozen=True, slots=True)
-class FetchLog:
-    """A new leader asks the peer with the most up-to-date log for its entries."""
-
-    term: int
-    sender: int
-    from_index: int
-
-
-@dataclass(frozen=True, slots=True)
-class LogChunk:
-    term: int
-    sender: int
-    from_index: int
-    entries: tuple[Entry, ...]
-    last_index: int  # the responder's last index, so the fetcher knows when it is done
 
 
 class Log:

@@ -52,10 +52,12 @@ class Gossip:
 
 @dataclass(frozen=True, slots=True)
 class MembershipTimings:
-    heartbeat_interval: float = 0.1
-    suspect_after: float = 0.3
-    failure_timeout: float = 0.5
-    fanout: int = 3
+    """Membership's clocks (their defaults are `peer.protocol.settings.Settings`')."""
+
+    heartbeat_interval: float
+    suspect_after: float
+    failure_timeout: float
+    fanout: int
 
 
 @dataclass(slots=True)

@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peer.protocol.log import Append, AppendReply, Entry, FetchLog, Log, LogChunk
-
-NOOP = '{"op":"noop"}'
+from peer.protocol.commands import NOOP_TEXT
+from peer.protocol.log import Entry, Log
+from peer.protocol.messages import Append, AppendReply, FetchLog, LogChunk
 
 
 @dataclass(slots=True)
@@ -86,7 +86,7 @@ class Replicator:
 
     def _start_serving(self, now: float) -> None:
         self.sync_from = None
-        self.noop_index = self._append(NOOP).index
+        self.noop_index = self._append(NOOP_TEXT).index
         self._followers = {p: _Follower(self.noop_index) for p in self.others}
         for peer in self.others:
             self._send_append(peer, now)
@@ -145,6 +145,10 @@ class Replicator:
             if self._advance_commit():
                 self._announce_commit(now)
         else:
+            if msg.match_index < follower.match_index:
+                # it no longer holds what it acknowledged (a wiped disk), or its hint is
+                # cautious: count only what it can vouch for, and resend from there
+                follower.match_index = msg.match_index
             retry_at = min(follower.next_index - 1, msg.match_index + 1)
             follower.next_index = max(follower.match_index + 1, retry_at)
             follower.inflight_last = 0
@@ -239,7 +243,9 @@ class Replicator:
 
     def on_fetch(self, msg: FetchLog) -> None:
         entries = self.log.slice(msg.from_index, self.max_batch)
-        chunk = LogChunk(self.term, self.id, msg.from_index, entries, self.log.last_index)
+        # the election accepted the fetcher's term: answer in it, even if no Append of
+        # that term has arrived yet (the first fetch travels ahead of the heartbeats)
+        chunk = LogChunk(msg.term, self.id, msg.from_index, entries, self.log.last_index)
         self._outbox.append((msg.sender, chunk))
 
     # ------------------------------------------------------------------ output

@@ -24,9 +24,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from peer.protocol.tasks import READY, Task, TaskTable
-
-POLICIES = ("fifo", "priority", "fair")
+from peer.protocol.commands import Assignment
+from peer.protocol.settings import POLICIES
+from peer.protocol.tasks import READY, Task, TaskState, TaskTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,16 +67,14 @@ class Scheduler:
         """Start over from the table (a new leader): every ready task, nothing in flight."""
         self._ready, self._queues, self._waiting = {}, deque(), []
         self._assigning, self._finishing, self._reported = {}, set(), {}
-        table.became_ready.clear()
         for task in table.tasks.values():
             if task.state in READY:
                 self._push(task)
 
-    def take_ready(self, table: TaskTable) -> None:
-        """Take in the tasks the table made ready since the last call."""
-        for task_id in table.became_ready:
+    def take_ready(self, table: TaskTable, task_ids: Iterable[int]) -> None:
+        """Take in tasks an applied entry made ready."""
+        for task_id in task_ids:
             self._push(table.tasks[task_id])
-        table.became_ready.clear()
 
     def next_release(self) -> float | None:
         """The earliest `not_before` (wall clock) of a task waiting for its time."""
@@ -104,20 +102,20 @@ class Scheduler:
 
     # ----------------------------------------------------------- assignment
 
-    def plan(self, wall: float, table: TaskTable, workers: Iterable[Worker]) -> list[list[int]]:
-        """Assignments `[task, attempt, worker, incarnation]` for this round."""
+    def plan(self, wall: float, table: TaskTable, workers: Iterable[Worker]) -> list[Assignment]:
+        """This round's assignments."""
         self._release_due(wall, table)
         free = {w.id: self._free_slots(w.id, table) for w in workers}
         incarnations = {w.id: w.incarnation for w in workers}
         order = sorted(w for w, n in free.items() if n > 0)
-        out: list[list[int]] = []
+        out: list[Assignment] = []
         while order:
             task = self._next_task(table)
             if task is None:
                 break
             worker = next((w for w in order if w > self._last_worker), order[0])
             self._last_worker = worker
-            out.append([task.id, task.attempt + 1, worker, incarnations[worker]])
+            out.append(Assignment(task.id, task.attempt + 1, worker, incarnations[worker]))
             self._assigning[task.id] = worker
             free[worker] -= 1
             if free[worker] == 0:
@@ -218,4 +216,4 @@ class Scheduler:
 
 def _still_running(table: TaskTable, task_id: int, attempt: int) -> bool:
     task = table.tasks.get(task_id)
-    return task is not None and task.state == "running" and task.attempt == attempt
+    return task is not None and task.state is TaskState.RUNNING and task.attempt == attempt

@@ -4,31 +4,55 @@ Deterministic: every peer that applies the same entries holds the same table. Id
 given in apply order (1, 2, 3, ...); every timestamp comes from the entry (the leader's
 clock, written in when it proposed it), never from the local clock. Pure: no I/O.
 
-Commands (the JSON text of an entry):
-  {"op": "noop"}
-  {"op": "assign", "at": T, "items": [[id, attempt, worker, incarnation], ...]}
-  {"op": "finish", "at": T, "items": [[id, attempt, ok, result or error, retry_at], ...]}
-  {"op": "submit", "at": T, "rid": R, "tasks": [spec, ...]}   specs may name each
-      other by "ref"; a request id R seen before returns the tasks it made then
-  {"op": "cancel", "at": T, "id": N}
+Entries hold typed commands (`peer.protocol.commands`): `Submit` (specs may name each
+other by `ref`; a request id seen before returns the tasks it made then), `Assign`,
+`Finish`, `Cancel`, `Noop`. A malformed entry is skipped whole, the same way on every
+peer, and changes no task.
 
-An `assign` counts only for a ready task and the next attempt; a `finish` only for the
+An `Assign` counts only for a ready task and the next attempt; a `Finish` only for the
 running attempt it names, so a slow or resurrected worker cannot overwrite a newer one.
 A failed attempt with attempts left becomes `scheduled` at the `retry_at` the leader
 wrote (its backoff, jitter included); with none left, `failed`, and its dependents are
 cancelled. A success releases dependents whose dependencies have all succeeded.
+
+Applying returns what changed (`Applied`: the tasks named, which became ready, which
+attempts ended), so nothing is left in the table for another module to drain.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-import orjson
+from peer.protocol.commands import (
+    Assign,
+    Assignment,
+    Cancel,
+    Command,
+    CommandError,
+    Finish,
+    Noop,
+    Outcome,
+    Submit,
+    TaskSpec,
+    decode_command,
+)
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-READY = frozenset({"queued", "scheduled"})
-STATES = ("blocked", "scheduled", "queued", "running", "succeeded", "failed", "cancelled")
+
+class TaskState(StrEnum):
+    BLOCKED = "blocked"  # waiting on dependencies
+    SCHEDULED = "scheduled"  # not before a time (a delay, a retry's backoff)
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # attempts exhausted
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+READY = frozenset({TaskState.QUEUED, TaskState.SCHEDULED})
+STATES = tuple(s.value for s in TaskState)
 
 
 @dataclass(slots=True)
@@ -44,7 +68,7 @@ class Task:
     key: str | None
     submitted_at: float
     not_before: float
-    state: str = "queued"
+    state: TaskState = TaskState.QUEUED
     attempt: int = 0
     worker: int | None = None
     incarnation: int = 0  # the worker's incarnation when it was assigned
@@ -79,90 +103,121 @@ class Task:
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """What applying one entry did: the tasks it names, and whether each is new."""
+    """What applying one entry did: the tasks it names (and whether each is new), the
+    tasks it made ready to run, and the attempts it ended (finished or cancelled)."""
 
     index: int
     op: str
     task_ids: tuple[int, ...] = ()
     created: tuple[bool, ...] = ()
     outcome: str = "ok"
+    ready: tuple[int, ...] = ()
+    ended: tuple[tuple[int, int], ...] = ()
 
 
-@dataclass
 class TaskTable:
-    tasks: dict[int, Task] = field(default_factory=dict)
-    by_key: dict[str, int] = field(default_factory=dict)
-    by_rid: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    dependents: dict[int, list[int]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATES, 0))
-    next_id: int = 1
-    applied_index: int = 0
-    running: dict[int, set[int]] = field(default_factory=dict)  # worker -> task ids
-    became_ready: list[int] = field(default_factory=list)  # drained by the scheduler
-    ended: list[tuple[int, int]] = field(default_factory=list)  # (task, attempt) stopped
+    """Every task, by id, and the indexes applying needs (keys, request ids, dependents,
+    running attempts per worker, counts per state)."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, Task] = {}
+        self.by_key: dict[str, int] = {}
+        self.by_rid: dict[str, tuple[int, ...]] = {}
+        self.dependents: dict[int, list[int]] = {}
+        self.counts: dict[str, int] = dict.fromkeys(STATES, 0)  # plain str keys (JSON)
+        self.next_id = 1
+        self.applied_index = 0
+        self.running: dict[int, set[int]] = {}  # worker -> task ids
+        # what the entry being applied changes; handed out in its `Applied`, then reset
+        self._ready: list[int] = []
+        self._ended: list[tuple[int, int]] = []
 
     # ------------------------------------------------------------------ apply
 
-    def apply(self, index: int, command: str) -> Applied:
-        """Apply one committed command. A malformed one is skipped, the same way on
-        every peer (it is deterministic), rather than stopping the peer."""
+    def apply(self, index: int, text: str) -> Applied:
+        """Apply one committed entry's text. A malformed one is skipped whole, the same
+        way on every peer (it is deterministic), rather than stopping the peer."""
         self.applied_index = index
         try:
-            return self._apply(index, orjson.loads(command))
-        except (KeyError, TypeError, ValueError, AttributeError):
+            command = decode_command(text)
+        except CommandError:
             return Applied(index, "invalid", outcome="invalid")
+        return self.apply_command(index, command)
 
-    def _apply(self, index: int, data: dict[str, Any]) -> Applied:
-        _check_shape(data)  # all or nothing: a malformed command changes no task
-        op = data.get("op")
-        if op == "submit":
-            seen = self.by_rid.get(data.get("rid", ""))
-            if seen is not None:  # the same request, retried inside the cluster
-                return Applied(index, "submit", seen, (False,) * len(seen))
-            applied = self._submit(index, data["at"], data["tasks"])
-            if data.get("rid"):
-                self.by_rid[data["rid"]] = applied.task_ids
-            return applied
-        if op == "cancel":
-            return self._cancel(index, data["at"], data["id"])
-        if op == "assign":
-            return self._assign(index, data["at"], data["items"])
-        if op == "finish":
-            return self._finish(index, data["at"], data["items"])
-        return Applied(index, "noop")
+    def apply_command(self, index: int, command: Command) -> Applied:
+        self._ready, self._ended = [], []
+        applied = self._dispatch(index, command)
+        if self._ready or self._ended:
+            applied = Applied(
+                applied.index,
+                applied.op,
+                applied.task_ids,
+                applied.created,
+                applied.outcome,
+                tuple(self._ready),
+                tuple(self._ended),
+            )
+        self._ready, self._ended = [], []
+        return applied
 
-    def _assign(self, index: int, at: float, items: list[list[Any]]) -> Applied:
+    def _dispatch(self, index: int, command: Command) -> Applied:
+        match command:
+            case Submit():
+                return self._submit_once(index, command)
+            case Assign():
+                return self._assign(index, command.at, command.items)
+            case Finish():
+                return self._finish(index, command.at, command.items)
+            case Cancel():
+                return self._cancel(index, command.at, command.task)
+            case Noop():
+                return Applied(index, "noop")
+
+    def _submit_once(self, index: int, command: Submit) -> Applied:
+        seen = self.by_rid.get(command.rid) if command.rid else None
+        if seen is not None:  # the same request, retried inside the cluster
+            return Applied(index, "submit", seen, (False,) * len(seen))
+        applied = self._submit(index, command.at, command.tasks)
+        if command.rid:
+            self.by_rid[command.rid] = applied.task_ids
+        return applied
+
+    def _assign(self, index: int, at: float, items: tuple[Assignment, ...]) -> Applied:
         done = []
-        for task_id, attempt, worker, incarnation in items:
-            task = self.tasks.get(task_id)
-            if task is None or task.state not in READY or attempt != task.attempt + 1:
+        for item in items:
+            task = self.tasks.get(item.task)
+            if task is None or task.state not in READY or item.attempt != task.attempt + 1:
                 continue
-            self._set_state(task, "running")
-            task.attempt, task.worker, task.incarnation = attempt, worker, incarnation
+            self._set_state(task, TaskState.RUNNING)
+            task.attempt, task.worker, task.incarnation = (
+                item.attempt,
+                item.worker,
+                item.incarnation,
+            )
             task.started_at, task.finished_at = at, None
-            self.running.setdefault(worker, set()).add(task_id)
-            done.append(task_id)
+            self.running.setdefault(item.worker, set()).add(task.id)
+            done.append(task.id)
         return Applied(index, "assign", tuple(done))
 
-    def _finish(self, index: int, at: float, items: list[list[Any]]) -> Applied:
+    def _finish(self, index: int, at: float, items: tuple[Outcome, ...]) -> Applied:
         done = []
-        for task_id, attempt, ok, value, retry_at in items:
-            task = self.tasks.get(task_id)
-            if task is None or task.state != "running" or attempt != task.attempt:
+        for item in items:
+            task = self.tasks.get(item.task)
+            if task is None or task.state is not TaskState.RUNNING or item.attempt != task.attempt:
                 continue  # a stale attempt, or already ended
             self._stop_running(task)
-            done.append(task_id)
-            if ok:
-                self._set_state(task, "succeeded")
-                task.result, task.error, task.finished_at = value, None, at
+            done.append(task.id)
+            if item.ok:
+                self._set_state(task, TaskState.SUCCEEDED)
+                task.result, task.error, task.finished_at = item.value, None, at
                 self._release_dependents(task)
             elif task.attempt < task.max_attempts:
-                self._set_state(task, "scheduled")
-                task.error, task.not_before = str(value), float(retry_at)
-                self.became_ready.append(task.id)
+                self._set_state(task, TaskState.SCHEDULED)
+                task.error, task.not_before = str(item.value), item.retry_at
+                self._ready.append(task.id)
             else:
-                self._set_state(task, "failed")
-                task.error, task.finished_at = str(value), at
+                self._set_state(task, TaskState.FAILED)
+                task.error, task.finished_at = str(item.value), at
                 for child in self.dependents.get(task.id, ()):
                     reason = f"dependency {task.id} failed"
                     self._cancel_with_dependents(self.tasks[child], at, reason)
@@ -171,49 +226,51 @@ class TaskTable:
     def _stop_running(self, task: Task) -> None:
         if task.worker is not None:
             self.running.get(task.worker, set()).discard(task.id)
-        self.ended.append((task.id, task.attempt))
+        self._ended.append((task.id, task.attempt))
 
     def _release_dependents(self, task: Task) -> None:
         for child_id in self.dependents.get(task.id, ()):
             child = self.tasks[child_id]
-            if child.state == "blocked" and all(
-                self.tasks[d].state == "succeeded" for d in child.depends_on if d in self.tasks
+            if child.state is TaskState.BLOCKED and all(
+                self.tasks[d].state is TaskState.SUCCEEDED
+                for d in child.depends_on
+                if d in self.tasks
             ):
-                self._set_state(child, "queued")
-                self.became_ready.append(child.id)
+                self._set_state(child, TaskState.QUEUED)
+                self._ready.append(child.id)
 
-    def _submit(self, index: int, at: float, specs: list[dict[str, Any]]) -> Applied:
+    def _submit(self, index: int, at: float, specs: tuple[TaskSpec, ...]) -> Applied:
         refs: dict[str, int] = {}
         ids, created = [], []
         for spec in specs:
-            existing = self.by_key.get(spec["key"]) if spec.get("key") else None
+            existing = self.by_key.get(spec.key) if spec.key else None
             if existing is not None:
                 ids.append(existing)
                 created.append(False)
-                if spec.get("ref"):
-                    refs[spec["ref"]] = existing
+                if spec.ref:
+                    refs[spec.ref] = existing
                 continue
             task = self._new_task(at, spec, refs)
-            if spec.get("ref"):
-                refs[spec["ref"]] = task.id
+            if spec.ref:
+                refs[spec.ref] = task.id
             ids.append(task.id)
             created.append(True)
         return Applied(index, "submit", tuple(ids), tuple(created))
 
-    def _new_task(self, at: float, spec: dict[str, Any], refs: dict[str, int]) -> Task:
-        deps = tuple(spec.get("depends_on", ())) + tuple(refs[r] for r in spec.get("after", ()))
+    def _new_task(self, at: float, spec: TaskSpec, refs: dict[str, int]) -> Task:
+        deps = spec.depends_on + tuple(refs[r] for r in spec.after)
         task = Task(
             id=self.next_id,
-            kind=spec["kind"],
-            args=spec.get("args"),
-            queue=spec.get("queue", "default"),
-            priority=spec.get("priority", 0),
-            max_attempts=spec.get("max_attempts", 3),
-            timeout=spec.get("timeout"),
+            kind=spec.kind,
+            args=spec.args,
+            queue=spec.queue,
+            priority=spec.priority,
+            max_attempts=spec.max_attempts,
+            timeout=spec.timeout,
             depends_on=deps,
-            key=spec.get("key"),
+            key=spec.key,
             submitted_at=at,
-            not_before=at + spec.get("delay", 0.0),
+            not_before=at + spec.delay,
         )
         self.next_id += 1
         self.tasks[task.id] = task
@@ -224,19 +281,20 @@ class TaskTable:
         task.state = self._initial_state(task)
         self.counts[task.state] += 1
         if task.state in READY:
-            self.became_ready.append(task.id)
-        if task.state == "blocked" and self._dependency_failed(task):
+            self._ready.append(task.id)
+        if task.state is TaskState.BLOCKED and self._dependency_failed(task):
             self._cancel_with_dependents(task, at, "a dependency failed or was cancelled")
         return task
 
-    def _initial_state(self, task: Task) -> str:
+    def _initial_state(self, task: Task) -> TaskState:
         deps = [self.tasks[d] for d in task.depends_on if d in self.tasks]
-        if any(d.state != "succeeded" for d in deps):
-            return "blocked"
-        return "scheduled" if task.not_before > task.submitted_at else "queued"
+        if any(d.state is not TaskState.SUCCEEDED for d in deps):
+            return TaskState.BLOCKED
+        return TaskState.SCHEDULED if task.not_before > task.submitted_at else TaskState.QUEUED
 
     def _dependency_failed(self, task: Task) -> bool:
-        return any(self.tasks[d].state in ("failed", "cancelled") for d in task.depends_on)
+        failed = (TaskState.FAILED, TaskState.CANCELLED)
+        return any(self.tasks[d].state in failed for d in task.depends_on)
 
     def _cancel(self, index: int, at: float, task_id: int) -> Applied:
         task = self.tasks.get(task_id)
@@ -253,14 +311,14 @@ class TaskTable:
             current, why = pending.pop()
             if current.state in TERMINAL:
                 continue
-            if current.state == "running":
+            if current.state is TaskState.RUNNING:
                 self._stop_running(current)
-            self._set_state(current, "cancelled")
+            self._set_state(current, TaskState.CANCELLED)
             current.error, current.finished_at = why, at
             for child in self.dependents.get(current.id, ()):
                 pending.append((self.tasks[child], f"dependency {current.id} was cancelled"))
 
-    def _set_state(self, task: Task, state: str) -> None:
+    def _set_state(self, task: Task, state: TaskState) -> None:
         self.counts[task.state] -= 1
         task.state = state
         self.counts[state] += 1
@@ -283,33 +341,3 @@ class TaskTable:
                     more = task_id + 1 < self.next_id
                     return out, task_id if more else None
         return out, None
-
-
-_ITEM_TYPES = {
-    "assign": (int, int, int, int),
-    "finish": (int, int, bool, object, float | int),
-}
-
-
-def _check_shape(data: dict[str, Any]) -> None:
-    """Raise ValueError unless every part of the command has the shape applying needs."""
-    op = data.get("op")
-    if op in ("submit", "cancel", *_ITEM_TYPES) and not isinstance(data.get("at"), float | int):
-        raise ValueError("at")
-    if op == "submit":
-        refs: set[str] = set()
-        for spec in data["tasks"]:
-            if not isinstance(spec, dict) or not isinstance(spec.get("kind"), str):
-                raise ValueError("tasks")
-            if not refs.issuperset(spec.get("after", ())):
-                raise ValueError("after")
-            refs.add(spec.get("ref", ""))
-    elif op == "cancel" and not isinstance(data.get("id"), int):
-        raise ValueError("id")
-    elif op in _ITEM_TYPES:
-        types = _ITEM_TYPES[op]
-        for item in data["items"]:
-            if len(item) != len(types):
-                raise ValueError("items")
-            if not all(isinstance(v, t) for v, t in zip(item, types, strict=True)):
-                raise ValueError("items")

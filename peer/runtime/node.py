@@ -18,14 +18,14 @@ import random
 import signal
 import sqlite3
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from peer.config import ClusterConfig
-from peer.protocol.core import CoreReady, PeerCore, PeerMessage, Settings
-from peer.protocol.execution import ResultItem
+from peer.protocol.commands import Command
+from peer.protocol.core import Completed, CoreReady, Input, PeerCore, Proposal, Received
 from peer.protocol.log import Log
+from peer.protocol.messages import PeerMessage, ResultItem
 from peer.protocol.tasks import Applied
 from peer.registry import Registry
 from peer.runtime.storage import Storage
@@ -43,19 +43,9 @@ class Node:
         self.id = node_id
         self.address = config.node(node_id)
         self.storage = Storage(config.node_dir(node_id))
-        self.incarnation = self.storage.next_incarnation()
+        self.incarnation = self.storage.next_incarnation(at_least=int(time.time() * 1000))
         entries, commit_index = self.storage.load_log()
-        settings = Settings(
-            heartbeat_interval=config.heartbeat_interval,
-            suspect_after=config.suspect_after,
-            failure_timeout=config.failure_timeout,
-            election_timeout=config.election_timeout,
-            slots=config.slots,
-            prefetch=config.prefetch,
-            policy=config.policy,
-            retry_base=config.retry_base,
-            retry_max=config.retry_max,
-        )
+        settings = config.settings()
         self.core = PeerCore(
             node_id,
             config.ids,
@@ -69,7 +59,9 @@ class Node:
         self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
         self.runner = TaskRunner(registry, config.slots, self._completed)
         self.done = 0  # attempts this peer has run to an end
-        self._inbox: deque[tuple[float, PeerMessage]] = deque(maxlen=MAX_INBOX)
+        self._inbox: list[Input] = []
+        self._proposals = 0  # proposal refs handed out
+        self._proposed: dict[int, asyncio.Future[Applied]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"disk-{node_id}")
@@ -99,23 +91,26 @@ class Node:
     def deliver(self, messages: list[PeerMessage]) -> None:
         """Queue messages from a peer for the driver (called by the HTTP handler), with
         the time they arrived; wake it unless they can wait for its next cycle."""
+        if len(self._inbox) >= MAX_INBOX:
+            return  # overloaded: the protocol resends what matters
         now = time.monotonic()
-        self._inbox.extend((now, m) for m in messages)
+        self._inbox.extend(Received(now, m) for m in messages)
         if any(self.core.needs_cycle(m) for m in messages):
             self._wake.set()
 
-    async def propose(self, command: str) -> Applied:
-        """Append `command` through the log and wait until it is applied here.
+    async def propose(self, command: Command) -> Applied:
+        """Append `command` through the log (at the driver's next cycle) and wait until
+        it is applied here.
 
         Raises `NotLeader` when this peer is not a ready leader, `LeadershipLost` when
         the entry was replaced by another leader's (the caller may retry safely).
         """
-        entries = self.core.propose(time.monotonic(), [command])
-        if not entries:
+        if not self.core.is_ready_leader:
             raise NotLeader()
-        entry = entries[0]
+        self._proposals += 1
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
-        self._waiters[entry.index] = (entry.term, future)
+        self._proposed[self._proposals] = future
+        self._inbox.append(Proposal(self._proposals, (command,)))
         self._wake.set()
         return await future
 
@@ -131,14 +126,10 @@ class Node:
     async def _drive_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            now = time.monotonic()
-            while self._inbox:
-                self.core.receive(*self._inbox.popleft())
-            if self.core.tick_due(now):
-                self.core.tick(now, time.time())
-            else:
-                self.core.advance(now, time.time())
-            await self._carry_out()
+            inbox, self._inbox = self._inbox, []
+            batch = self.core.cycle(time.monotonic(), time.time(), inbox)
+            self._await_proposed(batch)
+            await self._carry_out(batch)
             next_tick = self.core.next_tick()
             if not self._wake.is_set():
                 # a timer handle, not `asyncio.timeout`: most idle wake-ups are the tick,
@@ -153,8 +144,16 @@ class Node:
                 await asyncio.sleep(0)
             self._wake.clear()
 
-    async def _carry_out(self) -> None:
-        batch = self.core.ready()
+    def _await_proposed(self, batch: CoreReady) -> None:
+        """Each proposal of this cycle waits for its entry, or learns it was refused."""
+        for ref, entries in batch.proposed:
+            future = self._proposed.pop(ref)
+            if not entries:
+                future.set_exception(NotLeader())
+            else:
+                self._waiters[entries[0].index] = (entries[0].term, future)
+
+    async def _carry_out(self, batch: CoreReady) -> None:
         if not await self._persist(batch):
             # nothing that depends on unsaved state leaves this peer; the protocol
             # resends messages, and what was applied is handed out after the next save
@@ -219,7 +218,7 @@ class Node:
 
     def _completed(self, item: ResultItem) -> None:
         self.done += 1
-        self.core.complete(time.monotonic(), item)
+        self._inbox.append(Completed(item))
         self._wake.set()
 
     def _resolve(self, applied: Applied) -> None:

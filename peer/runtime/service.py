@@ -17,8 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from peer.protocol.commands import Cancel, Submit, TaskSpec
 from peer.protocol.tasks import TERMINAL, Applied
 from peer.runtime.forwarding import Forwarder
 from peer.runtime.node import LeadershipLost, Node, NotLeader
@@ -149,8 +148,8 @@ class WriteService:
             for dep in spec.get("depends_on", ()):
                 if table.get(dep) is None:
                     raise BadRequest(where, f"no task with id {dep}")
-        command = {"op": "submit", "at": time.time(), "rid": write.rid, "tasks": write.specs}
-        applied = await self.node.propose(orjson.dumps(command).decode())
+        specs = tuple(TaskSpec.from_json(spec) for spec in write.specs)
+        applied = await self.node.propose(Submit(time.time(), specs, write.rid))
         return self._submitted(applied, write.order)
 
     def _submitted(self, applied: Applied, order: list[int] | None) -> Reply:
@@ -170,8 +169,7 @@ class WriteService:
             return error_reply(404, "not_found", f"no task {write.task_id}")
         if task.state in TERMINAL:
             return error_reply(409, "conflict", f"task {task.id} is already {task.state}")
-        command = {"op": "cancel", "at": time.time(), "id": write.task_id}
-        applied = await self.node.propose(orjson.dumps(command).decode())
+        applied = await self.node.propose(Cancel(time.time(), write.task_id))
         if applied.outcome == "terminal":
             return error_reply(409, "conflict", f"task {task.id} is already {task.state}")
         return Reply(200, task.to_json())

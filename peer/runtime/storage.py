@@ -30,6 +30,7 @@ class Storage:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self.fresh = self._get("incarnation") is None  # nothing was ever stored here
 
     def _get(self, key: str) -> int | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -74,9 +75,11 @@ class Storage:
                 raise RuntimeError(f"{self.path}: log has a gap before index {entry.index}")
         return entries, self._get("commit_index") or 0
 
-    def next_incarnation(self) -> int:
-        """A number higher than any earlier run of this peer used."""
-        incarnation = (self._get("incarnation") or 0) + 1
+    def next_incarnation(self, at_least: int = 0) -> int:
+        """A number higher than any earlier run of this peer used, and at least
+        `at_least` (the driver passes the wall clock in milliseconds, so that a peer
+        whose disk was wiped still comes back with a higher incarnation than before)."""
+        incarnation = max((self._get("incarnation") or 0) + 1, at_least)
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(

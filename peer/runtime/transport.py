@@ -20,7 +20,7 @@ from collections import deque
 
 import aiohttp
 
-from peer.protocol.core import PeerMessage
+from peer.protocol.messages import PeerMessage
 from peer.runtime.auth import seal, sign
 from peer.runtime.wire import encode_message, join_encoded
 

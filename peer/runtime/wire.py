@@ -15,10 +15,17 @@ from typing import Any
 import orjson
 
 from election.messages import ALL_MESSAGES, LogPosition
-from peer.protocol.core import PeerMessage
-from peer.protocol.execution import ResultItem, Results
-from peer.protocol.log import Append, AppendReply, Entry, FetchLog, LogChunk
+from peer.protocol.log import Entry
 from peer.protocol.membership import Gossip, MemberDigest
+from peer.protocol.messages import (
+    Append,
+    AppendReply,
+    FetchLog,
+    LogChunk,
+    PeerMessage,
+    ResultItem,
+    Results,
+)
 
 KINDS: dict[str, type] = {
     cls.__name__: cls

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from peer.protocol.execution import ResultItem
+from peer.protocol.messages import ResultItem
 from peer.protocol.tasks import Task
 from peer.registry import Registry, TaskFailed
 

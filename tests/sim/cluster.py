@@ -1,15 +1,15 @@
 """A whole cluster of real `PeerCore`s in one process, on a fake clock and network.
 
-Virtual time advances in fixed steps; each step delivers due messages, ticks the
-running peers, persists what they ask to persist (the "disk" survives crashes), then
-sends what they produced. With `lazy_ticks` (the default) a peer is driven as the real
-driver drives it: it runs a cycle (`ready`) only for a delivery it needs at once
-(`needs_cycle`; other messages wait, with their arrival time, for its next cycle), a
-finished task, or a tick, and it is ticked when its `next_tick` has come or along with a
-delivery half a heartbeat after its last tick. Otherwise every step ticks every peer
-and every message is taken at once. Clients may propose commands to
-whichever peer is a ready leader; a command is acknowledged when that leader applies it
-in the term it proposed it.
+Virtual time advances in fixed steps; each step delivers due messages into the peers'
+inboxes and runs a cycle (`PeerCore.cycle`, the driver's one entry point) on every peer
+the real driver would wake, persists what the batch asks to persist (the "disk"
+survives crashes), then sends what it produced. With `lazy_ticks` (the default) a peer
+wakes, as in the driver, for a delivery it needs at once (`needs_cycle`; other messages
+wait in its inbox, with their arrival time, for its next cycle), a finished task, a
+proposal, or its `next_tick`, and the core decides whether the cycle ticks. Otherwise
+every step runs a ticking cycle on every peer with every message at once. Clients may
+propose commands to whichever peer is a ready leader; a command is acknowledged when
+that leader applies it in the term it proposed it.
 Invariants are checked after every step and raise `InvariantViolation`.
 
 With `execute=True` the peers also run the tasks they are assigned: each start in a
@@ -29,9 +29,11 @@ from typing import Any
 import orjson
 
 from election import HardState, Role
-from peer.protocol.core import CoreReady, PeerCore, Settings
-from peer.protocol.execution import ResultItem
+from peer.protocol.commands import Finish, Submit, TaskSpec, decode_command
+from peer.protocol.core import Completed, CoreReady, Input, PeerCore, Proposal, Received
 from peer.protocol.log import Entry, Log
+from peer.protocol.messages import ResultItem
+from peer.protocol.settings import Settings
 from peer.protocol.tasks import Applied, Task
 from tests.sim.network import Faults, SimNetwork
 
@@ -59,8 +61,9 @@ class SimCluster:
     ) -> None:
         self.ids = tuple(range(1, size + 1))
         self.lazy_ticks = lazy_ticks
-        self.last_tick: dict[int, float] = {}
-        self.held: dict[int, list[tuple[float, Any]]] = {}  # messages waiting for a cycle
+        self.inbox: dict[int, list[Input]] = {}  # what waits for each peer's next cycle
+        self.woken: set[int] = set()  # peers the driver would run a cycle for this step
+        self.proposal_keys: dict[int, str] = {}  # proposal ref -> the client's key
         self.majority = size // 2 + 1
         self.rng = random.Random(seed)
         self.settings = settings or Settings()
@@ -90,8 +93,7 @@ class SimCluster:
 
     def start(self, node_id: int) -> None:
         self.incarnation[node_id] += 1
-        self.last_tick[node_id] = float("-inf")
-        self.held[node_id] = []
+        self.inbox[node_id] = []
         self.nodes[node_id] = PeerCore(
             node_id,
             self.ids,
@@ -117,41 +119,28 @@ class SimCluster:
         self.now = round(self.now + STEP, 6)
         if propose_rate and self.rng.random() < propose_rate:
             self.propose()
-        delivered = set()
         for _src, dst, message in self.net.due(self.now):
             node = self.nodes.get(dst)
             if node is None:
                 continue
-            self.held[dst].append((self.now, message))
-            if not self.lazy_ticks or node.needs_cycle(message):
-                self._take_held(dst)
-                node.advance(self.now)  # as the driver's cycle does
-                delivered.add(dst)
-                self._flush(dst)
-        completed = self._complete_due() if self.execute else set()
+            self.inbox[dst].append(Received(self.now, message))
+            if node.needs_cycle(message):
+                self.woken.add(dst)
+        if self.execute:
+            self._complete_due()
         for node_id in self.up:
-            if self._tick_due(node_id, node_id in delivered):
-                self._take_held(node_id)
-                self.nodes[node_id].tick(self.now)
-                self.last_tick[node_id] = self.now
-                self._flush(node_id)
-            elif node_id in completed:  # a finished task wakes the driver: a cycle
-                self.nodes[node_id].advance(self.now)
-                self._flush(node_id)
+            if not self.lazy_ticks:
+                self._cycle(node_id, tick=True)
+            elif node_id in self.woken or self.nodes[node_id].next_tick() <= self.now:
+                self._cycle(node_id)
+        self.woken = set()
         self.check_invariants()
 
-    def _take_held(self, node_id: int) -> None:
-        for arrived, message in self.held[node_id]:
-            self.nodes[node_id].receive(arrived, message)
-        self.held[node_id] = []
-
-    def _tick_due(self, node_id: int, delivered: bool) -> bool:
-        """Whether the real driver would tick this peer now: in a cycle a delivery
-        brought, as the core says (`tick_due`); otherwise only when a timer is due."""
-        if not self.lazy_ticks:
-            return True
-        node = self.nodes[node_id]
-        return node.tick_due(self.now) if delivered else node.next_tick() <= self.now
+    def _cycle(self, node_id: int, tick: bool | None = None) -> None:
+        """One driver cycle of a peer over its inbox; then persist, send, apply."""
+        inbox, self.inbox[node_id] = self.inbox[node_id], []
+        batch = self.nodes[node_id].cycle(self.now, self.now, inbox, tick)
+        self._carry_out(node_id, batch)
 
     def run(self, seconds: float, propose_rate: float = 0.0) -> None:
         for n in range(round(seconds / STEP)):
@@ -167,21 +156,24 @@ class SimCluster:
         return bool(condition())
 
     def propose(self) -> None:
-        """A client submits one command to a ready leader, if there is one."""
+        """A client submits one command to a ready leader, if there is one; it goes in
+        at the leader's next cycle (this step), as a client write does in the driver."""
         ready = [i for i, n in self.nodes.items() if n.is_ready_leader]
         if not ready:
             return
         leader = self.rng.choice(ready)
         self.proposals += 1
         key = f"k{self.proposals}"
-        task = {**self.make_task(self.proposals), "key": key}
-        command = orjson.dumps({"op": "submit", "at": self.now, "tasks": [task]}).decode()
-        for entry in self.nodes[leader].propose(self.now, [command]):
-            self.pending[entry.index] = (entry.term, key)
-        self._flush(leader)
+        spec = TaskSpec.from_json({**self.make_task(self.proposals), "key": key})
+        self.proposal_keys[self.proposals] = key
+        self.inbox[leader].append(Proposal(self.proposals, (Submit(self.now, (spec,)),)))
+        self.woken.add(leader)
 
-    def _flush(self, node_id: int) -> None:
-        batch = self.nodes[node_id].ready()
+    def _carry_out(self, node_id: int, batch: CoreReady) -> None:
+        for ref, entries in batch.proposed:
+            key = self.proposal_keys.pop(ref)
+            for entry in entries:
+                self.pending[entry.index] = (entry.term, key)
         self._persist(node_id, batch)  # persisted before anything is sent
         for to, message in batch.messages:
             self.net.send(self.now, node_id, to, message)
@@ -210,25 +202,25 @@ class SimCluster:
                 due = self.now + self.rng.uniform(*RUN_TIME)
             work[(task.id, task.attempt)] = (due, _run(task))
 
-    def _complete_due(self) -> set[int]:
-        """Complete the work that is due; the peers that completed something."""
-        completed = set()
+    def _complete_due(self) -> None:
+        """Complete the work that is due; a finished attempt wakes its peer's driver."""
         for node_id in self.up:
             work = self.work.get(node_id, {})
             for key, (due, item) in sorted(work.items()):
                 if due <= self.now:
                     del work[key]
-                    self.nodes[node_id].complete(self.now, item)
-                    completed.add(node_id)
-        return completed
+                    self.inbox[node_id].append(Completed(item))
+                    self.woken.add(node_id)
 
     def _record_finish(self, node_id: int, applied: Applied, entry: Entry) -> None:
         """Remember the outcome of each attempt a finish ended; never two different."""
-        items: dict[int, list[Any]] = {}
-        for item in orjson.loads(entry.command)["items"]:
-            items.setdefault(item[0], item)
+        command = decode_command(entry.command)
+        assert isinstance(command, Finish)
+        items = {}
+        for item in command.items:
+            items.setdefault(item.task, item)
         for task_id in applied.task_ids:
-            _, attempt, ok, value, _ = items[task_id]
+            attempt, ok, value = items[task_id].attempt, items[task_id].ok, items[task_id].value
             first = self.outcomes.setdefault((task_id, attempt), (ok, value))
             if first != (ok, value):
                 raise InvariantViolation(

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from peer.protocol.core import Settings
+from peer.protocol.settings import Settings
 from peer.protocol.tasks import TERMINAL
 from tests.sim.cluster import SimCluster
 from tests.sim.network import Faults

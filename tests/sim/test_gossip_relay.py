@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from peer.protocol.commands import Noop
 from peer.protocol.core import RELAY_SLACK
-from peer.protocol.execution import Results
-from peer.protocol.log import Append, AppendReply
 from peer.protocol.membership import Gossip, Status
+from peer.protocol.messages import Append, AppendReply, Results
 from tests.sim.cluster import SimCluster
 from tests.sim.network import Faults
 
@@ -102,10 +102,10 @@ def test_steady_peers_tick_about_once_a_heartbeat():
     hb = sim.settings.heartbeat_interval
     ticks = dict.fromkeys(sim.ids, 0)
     for _ in range(200):  # two virtual seconds
-        before = dict(sim.last_tick)
+        before = {p: sim.nodes[p].last_tick for p in sim.ids}
         sim.step()
         for p in sim.ids:
-            ticks[p] += sim.last_tick[p] != before[p]
+            ticks[p] += sim.nodes[p].last_tick != before[p]
     assert all(2.0 / hb * 0.8 <= n <= 2.0 / hb * 1.3 for n in ticks.values()), ticks
 
 
@@ -119,7 +119,7 @@ def test_only_news_wakes_an_idle_leader():
     assert leader.needs_cycle(AppendReply(term, 1, False, 0))  # a refusal: resend
     assert leader.needs_cycle(AppendReply(term + 1, 1, False, 0))  # a newer term: step down
     assert leader.needs_cycle(Results(term, 1, ()))
-    leader.propose(sim.now, ['{"op": "noop"}'])
+    leader.propose(sim.now, [Noop()])
     assert leader.needs_cycle(idle_reply)  # an entry is in flight to peer 1
 
 

@@ -1,0 +1,285 @@
+"""The task log's commands as typed values, and their one codec (JSON text in entries).
+
+Owns: `Submit`, `Assign`, `Finish`, `Cancel`, `Noop` (frozen, slotted) and what they
+carry (`TaskSpec`, `Assignment`, `Outcome`); `encode_command` and `decode_command`.
+An entry's text is what is persisted and replicated; the core proposes typed commands
+and the task table applies typed commands, so no dict crosses the core.
+
+The JSON shapes (kept stable, as they are on disk):
+  {"op": "noop"}
+  {"op": "submit", "at": T, "rid": R, "tasks": [spec, ...]}
+  {"op": "assign", "at": T, "items": [[id, attempt, worker, incarnation], ...]}
+  {"op": "finish", "at": T, "items": [[id, attempt, ok, value, retry_at], ...]}
+  {"op": "cancel", "at": T, "id": N}
+
+Decoding checks every field's type and raises `CommandError` on anything else, so a
+malformed entry is refused whole (the table skips it the same way on every peer) and
+never half-applied. Pure: orjson only, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+
+class CommandError(ValueError):
+    """Text that is not a well-formed log command."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """One task as submitted (already checked by the API); `ref`/`after` name other
+    specs of the same submit."""
+
+    kind: str
+    args: Any = None
+    queue: str = "default"
+    priority: int = 0
+    max_attempts: int = 3
+    timeout: float | None = None
+    delay: float = 0.0
+    depends_on: tuple[int, ...] = ()
+    key: str | None = None
+    ref: str | None = None
+    after: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as JSON, defaults left out (as a client would send it)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for name, default in _SPEC_DEFAULTS.items():
+            value = getattr(self, name)
+            if value != default:
+                out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> TaskSpec:
+        if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+            raise CommandError("tasks: a spec needs a kind")
+        timeout = data.get("timeout")
+        return cls(
+            kind=data["kind"],
+            args=data.get("args"),
+            queue=_typed(data.get("queue", "default"), str, "queue"),
+            priority=_integer(data.get("priority", 0), "priority"),
+            max_attempts=_integer(data.get("max_attempts", 3), "max_attempts"),
+            timeout=None if timeout is None else _number(timeout, "timeout"),
+            delay=_number(data.get("delay", 0.0), "delay"),
+            depends_on=tuple(_integer(d, "depends_on") for d in _list(data, "depends_on")),
+            key=_optional_text(data.get("key"), "key"),
+            ref=_optional_text(data.get("ref"), "ref"),
+            after=tuple(_typed(r, str, "after") for r in _list(data, "after")),
+        )
+
+
+_SPEC_DEFAULTS: dict[str, Any] = {
+    "args": None,
+    "queue": "default",
+    "priority": 0,
+    "max_attempts": 3,
+    "timeout": None,
+    "delay": 0.0,
+    "depends_on": (),
+    "key": None,
+    "ref": None,
+    "after": (),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    task: int
+    attempt: int
+    worker: int
+    incarnation: int  # the worker's incarnation it is meant for
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended: ok with its result, or not with an error message, and
+    when a failed task may run again (the leader's backoff)."""
+
+    task: int
+    attempt: int
+    ok: bool
+    value: Any
+    retry_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Noop:
+    """A new leader's first entry of its term."""
+
+
+@dataclass(frozen=True, slots=True)
+class Submit:
+    at: float
+    tasks: tuple[TaskSpec, ...]
+    rid: str = ""  # the request id: a retry inside the cluster returns the same tasks
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    at: float
+    items: tuple[Assignment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    at: float
+    items: tuple[Outcome, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    at: float
+    task: int
+
+
+Command = Submit | Assign | Finish | Cancel | Noop
+
+
+# ------------------------------------------------------------------------ encode
+
+
+def encode_command(command: Command) -> str:
+    return orjson.dumps(_ENCODERS[type(command)](command)).decode()
+
+
+def _encode_submit(c: Any) -> dict[str, Any]:
+    return {"op": "submit", "at": c.at, "rid": c.rid, "tasks": [s.to_json() for s in c.tasks]}
+
+
+def _encode_assign(c: Any) -> dict[str, Any]:
+    items = [[a.task, a.attempt, a.worker, a.incarnation] for a in c.items]
+    return {"op": "assign", "at": c.at, "items": items}
+
+
+def _encode_finish(c: Any) -> dict[str, Any]:
+    items = [[o.task, o.attempt, o.ok, o.value, o.retry_at] for o in c.items]
+    return {"op": "finish", "at": c.at, "items": items}
+
+
+_ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    Noop: lambda c: {"op": "noop"},
+    Submit: _encode_submit,
+    Assign: _encode_assign,
+    Finish: _encode_finish,
+    Cancel: lambda c: {"op": "cancel", "at": c.at, "id": c.task},
+}
+
+NOOP_TEXT = encode_command(Noop())
+
+
+# ------------------------------------------------------------------------ decode
+
+
+def decode_command(text: str) -> Command:
+    """The command an entry holds; `CommandError` if any part of it is malformed."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise CommandError("not JSON") from exc
+    if not isinstance(data, dict):
+        raise CommandError("a command is a JSON object")
+    decoder = _DECODERS.get(data.get("op"))  # type: ignore[arg-type]
+    if decoder is None:
+        raise CommandError(f"unknown op {data.get('op')!r}")
+    try:
+        return decoder(data)
+    except (KeyError, TypeError) as exc:
+        raise CommandError(f"malformed {data.get('op')}: {exc}") from exc
+
+
+def _decode_submit(data: dict[str, Any]) -> Submit:
+    tasks = tuple(TaskSpec.from_json(s) for s in _list(data, "tasks", required=True))
+    refs: set[str] = set()
+    for spec in tasks:  # `after` may only name specs that come before it
+        if not refs.issuperset(spec.after):
+            raise CommandError("after: names a spec that does not come before it")
+        refs.add(spec.ref or "")
+    return Submit(_at(data), tasks, _typed(data.get("rid", ""), str, "rid"))
+
+
+def _decode_assign(data: dict[str, Any]) -> Assign:
+    items = []
+    for item in _list(data, "items", required=True):
+        task, attempt, worker, incarnation = _row(item, 4)
+        items.append(
+            Assignment(
+                _integer(task, "items"),
+                _integer(attempt, "items"),
+                _integer(worker, "items"),
+                _integer(incarnation, "items"),
+            )
+        )
+    return Assign(_at(data), tuple(items))
+
+
+def _decode_finish(data: dict[str, Any]) -> Finish:
+    items = []
+    for item in _list(data, "items", required=True):
+        task, attempt, ok, value, retry_at = _row(item, 5)
+        outcome = Outcome(
+            _integer(task, "items"),
+            _integer(attempt, "items"),
+            _typed(ok, bool, "items"),
+            value,
+            _number(retry_at, "items"),
+        )
+        items.append(outcome)
+    return Finish(_at(data), tuple(items))
+
+
+_DECODERS: dict[str, Callable[[dict[str, Any]], Command]] = {
+    "noop": lambda data: Noop(),
+    "submit": _decode_submit,
+    "assign": _decode_assign,
+    "finish": _decode_finish,
+    "cancel": lambda data: Cancel(_at(data), _integer(data.get("id"), "id")),
+}
+
+
+def _at(data: dict[str, Any]) -> float:
+    return _number(data.get("at"), "at")
+
+
+def _row(item: Any, width: int) -> list[Any]:
+    if not isinstance(item, list) or len(item) != width:
+        raise CommandError(f"items: each item is a list of {width}")
+    return item
+
+
+def _list(data: dict[str, Any], name: str, required: bool = False) -> list[Any]:
+    if required and name not in data:
+        raise CommandError(f"{name}: missing")
+    value = data.get(name, [])
+    if not isinstance(value, list):
+        raise CommandError(f"{name}: must be a list")
+    return value
+
+
+def _typed(value: Any, kind: type, name: str) -> Any:
+    if not isinstance(value, kind):
+        raise CommandError(f"{name}: must be {kind.__name__}")
+    return value
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CommandError(f"{name}: must be an integer")
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CommandError(f"{name}: must be a number")
+    return float(value)
+
+
+def _optional_text(value: Any, name: str) -> str | None:
+    return None if value is None else _typed(value, str, name)

@@ -1,0 +1,38 @@
+"""The core's tunables and their defaults: the one place they are spelled.
+
+`peer.config` reads them from `cluster.toml` (`ClusterConfig.settings()`); the election
+and membership take the parts they need (`election_timings`, `membership_timings`), so
+a default changes here or nowhere. Pure data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from election import Timings
+from peer.protocol.membership import MembershipTimings
+
+POLICIES = ("fifo", "priority", "fair")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    heartbeat_interval: float = 0.1  # seconds between heartbeats (and gossip rounds)
+    suspect_after: float = 0.3  # seconds without news before a peer is suspect
+    failure_timeout: float = 0.5  # ... and dead; also a leader's lease on its majority
+    election_timeout: float = 0.2  # seconds a probe or a claim waits for its answers
+    fanout: int = 3  # gossip targets per round in clusters of more than 9 peers
+    max_batch: int = 512  # entries per Append or LogChunk at most
+    slots: int = 4  # attempts a peer runs at once
+    prefetch: int = 2  # a worker holds up to slots x prefetch assigned attempts
+    policy: str = "fifo"  # fifo | priority | fair
+    retry_base: float = 0.5  # seconds of backoff after a first failed attempt
+    retry_max: float = 30.0  # the longest backoff
+
+    def election_timings(self) -> Timings:
+        return Timings(self.heartbeat_interval, self.election_timeout, self.failure_timeout)
+
+    def membership_timings(self) -> MembershipTimings:
+        return MembershipTimings(
+            self.heartbeat_interval, self.suspect_after, self.failure_timeout, self.fanout
+        )
