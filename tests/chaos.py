@@ -1,12 +1,19 @@
 """Ring 3 chaos load: the client side shared by the chaos tests of the task API.
 
 Owns the chaos client and what it needs. `Submitter` threads submit keyed `echo` tasks
-to random peers over kept-alive connections and retry a submit that got no answer or a
-5xx with the same key on another random peer; the `Ledger` records what they saw
-acknowledged. `run_chaos` puts a `Load` on a running cluster, SIGKILLs and restarts the
-leader twice, stops the clients and checks the ledger; `check_listing` holds the checks
-every chaos test makes of each peer's task list afterwards. Also the plain one-shot
-request (`request_once`), `list_all`, and the bounds both task test files use.
+to random peers over kept-alive connections, each at a bounded pace, and retry a submit
+that got no answer or a 5xx with the same key on another random peer; the `Ledger`
+records what they saw acknowledged. `run_chaos` puts a `Load` on a running cluster in
+phases (each at least `phase_seconds` long and `phase_acks` acknowledgements big),
+SIGKILLs and restarts the leader between them, stops the clients and checks the ledger;
+`check_listing` holds the checks every chaos test makes of each peer's task list. Also
+the plain one-shot request (`request_once`), `list_all`, and the bounds both task test
+files use.
+
+The phases, not a per-client budget, decide how many tasks a run submits: a fast
+cluster gets the same pace as a slow one. Two safety bounds stop a run that goes wrong,
+`RUN_TIME_LIMIT` and a count cap a paced client cannot reach within it; hitting either
+fails the run with a message naming the bound, never as a shortfall of acknowledgements.
 
 Talks to the peers only through the public HTTP API and `Cluster`; it does not start or
 stop clusters (the fixture does) and makes no test-specific check of what peers hold.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import random
 import threading
 import time
@@ -33,20 +41,29 @@ PAGE = 1000  # GET /tasks limit maximum
 MAX_TRIES_PER_KEY = 25  # one key: the first submit plus retries with the same key
 RETRY_WINDOW = 20.0  # seconds one key may be retried before the client gives up on it
 LEADER_KILLS = 2
+RUN_TIME_LIMIT = 60.0  # load plus kills; a healthy run takes ~15 s, the test timeout is 120 s
+BOUND_HIT = "the chaos load's own safety bound, not the cluster, stopped clients: "
 
 Json = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    """How hard one chaos run pushes; every bound here is checked or enforced."""
+    """How hard one chaos run pushes; every bound here is checked or enforced. Clients
+    are paced, not budgeted: the phases decide how many keys a run submits."""
 
     key_prefix: str  # keys are `{key_prefix}-{client}-{i}`, so no "-" in the prefix
     clients: int
-    max_submits_per_client: int  # bounds the run even if failover is fast and peers quick
+    pace: float  # new keys per second per client at most, however quick the cluster
     phase_seconds: float  # client load before the first kill and after each restart
     phase_acks: int  # ... and at least this many new acknowledgements in each phase
     min_acked: int  # fewer means the run exercised too little to mean anything
+
+    @property
+    def max_submits_per_client(self) -> int:
+        """The count cap: one more key than a client at `pace` starts in RUN_TIME_LIMIT,
+        so a paced client meets the time limit first and the cap is a backstop only."""
+        return math.ceil(self.pace * RUN_TIME_LIMIT) + 1
 
 
 # ---------------------------------------------------------------------------- HTTP
@@ -101,10 +118,16 @@ class Ledger:
     unexpected: list[str] = field(default_factory=list)
     gave_up: list[str] = field(default_factory=list)
     crashes: list[str] = field(default_factory=list)
+    bounded: list[str] = field(default_factory=list)  # clients a safety bound stopped
 
     def count(self) -> int:
         with self.lock:
             return len(self.acked)
+
+    def note(self, entries: list[str], entry: str) -> None:
+        """Append `entry` to one of this ledger's lists, under the lock."""
+        with self.lock:
+            entries.append(entry)
 
 
 def submitted_args(key: str) -> Json:
@@ -114,11 +137,18 @@ def submitted_args(key: str) -> Json:
 
 
 class Submitter(threading.Thread):
-    """One client: submits `echo` tasks with unique keys to random peers, one at a time,
-    retrying a failed submit with the same key on another random peer."""
+    """One client: submits `echo` tasks with unique keys to random peers, one at a time
+    and at most `load.pace` new keys a second, retrying a failed submit with the same key
+    on another random peer, until `stop` is set (or a safety bound stops it)."""
 
     def __init__(
-        self, number: int, cluster: Cluster, ledger: Ledger, stop: threading.Event, load: Load
+        self,
+        number: int,
+        cluster: Cluster,
+        ledger: Ledger,
+        stop: threading.Event,
+        load: Load,
+        deadline: float,
     ) -> None:
         super().__init__(name=f"submitter-{number}", daemon=True)
         self.number = number
@@ -128,22 +158,37 @@ class Submitter(threading.Thread):
         self.ledger = ledger
         self.stop = stop
         self.load = load
+        self.deadline = deadline  # time.monotonic() after which no new key is started
         self.rng = random.Random(number)
         self.conns: dict[int, http.client.HTTPConnection] = {}
 
     def run(self) -> None:
         try:
-            for i in range(self.load.max_submits_per_client):
-                if self.stop.is_set():
-                    break
-                key = f"{self.load.key_prefix}-{self.number}-{i}"
-                self.submit(key, {"client": self.number, "i": i})
+            self.submit_paced()
         except BaseException as exc:  # noqa: BLE001 - reported by the test thread
-            with self.ledger.lock:
-                self.ledger.crashes.append(f"{self.name}: {exc!r}")
+            self.ledger.note(self.ledger.crashes, f"{self.name}: {exc!r}")
         finally:
             for conn in self.conns.values():
                 conn.close()
+
+    def submit_paced(self) -> None:
+        """Start key i no sooner than 1/pace s after key i-1 started (the first at a random
+        offset, so the clients are out of step); return when `stop` is set."""
+        interval = 1.0 / self.load.pace
+        next_start = time.monotonic() + self.rng.random() * interval
+        cap = self.load.max_submits_per_client
+        for i in range(cap):
+            if self.stop.wait(max(0.0, next_start - time.monotonic())):
+                return
+            if time.monotonic() >= self.deadline:
+                bound = f"{self.name}: RUN_TIME_LIMIT ({RUN_TIME_LIMIT:.0f} s) passed"
+                self.ledger.note(self.ledger.bounded, bound)
+                return
+            next_start = time.monotonic() + interval
+            self.submit(
+                f"{self.load.key_prefix}-{self.number}-{i}", {"client": self.number, "i": i}
+            )
+        self.ledger.note(self.ledger.bounded, f"{self.name}: submit cap ({cap}) reached")
 
     def submit(self, key: str, args: Json) -> None:
         body = json.dumps({"kind": "echo", "args": args, "key": key}).encode()
@@ -203,28 +248,50 @@ class Submitter(threading.Thread):
 # ---------------------------------------------------------------------------- chaos
 
 
-def load_for(cluster: Cluster, ledger: Ledger, seconds: float, new_acks: int) -> None:
-    """Let the clients run for `seconds` and until `new_acks` more tasks are acknowledged."""
-    target = ledger.count() + new_acks
-    deadline = time.monotonic() + seconds
-    cluster.wait_for(
-        lambda: time.monotonic() >= deadline and ledger.count() >= target,
-        seconds + FAILOVER_TIMEOUT,
-        f"{new_acks} more acknowledged submits (have {ledger.count()})",
-        interval=0.05,
-    )
+class Phase(NamedTuple):
+    """One stretch of load between kills, as it went."""
+
+    seconds: float
+    acks: int  # new acknowledgements during it
 
 
-def crash_leader(cluster: Cluster, ledger: Ledger, load: Load) -> tuple[int, int]:
+def load_phase(cluster: Cluster, ledger: Ledger, load: Load) -> Phase:
+    """Keep the load on until at least `load.phase_seconds` have passed and at least
+    `load.phase_acks` more tasks have been acknowledged (both), or fail: the phase took
+    FAILOVER_TIMEOUT longer than that, or a safety bound stopped a client."""
+    started, start_count = time.monotonic(), ledger.count()
+    done_at = started + load.phase_seconds
+
+    def done() -> bool:
+        if ledger.bounded:  # fails below, naming the bound
+            return True
+        return time.monotonic() >= done_at and ledger.count() - start_count >= load.phase_acks
+
+    try:
+        cluster.wait_for(
+            done,
+            load.phase_seconds + FAILOVER_TIMEOUT,
+            f"{load.phase_acks} new acks",
+            interval=0.05,
+        )
+    except AssertionError as exc:
+        got, total = ledger.count() - start_count, ledger.count()
+        raise AssertionError(
+            f"phase got {got} of {load.phase_acks} new acks ({total} in all): {exc}"
+        ) from None
+    assert not ledger.bounded, BOUND_HIT + str(ledger.bounded)
+    return Phase(round(time.monotonic() - started, 1), ledger.count() - start_count)
+
+
+def crash_leader(cluster: Cluster) -> tuple[int, int]:
     """SIGKILL the ready leader, wait for the survivors' new ready leader, restart the dead
-    one, wait until every peer agrees on a ready leader again, then keep the load on."""
+    one and wait until every peer agrees on a ready leader again."""
     leader = cluster.wait_for_leader(timeout=FAILOVER_TIMEOUT)
     cluster.kill(leader)
     successor = cluster.wait_for_leader(ids=cluster.running_ids(), timeout=FAILOVER_TIMEOUT)
     assert successor != leader
     cluster.start(leader)
     cluster.wait_for_leader(timeout=START_TIMEOUT)
-    load_for(cluster, ledger, load.phase_seconds, load.phase_acks)
     return leader, successor
 
 
@@ -237,17 +304,22 @@ class ChaosRun(NamedTuple):
 
 
 def run_chaos(cluster: Cluster, load: Load) -> ChaosRun:
-    """Put `load` on the running `cluster` and SIGKILL (then restart) its leader
-    LEADER_KILLS times; stop the clients and check what they saw: no client crashed, no
-    answer was unexpected, at least `load.min_acked` submits were acknowledged. Prints
-    the summary line (bench/chaos_loop.py looks for it)."""
+    """Put `load` on the running `cluster` for a phase, then LEADER_KILLS times SIGKILL
+    (and restart) its leader and load it for another phase; stop the clients and check
+    what they saw: no client crashed or met a safety bound, no answer was unexpected, at
+    least `load.min_acked` submits were acknowledged. Prints the summary line
+    (bench/chaos_loop.py looks for it)."""
     ledger, stop = Ledger(), threading.Event()
-    clients = [Submitter(c, cluster, ledger, stop, load) for c in range(load.clients)]
+    deadline = time.monotonic() + RUN_TIME_LIMIT
+    clients = [Submitter(c, cluster, ledger, stop, load, deadline) for c in range(load.clients)]
     for client in clients:
         client.start()
+    crashes: list[tuple[int, int]] = []
     try:
-        load_for(cluster, ledger, load.phase_seconds, load.phase_acks)
-        crashes = [crash_leader(cluster, ledger, load) for _ in range(LEADER_KILLS)]
+        phases = [load_phase(cluster, ledger, load)]
+        for _ in range(LEADER_KILLS):
+            crashes.append(crash_leader(cluster))
+            phases.append(load_phase(cluster, ledger, load))
     finally:
         stop.set()
         for client in clients:  # bounded: one key's retries end within RETRY_WINDOW
@@ -255,10 +327,12 @@ def run_chaos(cluster: Cluster, load: Load) -> ChaosRun:
     assert not any(c.is_alive() for c in clients), "a client did not stop"
     summary = (
         f"{len(ledger.acked)} acknowledged, {len(ledger.gave_up)} given up; crashes (killed,"
-        f" successor) {crashes}; submit statuses {dict(ledger.statuses)}"
+        f" successor) {crashes}; phases (s, new acks) {[tuple(p) for p in phases]};"
+        f" submit statuses {dict(ledger.statuses)}"
     )
     print(summary)
     assert not ledger.crashes, ledger.crashes
+    assert not ledger.bounded, BOUND_HIT + str(ledger.bounded)
     assert not ledger.unexpected, f"{ledger.unexpected[:5]}; {summary}"
     assert len(ledger.acked) >= load.min_acked, f"only {len(ledger.acked)} acknowledged; {summary}"
     return ChaosRun(ledger, crashes, summary)

@@ -273,9 +273,7 @@ def test_cancelling_a_running_task_stops_it_on_its_worker(
 # ------------------------------------------------------------------------ chaos
 
 RUN_ALL_TIMEOUT = 30.0  # every peer has run and recorded every task once the load stops
-LOAD = chaos.Load(
-    "exec", clients=6, max_submits_per_client=300, phase_seconds=3.0, phase_acks=30, min_acked=100
-)
+LOAD = chaos.Load("exec", clients=6, pace=20.0, phase_seconds=3.0, phase_acks=30, min_acked=100)
 
 
 def _all_succeeded(cluster: Cluster) -> dict[int, int] | None:

@@ -22,9 +22,7 @@ from tests.conftest import ClusterFactory
 from tests.harness import Cluster, View
 
 SETTLE_TIMEOUT = 15.0  # every peer applies everything once the writes stop
-LOAD = chaos.Load(
-    "chaos", clients=8, max_submits_per_client=400, phase_seconds=4.0, phase_acks=60, min_acked=200
-)
+LOAD = chaos.Load("chaos", clients=8, pace=20.0, phase_seconds=4.0, phase_acks=60, min_acked=200)
 
 
 # ---------------------------------------------------------------------------- settle
