@@ -23,7 +23,18 @@ A peer that cannot see a majority never starts an election. A follower whose lea
 lower id, that sees a majority and no live peer above itself, and that has caught up with
 the leader, starts one (bully preemption).
 
+Amnesia. A peer whose stored state was wiped restarts with term 0 and no vote: it cannot
+know whom it acked in the current term, so acking again could give that term two leaders.
+Started `amnesiac`, it grants no `Probe`, acks no `Coordinator` (it still adopts a higher
+term and answers) and starts no election, until it hears a leader of its current term
+(`leader_contact`, which records that leader as its vote), or until `failure_timeout` has
+passed since the first `now` it saw with no leader heard. By then any claim it may have
+acked before the wipe has run out (a claim lasts `election_timeout` < `failure_timeout`),
+and a brand-new cluster, where every peer starts empty, still elects a leader.
+
 Inputs: `tick(now, live)` with the membership view, `step(now, message)`, `set_log(...)`.
+`step` checks a message's term once, before its handler sees it (`_check_term`): the
+handlers only ever see messages of the current term (replies: of the current probe).
 Outputs: `ready()` returns a `Ready` (state to persist, messages, events); the driver
 persists, then sends. No I/O, no clock reads, randomness from the `random.Random` given.
 """
@@ -77,9 +88,11 @@ _ROLE_OF_PHASE = {
 
 @dataclass(frozen=True, slots=True)
 class Timings:
-    heartbeat_interval: float = 0.1
-    election_timeout: float = 0.2
-    failure_timeout: float = 0.5
+    """The election's clocks, in seconds (their defaults are the cluster's settings)."""
+
+    heartbeat_interval: float
+    election_timeout: float
+    failure_timeout: float
 
 
 class BullyElection:
@@ -92,6 +105,7 @@ class BullyElection:
         timings: Timings,
         rng: random.Random,
         hard_state: HardState | None = None,
+        amnesiac: bool = False,
     ) -> None:
         self.id = node_id
         self.peers = tuple(sorted(set(peers) | {node_id}))
@@ -101,8 +115,20 @@ class BullyElection:
         state = hard_state or HardState()
         self.term = state.term
         self.voted_for = state.voted_for
-        self.role = Role.FOLLOWER
-        self._phase = Phase.IDLE
+        self._tick_of_phase: dict[Phase, Callable[[], None]] = {
+            Phase.IDLE: self._tick_follower,
+            Phase.WAITING: self._tick_candidate,
+            Phase.ELECTING: self._tick_candidate,
+            Phase.PROBING: self._tick_candidate,
+            Phase.CLAIMING: self._tick_candidate,
+            Phase.LEADING: self._tick_leader,
+        }
+        self._phase: Phase
+        self.role: Role
+        self._tick_phase: Callable[[], None]
+        self.phase = Phase.IDLE  # sets the three above
+        self._amnesiac = amnesiac  # see "Amnesia" in the module docstring
+        self._started: float | None = None  # the first `now` seen
         self.leader: int | None = None
         self.live: frozenset[int] = frozenset({node_id})
         self.log = LogPosition()
@@ -142,6 +168,13 @@ class BullyElection:
     def phase(self, phase: Phase) -> None:
         self._phase = phase
         self.role = _ROLE_OF_PHASE[phase]  # read on every message: kept, not looked up
+        self._tick_phase = self._tick_of_phase[phase]  # what `tick` runs in this phase
+
+    @property
+    def amnesiac(self) -> bool:
+        """Whether this peer, started without stored state, still withholds its vote
+        (see "Amnesia" in the module docstring)."""
+        return self._amnesiac
 
     @property
     def majority(self) -> int:
@@ -159,24 +192,21 @@ class BullyElection:
 
     def tick(self, now: float, live: Iterable[int]) -> None:
         """Advance timers; `live` is every peer the membership view does not hold dead."""
-        self._now = now
+        self._advance(now)
         self.live = (frozenset(live) | {self.id}) - {self._lost_leader}
         for cand, since in list(self._refusing_since.items()):
             if now - since > 4 * self.timings.failure_timeout:
                 del self._refusing_since[cand]  # an old refusal streak has ended
-        if self.phase is Phase.LEADING:
-            self._tick_leader()
-        elif self.phase in (Phase.ELECTING, Phase.WAITING, Phase.PROBING, Phase.CLAIMING):
-            self._tick_candidate()
-        else:
-            self._tick_follower()
+        self._tick_phase()  # the phase's own timers (set with the phase)
 
     def step(self, now: float, message: Message) -> None:
-        """Handle one message from a peer. Unknown senders are ignored."""
-        self._now = now
+        """Handle one message from a peer. Unknown senders are ignored; the term is
+        checked once, here, and only a current message reaches its handler."""
+        self._advance(now)
         if message.sender not in self.others:
             return
-        self._handlers[type(message)](message)
+        if self._check_term(message):
+            self._handlers[type(message)](message)
 
     def next_timer(self) -> float:
         """When a timer of this election next needs a `tick`, at the latest: the next
@@ -237,7 +267,8 @@ class BullyElection:
     # ----------------------------------------------------------- role: candidate
 
     def _start_election(self) -> None:
-        if not self._sees_majority():
+        """The only way into an election (every probe and claim follows from here)."""
+        if self._amnesiac or not self._sees_majority():
             return
         higher = [p for p in self.live if p > self.id]
         if higher:
@@ -332,7 +363,40 @@ class BullyElection:
         for peer in self.others:
             self._send(peer, beat)
 
+    # ------------------------------------------------------------------- terms
+
+    def _check_term(self, msg: Message) -> bool:
+        """The term rule, for every message, before dispatch (as etcd's raft does it).
+
+        `Election`, `Alive` and `Probe` never change a term and always go through (a
+        probe is answered on its own rules). A `ProbeReply` refusing with a higher term
+        is authoritative; any reply goes through only when it answers the current probe.
+        `Coordinator`, `CoordinatorAck`, `Heartbeat` and `HeartbeatAck` are authoritative:
+        a higher term is adopted (stepping down) before the handler runs; a lower one is
+        refused with the current term (a claim or heartbeat) or dropped (an ack).
+        Returns whether the handler should see `msg`."""
+        if isinstance(msg, Election | Alive | Probe):
+            return True
+        if isinstance(msg, ProbeReply):
+            if not msg.granted and msg.term > self.term:
+                self._adopt_term(msg.term)
+            return msg.probe_term == self.term + 1
+        if self._settle_term(msg.term):
+            return True
+        if isinstance(msg, Coordinator):  # fencing: the stale claimant learns the term
+            self._send(msg.sender, CoordinatorAck(self.term, self.id, False, self.log))
+        elif isinstance(msg, Heartbeat):  # fencing: the stale leader learns it is deposed
+            self._send(msg.sender, HeartbeatAck(self.term, self.id, False))
+        return False
+
+    def _settle_term(self, term: int) -> bool:
+        """For an authoritative `term`: adopt it if newer; whether it is now current."""
+        if term > self.term:
+            self._adopt_term(term)
+        return term == self.term
+
     # ----------------------------------------------------------------- handlers
+    # Each sees only messages `_check_term` let through: of the current term.
 
     def _on_election(self, msg: Election) -> None:
         if msg.sender > self.id:
@@ -354,7 +418,12 @@ class BullyElection:
 
     def _answer_probe(self, msg: Probe) -> ProbeReply:
         refuse = ProbeReply(self.term, self.id, msg.term, False)
-        if msg.term <= self.term and self.voted_for not in (None, msg.sender):
+        if self._amnesiac:  # it may have acked someone else in that term before a wipe
+            return refuse
+        if msg.term <= self.term and self.voted_for is not None:
+            # a vote in that term stands, for whoever it was: a claimant never probes a
+            # term it has claimed before unless it forgot it (a wiped disk), and granting
+            # it again would let it lead a term it led before, with another log
             return refuse
         if msg.term < self.term:
             return refuse
@@ -369,10 +438,7 @@ class BullyElection:
         return ProbeReply(self.term, self.id, msg.term, True)
 
     def _on_probe_reply(self, msg: ProbeReply) -> None:
-        if msg.term > self.term and not msg.granted:
-            self._adopt_term(msg.term)
-            return
-        if self.phase is not Phase.PROBING or msg.probe_term != self.term + 1:
+        if self.phase is not Phase.PROBING:
             return
         if msg.granted:
             self._refused.discard(msg.sender)
@@ -391,12 +457,7 @@ class BullyElection:
                 self._not_before = self._now + self.timings.heartbeat_interval * jitter
 
     def _on_coordinator(self, msg: Coordinator) -> None:
-        if msg.term < self.term:
-            self._send(msg.sender, CoordinatorAck(self.term, self.id, False, self.log))
-            return
-        if msg.term > self.term:
-            self._adopt_term(msg.term)
-        granted = self.voted_for in (None, msg.sender)
+        granted = not self._amnesiac and self.voted_for in (None, msg.sender)
         if granted and self.voted_for is None:
             self.voted_for = msg.sender
             self._dirty = True
@@ -404,10 +465,7 @@ class BullyElection:
         self._send(msg.sender, CoordinatorAck(self.term, self.id, granted, self.log))
 
     def _on_coordinator_ack(self, msg: CoordinatorAck) -> None:
-        if msg.term > self.term:
-            self._adopt_term(msg.term)
-            return
-        if self.phase is not Phase.CLAIMING or msg.term != self.term or not msg.granted:
+        if self.phase is not Phase.CLAIMING or not msg.granted:
             return
         self._quorum.grant(msg.sender)
         if msg.log.key() > self.best_log[1].key():
@@ -416,52 +474,69 @@ class BullyElection:
             self._become_leader()
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:
-        ok = self.leader_contact(self._now, msg.term, msg.sender)
-        self._send(msg.sender, HeartbeatAck(self.term, self.id, ok))
+        self._follow(msg.sender)
+        self._send(msg.sender, HeartbeatAck(self.term, self.id, True))
 
     def _on_heartbeat_ack(self, msg: HeartbeatAck) -> None:
-        self.leader_ack(self._now, msg.term, msg.sender, msg.ok)
+        self._heard_from(msg.sender, msg.ok)
+
+    def _follow(self, leader: int) -> None:
+        """The leader of the current term was heard."""
+        if self.voted_for is None:
+            self.voted_for = leader
+            self._dirty = True
+        if self.leader != leader:
+            self._emit(f"peer {self.id} follows {leader}, term {self.term}")
+            self.caught_up = False
+        self._amnesiac = False  # its vote is now the leader's, persisted like any vote
+        self.phase = Phase.IDLE
+        self.leader = leader
+        self._lost_leader = None
+        self._leader_contact = self._now
+        self._refusing_since.clear()
+
+    def _heard_from(self, peer: int, ok: bool) -> None:
+        """A follower answered this peer's heartbeat or append of the current term."""
+        if self.phase is Phase.LEADING and ok:
+            self._heard[peer] = self._now
 
     # ------------------------------------------ leader contact from replication
+    # Replication messages do not pass through `step`: these apply the same term rule
+    # as `_check_term` to them (an `Append` or `FetchLog`, and an `AppendReply`).
 
     def leader_contact(self, now: float, term: int, leader: int) -> bool:
         """A message from the leader of `term` (a heartbeat or an append).
 
         Returns False when `term` is stale (the caller refuses with `self.term`).
         """
-        self._now = now
-        if term < self.term or leader not in self.others:
+        self._advance(now)
+        if leader not in self.others or not self._settle_term(term):
             return False
-        if term > self.term:
-            self._adopt_term(term)
-        if self.voted_for is None:
-            self.voted_for = leader
-            self._dirty = True
-        if self.leader != leader:
-            self._emit(f"peer {self.id} follows {leader}, term {term}")
-            self.caught_up = False
-        self.phase = Phase.IDLE
-        self.leader = leader
-        self._lost_leader = None
-        self._leader_contact = now
-        self._refusing_since.clear()
+        self._follow(leader)
         return True
 
     def leader_ack(self, now: float, term: int, sender: int, ok: bool) -> None:
         """A follower's answer to this leader's heartbeat or append."""
-        self._now = now
-        if term > self.term:
-            self._adopt_term(term)
-        elif self.phase is Phase.LEADING and term == self.term and ok:
-            self._heard[sender] = now
+        self._advance(now)
+        if self._settle_term(term):
+            self._heard_from(sender, ok)
 
     def observe_term(self, now: float, term: int) -> None:
         """Any peer message carrying a newer term: adopt it and step down."""
-        self._now = now
+        self._advance(now)
         if term > self.term:
             self._adopt_term(term)
 
     # ------------------------------------------------------------------ helpers
+
+    def _advance(self, now: float) -> None:
+        """Every input's `now`: the clock, and the end of amnesia by time."""
+        self._now = now
+        if self._started is None:
+            self._started = now
+        if self._amnesiac and now - self._started > self.timings.failure_timeout:
+            self._amnesiac = False  # no leader heard since the start: vote again
+            self._emit(f"peer {self.id} heard no leader since its start: it votes again")
 
     def _adopt_term(self, term: int) -> None:
         if self.phase is Phase.LEADING:

@@ -9,6 +9,7 @@ Each test feeds one machine plain messages with `step(now, msg)` and timer ticks
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
@@ -19,6 +20,7 @@ from election import (
     Coordinator,
     CoordinatorAck,
     Election,
+    Envelope,
     HardState,
     Heartbeat,
     HeartbeatAck,
@@ -41,9 +43,13 @@ M = TypeVar("M")
 
 
 def make(
-    node_id: int, peers: tuple[int, ...] = PEERS, seed: int = 0, hard_state: HardState | None = None
+    node_id: int,
+    peers: tuple[int, ...] = PEERS,
+    seed: int = 0,
+    hard_state: HardState | None = None,
+    amnesiac: bool = False,
 ) -> BullyElection:
-    return BullyElection(node_id, peers, TIMINGS, random.Random(seed), hard_state)
+    return BullyElection(node_id, peers, TIMINGS, random.Random(seed), hard_state, amnesiac)
 
 
 def feed(machine: BullyElection, now: float, *messages: Message) -> Ready:
@@ -334,6 +340,100 @@ def test_deposed_leader_learns_it_is_deposed_from_a_heartbeat_refusal() -> None:
     feed(machine, 0.1, HeartbeatAck(4, 2, False))
     assert machine.role is Role.FOLLOWER
     assert machine.term == 4
+
+
+def _idle_at_term_3() -> BullyElection:
+    """2 in term 3, no vote, no leader: it would ack a claimant or follow a leader."""
+    return make(2, hard_state=HardState(term=3))
+
+
+def _claimant_of_term_3() -> BullyElection:
+    """5 claims term 3 with 4's ack: one more ack and it leads."""
+    machine = make(5, hard_state=HardState(term=2))
+    tick(machine, 0.0)
+    feed(machine, 0.0, *grants(3, 4, 3, term=2))
+    feed(machine, 0.0, *acks(3, 4))
+    assert machine.phase is Phase.CLAIMING
+    return machine
+
+
+def _leader_of_term_3() -> BullyElection:
+    """5 leads term 3; only 4 answered since: one more answer and it keeps its majority."""
+    machine = make(5, hard_state=HardState(term=2))
+    elect(machine, 0.0, voters=(3, 4))
+    feed(machine, 0.25, HeartbeatAck(3, 4, True))
+    return machine
+
+
+def _prober_for_term_4() -> BullyElection:
+    """5 in term 3 probes term 4 with 4's grant: one more grant and it claims."""
+    machine = make(5, hard_state=HardState(term=3))
+    tick(machine, 0.0)
+    feed(machine, 0.0, *grants(4, 4, term=3))
+    assert machine.phase is Phase.PROBING
+    return machine
+
+
+@pytest.mark.parametrize(
+    ("setup", "stale", "refusal"),
+    [
+        (_idle_at_term_3, Coordinator(2, 5, LogPosition()), CoordinatorAck(3, 2, False)),
+        (_idle_at_term_3, Heartbeat(2, 5), HeartbeatAck(3, 2, False)),
+        (_claimant_of_term_3, CoordinatorAck(2, 3, True), None),
+        (_leader_of_term_3, HeartbeatAck(2, 3, True), None),
+        (_prober_for_term_4, ProbeReply(3, 3, 3, True), None),  # answers an older probe
+    ],
+    ids=["coordinator", "heartbeat", "coordinator-ack", "heartbeat-ack", "probe-reply"],
+)
+def test_a_stale_term_is_refused_in_one_place_for_every_message_kind(
+    setup: Callable[[], BullyElection], stale: Message, refusal: Message | None
+) -> None:
+    machine, twin = setup(), setup()
+    out = feed(machine, 0.3, stale)
+    # a stale claim or heartbeat is fenced with the current term; a stale answer dropped
+    assert out.messages == ([] if refusal is None else [Envelope(stale.sender, refusal)])
+    assert out.hard_state is None and out.events == []
+    # and it changed nothing: the peer goes on exactly like a twin that never got it
+    for now in (0.3, 0.45, 0.6):
+        assert tick(machine, now) == tick(twin, now)
+        state = (machine.term, machine.voted_for, machine.phase, machine.leader)
+        assert state == (twin.term, twin.voted_for, twin.phase, twin.leader)
+
+
+AUTHORITATIVE: list[Message] = [
+    Coordinator(7, 3, LogPosition()),
+    CoordinatorAck(7, 3, False),
+    Heartbeat(7, 3),
+    HeartbeatAck(7, 3, False),
+    ProbeReply(7, 3, 4, False),  # a refusal
+]
+NOT_AUTHORITATIVE: list[Message] = [
+    Election(7, 3),
+    Alive(7, 4),
+    Probe(7, 3, LogPosition()),
+    ProbeReply(7, 3, 4, True),  # a grant
+]
+
+
+@pytest.mark.parametrize("message", AUTHORITATIVE, ids=lambda m: type(m).__name__)
+def test_a_higher_term_of_an_authoritative_kind_is_adopted_and_the_peer_steps_down(
+    message: Message,
+) -> None:
+    machine = _leader_of_term_3()
+    out = feed(machine, 0.3, message)
+    assert machine.term == 7
+    assert machine.role is Role.FOLLOWER and machine.leader != 5
+    assert out.hard_state is not None and out.hard_state.term == 7
+    assert "peer 5 steps down: term 7 is newer" in out.events
+
+
+@pytest.mark.parametrize("message", NOT_AUTHORITATIVE, ids=lambda m: type(m).__name__)
+def test_election_alive_probe_and_grants_never_change_a_term(message: Message) -> None:
+    machine = _leader_of_term_3()
+    out = feed(machine, 0.3, message)
+    assert machine.term == 3
+    assert machine.role is Role.LEADER
+    assert out.hard_state is None
 
 
 def test_peer_follows_the_leader_whose_heartbeat_it_hears() -> None:
@@ -643,3 +743,79 @@ def test_peers_that_refused_a_probe_with_a_lagging_view_are_asked_again_soon() -
     assert recipients(again, Probe) == {2, 3}
     claim = feed(machine, 0.06, *grants(1, 2))
     assert recipients(claim, Coordinator) == {1, 2, 3, 5}
+
+
+# ------------------------------------------------------------------ a wiped peer (amnesia)
+
+
+def granted(ready: Ready) -> list[bool]:
+    """Whether each probe reply and claim ack in the batch grants, in order."""
+    answers = messages(ready, ProbeReply) + messages(ready, CoordinatorAck)
+    return [answer.granted for answer in answers]
+
+
+def test_an_amnesiac_peer_acks_no_claimant_until_it_hears_a_leader() -> None:
+    machine = make(2, amnesiac=True)
+    assert machine.amnesiac
+    tick(machine, 0.0)
+    out = feed(machine, 0.05, Coordinator(1, 4, LogPosition()))
+    assert sent(out, CoordinatorAck) == [(4, CoordinatorAck(1, 2, False))]
+    assert out.hard_state == HardState(term=1, voted_for=None)  # the term adopted, no vote
+    assert granted(feed(machine, 0.06, Probe(2, 5, LogPosition()))) == [False]
+    assert not machine.leader_contact(0.07, 0, 3)  # a stale leader is no leader
+    assert machine.amnesiac
+    assert machine.leader_contact(0.1, 1, 4)  # the leader of its term: it votes for it
+    assert not machine.amnesiac
+    assert machine.ready().hard_state == HardState(term=1, voted_for=4)
+    assert granted(feed(machine, 0.15, Coordinator(1, 5, LogPosition()))) == [False]
+    assert granted(feed(machine, 0.2, Coordinator(2, 5, LogPosition()))) == [True]
+
+
+def test_an_amnesiac_peer_in_a_new_cluster_votes_after_the_failure_timeout() -> None:
+    machine = make(2, amnesiac=True)
+    start = 10.0  # the failure timeout runs from the first `now` it sees
+    tick(machine, start)
+    for now in (start + 0.1, start + TIMINGS.failure_timeout):
+        tick(machine, now)
+        claim = (Probe(1, 5, LogPosition()), Coordinator(1, 5, LogPosition()))
+        assert granted(feed(machine, now, *claim)) == [False, False]
+        assert machine.amnesiac
+    later = start + TIMINGS.failure_timeout + 0.01
+    tick(machine, later)
+    assert not machine.amnesiac
+    out = feed(machine, later, Probe(2, 5, LogPosition()), Coordinator(2, 5, LogPosition()))
+    assert granted(out) == [True, True]
+    assert out.hard_state == HardState(term=2, voted_for=5)
+
+
+def test_an_amnesiac_peer_starts_no_election() -> None:
+    machine = make(5, amnesiac=True)  # the highest id: it would probe at once
+    for step in range(10):
+        now = step * 0.05
+        out = tick(machine, now)
+        out.messages += feed(machine, now, Election(0, 2)).messages  # "take over, 5"
+        assert messages(out, Probe) == [] and messages(out, Coordinator) == []
+        assert messages(out, Election) == []
+    assert machine.role is Role.FOLLOWER and machine.term == 0
+    out = tick(machine, TIMINGS.failure_timeout + 0.01)  # it has heard no leader since
+    assert recipients(out, Probe) == {1, 2, 3, 4}
+
+
+def test_a_new_cluster_of_amnesiac_peers_elects_one_leader_after_the_failure_timeout() -> None:
+    cluster = {p: make(p, seed=p, amnesiac=True) for p in PEERS}
+    first_leader_at = None
+    for step in range(100):  # 1 s, every message delivered at once
+        now = step * 0.01
+        batch = []
+        for machine in cluster.values():
+            machine.tick(now, PEERS)
+            batch += machine.ready().messages
+        while batch:
+            envelope, batch = batch[0], batch[1:]
+            cluster[envelope.to].step(now, envelope.message)
+            batch += cluster[envelope.to].ready().messages
+        if first_leader_at is None and any(m.role is Role.LEADER for m in cluster.values()):
+            first_leader_at = now
+    assert first_leader_at is not None
+    assert TIMINGS.failure_timeout < first_leader_at < TIMINGS.failure_timeout + 0.1
+    assert {(m.leader, m.term) for m in cluster.values()} == {(5, 1)}

@@ -109,14 +109,19 @@ class PeerCore:
         incarnation: int = 1,
         log: Log | None = None,
         commit_index: int = 0,
+        amnesiac: bool = False,
     ) -> None:
+        """`amnesiac`: this peer starts with no stored state at all (new, or its disk
+        was wiped), so it cannot know whom it acked before: see `BullyElection`."""
         peers = tuple(peers)
         self.id = node_id
         self.settings = settings
         self.membership = MembershipTable(
             node_id, peers, incarnation, settings.membership_timings(), rng
         )
-        self.election = BullyElection(node_id, peers, settings.election_timings(), rng, hard_state)
+        self.election = BullyElection(
+            node_id, peers, settings.election_timings(), rng, hard_state, amnesiac=amnesiac
+        )
         self.log = log or Log()
         self.replicator = Replicator(
             node_id,

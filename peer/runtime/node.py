@@ -55,6 +55,7 @@ class Node:
             self.incarnation,
             Log(entries),
             commit_index,
+            amnesiac=self.storage.fresh,
         )
         self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
         self.runner = TaskRunner(registry, config.slots, self._completed)

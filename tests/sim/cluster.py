@@ -28,13 +28,15 @@ from typing import Any
 
 import orjson
 
-from election import HardState, Role
+from election import Role
+from election.messages import CoordinatorAck
 from peer.protocol.commands import Finish, Submit, TaskSpec, decode_command
 from peer.protocol.core import Completed, CoreReady, Input, PeerCore, Proposal, Received
 from peer.protocol.log import Entry, Log
 from peer.protocol.messages import ResultItem
 from peer.protocol.settings import Settings
 from peer.protocol.tasks import Applied, Task
+from tests.sim.disk import DiskFaults, SimDisk
 from tests.sim.network import Faults, SimNetwork
 
 STEP = 0.01
@@ -58,6 +60,8 @@ class SimCluster:
         settings: Settings | None = None,
         execute: bool = False,
         lazy_ticks: bool = True,
+        disk_faults: DiskFaults | None = None,
+        wall_skew: float = 0.0,
     ) -> None:
         self.ids = tuple(range(1, size + 1))
         self.lazy_ticks = lazy_ticks
@@ -65,23 +69,33 @@ class SimCluster:
         self.woken: set[int] = set()  # peers the driver would run a cycle for this step
         self.proposal_keys: dict[int, str] = {}  # proposal ref -> the client's key
         self.majority = size // 2 + 1
+        # separate streams, so a change in one (say, more network faults) leaves the
+        # others' draws alone: clients and peers' generators, the network, the disks
         self.rng = random.Random(seed)
+        self.disk_rng = random.Random(f"disk-{seed}")
+        self.disk_faults = disk_faults or DiskFaults()
+        self.disks = {i: SimDisk() for i in self.ids}
+        self.waiting: dict[int, CoreReady] = {}  # a batch waiting for its slow write
+        self.held: dict[int, CoreReady] = {}  # effects of batches whose write was refused
+        self.paused_until: dict[int, float] = {}
+        self.skew = {i: self.rng.uniform(-wall_skew, wall_skew) for i in self.ids}
+        self.acks: dict[tuple[int, int], int] = {}  # (acker, term) -> the claimant it acked
+        self.entry_at: dict[tuple[int, int], tuple[str, int | None]] = {}  # log matching
+        self.commit_seen: dict[int, int] = {}  # per running peer: its highest commit index
+        self.produced: dict[tuple[int, int], Any] = {}  # (task, attempt) -> the result run
         self.settings = settings or Settings()
         self.execute = execute
         self.make_task: Callable[[int], dict[str, Any]] = echo_task  # spec of proposal n
         self.work: dict[int, dict[tuple[int, int], tuple[float, ResultItem]]] = {}
         self.outcomes: dict[tuple[int, int], tuple[bool, Any]] = {}  # recorded finishes
         self.commit_term: dict[int, int] = {}  # index -> first applier's term (>= commit term)
-        self.net = SimNetwork(self.rng, faults)
+        self.net = SimNetwork(random.Random(f"net-{seed}"), faults)
         self.now = 0.0
-        self.disk: dict[int, HardState] = {}
         self.incarnation: dict[int, int] = dict.fromkeys(self.ids, 0)
         self.nodes: dict[int, PeerCore] = {}
         self.leaders_by_term: dict[int, int] = {}
         self.minority_since: dict[int, float] = {}
         self.last_term: dict[int, int] = dict.fromkeys(self.ids, 0)
-        self.disk_log: dict[int, list[Entry]] = {i: [] for i in self.ids}
-        self.disk_commit: dict[int, int] = dict.fromkeys(self.ids, 0)
         self.committed: dict[int, Entry] = {}  # every entry any peer applied, by index
         self.pending: dict[int, tuple[int, str]] = {}  # index -> (term, key) proposed
         self.acked: set[str] = set()  # keys of commands a client saw acknowledged
@@ -94,20 +108,59 @@ class SimCluster:
     def start(self, node_id: int) -> None:
         self.incarnation[node_id] += 1
         self.inbox[node_id] = []
+        disk = self.disks[node_id]
         self.nodes[node_id] = PeerCore(
             node_id,
             self.ids,
             self.settings,
             random.Random(self.rng.random()),
-            self.disk.get(node_id),
+            disk.hard_state,
             self.incarnation[node_id],
-            Log(list(self.disk_log[node_id])),
-            self.disk_commit[node_id],
+            Log(list(disk.log)),
+            disk.commit,
+            amnesiac=not disk.stored,
         )
+        disk.stored = True
 
     def crash(self, node_id: int) -> None:
-        self.nodes.pop(node_id, None)
+        """SIGKILL: a write in flight landed or not, nothing of its batch was sent."""
+        if self.nodes.pop(node_id, None) is not None:
+            self.disks[node_id].crash(self.disk_rng)
+            # a term never written was never shown to anyone: it may be forgotten
+            saved = self.disks[node_id].hard_state
+            self.last_term[node_id] = 0 if saved is None else saved.term
         self.work.pop(node_id, None)  # its running attempts die with it
+        self.waiting.pop(node_id, None)
+        self.held.pop(node_id, None)
+        self.paused_until.pop(node_id, None)
+        self.commit_seen.pop(node_id, None)
+
+    def wipe(self, node_id: int) -> None:
+        """Crash the peer and lose its disk (a replaced disk); `start` brings it back
+        empty, and amnesiac."""
+        self.crash(node_id)
+        self.disks[node_id].wipe()
+        self.last_term[node_id] = 0  # a wiped peer starts again from term 0
+
+    def can_wipe(self, node_id: int) -> bool:
+        """Whether every committed entry is on the disks of a majority without this
+        peer, so that losing its disk loses nothing (more loss than that, no quorum
+        system survives)."""
+        commit = max((n.replicator.commit_index for n in self.nodes.values()), default=0)
+        if commit == 0:
+            return True
+        source = next(n for n in self.nodes.values() if n.replicator.commit_index == commit)
+        entry = source.log.entries[commit - 1]
+        holders = [
+            p
+            for p, disk in self.disks.items()
+            if p != node_id and len(disk.log) >= commit and disk.log[commit - 1] == entry
+        ]
+        return len(holders) >= self.majority
+
+    def pause(self, node_id: int, seconds: float) -> None:
+        """The process stops (SIGSTOP) for `seconds`: no cycles, its inbox piles up."""
+        self.paused_until[node_id] = self.now + seconds
 
     @property
     def up(self) -> list[int]:
@@ -129,6 +182,8 @@ class SimCluster:
         if self.execute:
             self._complete_due()
         for node_id in self.up:
+            if self._busy(node_id):
+                continue
             if not self.lazy_ticks:
                 self._cycle(node_id, tick=True)
             elif node_id in self.woken or self.nodes[node_id].next_tick() <= self.now:
@@ -136,10 +191,24 @@ class SimCluster:
         self.woken = set()
         self.check_invariants()
 
+    def _busy(self, node_id: int) -> bool:
+        """Paused, or waiting for a write (whose batch goes out once it lands)."""
+        if self.paused_until.get(node_id, 0.0) > self.now:
+            return True
+        write = self.disks[node_id].writing
+        if write is None:
+            return False
+        if write.done_at > self.now:
+            return True
+        self.disks[node_id].land()
+        self._deliver(node_id, self.waiting.pop(node_id))
+        return False
+
     def _cycle(self, node_id: int, tick: bool | None = None) -> None:
         """One driver cycle of a peer over its inbox; then persist, send, apply."""
         inbox, self.inbox[node_id] = self.inbox[node_id], []
-        batch = self.nodes[node_id].cycle(self.now, self.now, inbox, tick)
+        wall = self.now + self.skew[node_id]
+        batch = self.nodes[node_id].cycle(self.now, wall, inbox, tick)
         self._carry_out(node_id, batch)
 
     def run(self, seconds: float, propose_rate: float = 0.0) -> None:
@@ -170,12 +239,35 @@ class SimCluster:
         self.woken.add(leader)
 
     def _carry_out(self, node_id: int, batch: CoreReady) -> None:
+        """As the driver does: persist, and only once the write is done, send and
+        apply; a refused write sends nothing and holds what was applied."""
         for ref, entries in batch.proposed:
             key = self.proposal_keys.pop(ref)
             for entry in entries:
                 self.pending[entry.index] = (entry.term, key)
-        self._persist(node_id, batch)  # persisted before anything is sent
+        self._check_entries(node_id, batch)
+        disk = self.disks[node_id]
+        if not disk.stage(batch):
+            self._deliver(node_id, batch)
+            return
+        outcome = disk.begin(self.now, self.nodes[node_id].log, self.disk_rng, self.disk_faults)
+        if outcome == "refused":
+            held = self.held.setdefault(node_id, CoreReady())
+            held.applied += batch.applied
+            held.starts += batch.starts
+            held.stops += batch.stops
+        elif outcome == "slow":
+            self.waiting[node_id] = batch
+        else:
+            self._deliver(node_id, batch)
+
+    def _deliver(self, node_id: int, batch: CoreReady) -> None:
+        held = self.held.pop(node_id, None)
+        if held is not None:
+            batch.applied[:0], batch.starts[:0] = held.applied, held.starts
+            batch.stops[:0] = held.stops
         for to, message in batch.messages:
+            self._check_sent(node_id, to, message)
             self.net.send(self.now, node_id, to, message)
         node = self.nodes[node_id]
         for applied in batch.applied:
@@ -186,6 +278,7 @@ class SimCluster:
                 self.acked.add(proposed[1])
             if applied.op == "finish":
                 self._record_finish(node_id, applied, node.log.entries[applied.index - 1])
+                self._check_results(node_id, node, applied)
         if self.execute:
             self._run_work(node_id, batch)
 
@@ -209,6 +302,8 @@ class SimCluster:
             for key, (due, item) in sorted(work.items()):
                 if due <= self.now:
                     del work[key]
+                    if item.ok:
+                        self.produced[key] = orjson.loads(item.value)
                     self.inbox[node_id].append(Completed(item))
                     self.woken.add(node_id)
 
@@ -228,14 +323,36 @@ class SimCluster:
                     f"as {(ok, value)}, another peer as {first}"
                 )
 
-    def _persist(self, node_id: int, batch: CoreReady) -> None:
-        if batch.hard_state is not None:
-            self.disk[node_id] = batch.hard_state
-        if batch.entries_from is not None:
-            del self.disk_log[node_id][batch.entries_from - 1 :]
-            self.disk_log[node_id].extend(batch.entries)
-        if batch.commit_index is not None:
-            self.disk_commit[node_id] = batch.commit_index
+    def _check_sent(self, node_id: int, to: int, message: Any) -> None:
+        """A granted ack: at most one claimant per acker and term, ever (wipes
+        included), and its vote on disk before the ack leaves."""
+        if not isinstance(message, CoordinatorAck) or not message.granted:
+            return
+        first = self.acks.setdefault((node_id, message.term), to)
+        if first != to:
+            raise InvariantViolation(
+                f"t={self.now}: peer {node_id} acked {first} and {to} in term {message.term}"
+            )
+        saved = self.disks[node_id].hard_state  # (a newer term on disk supersedes the vote)
+        newer = saved is not None and saved.term > message.term
+        if not newer and (saved is None or (saved.term, saved.voted_for) != (message.term, to)):
+            raise InvariantViolation(
+                f"t={self.now}: peer {node_id} acked {to} in term {message.term} with "
+                f"{saved} on disk"
+            )
+
+    def _check_entries(self, node_id: int, batch: CoreReady) -> None:
+        """Log matching, entry by entry as peers write them: one command and one
+        previous term for each (index, term), on every peer."""
+        log = self.nodes[node_id].log
+        for entry in batch.entries:
+            seen = (entry.command, log.term_at(entry.index - 1))
+            first = self.entry_at.setdefault((entry.index, entry.term), seen)
+            if first != seen:
+                raise InvariantViolation(
+                    f"t={self.now}: peer {node_id} holds another entry at {entry.index} "
+                    f"of term {entry.term} than a peer before it: logs do not match"
+                )
 
     def _check_applied(self, node_id: int, entry: Entry) -> None:
         first = self.committed.setdefault(entry.index, entry)
@@ -286,6 +403,7 @@ class SimCluster:
             if term < self.last_term[node_id]:
                 raise InvariantViolation(f"t={self.now}: peer {node_id} term went backwards")
             self.last_term[node_id] = term
+            self._check_committed_prefix(node_id, node)
             if self.execute:
                 self._check_attempts(node_id, node)
         for leader in self.leaders():
@@ -296,6 +414,32 @@ class SimCluster:
                     f"t={self.now}: two leaders in term {term}: {holder} and {leader}"
                 )
         self._check_minority_has_no_leader()
+
+    def _check_committed_prefix(self, node_id: int, node: PeerCore) -> None:
+        """A peer's commit index never moves back while it runs, and what it holds at
+        its commit index is what was committed there: the committed prefix never
+        changes, on any peer, at any step."""
+        commit = node.replicator.commit_index
+        if commit < self.commit_seen.get(node_id, 0):
+            raise InvariantViolation(f"t={self.now}: peer {node_id} commit index went back")
+        self.commit_seen[node_id] = commit
+        committed = self.committed.get(commit)
+        if committed is not None and node.log.term_at(commit) != committed.term:
+            raise InvariantViolation(
+                f"t={self.now}: peer {node_id} lost or replaced committed entry {commit}"
+            )
+
+    def _check_results(self, node_id: int, node: PeerCore, applied: Applied) -> None:
+        """A succeeded task holds what its current attempt produced (results differ
+        per attempt here, so a finish recorded for the wrong attempt shows)."""
+        for task_id in applied.task_ids:
+            task = node.tasks.tasks[task_id]
+            made = self.produced.get((task_id, task.attempt))
+            if task.state == "succeeded" and made is not None and task.result != made:
+                raise InvariantViolation(
+                    f"t={self.now}: peer {node_id} task {task_id} attempt {task.attempt} "
+                    f"holds {task.result!r}, that attempt produced {made!r}"
+                )
 
     def _check_attempts(self, node_id: int, node: PeerCore) -> None:
         for task in node.tasks.tasks.values():
@@ -310,6 +454,11 @@ class SimCluster:
         # longer a majority. When partitions shift, acks heard just before a cut still
         # count for that long, so the bound is two failure timeouts plus message slack.
         grace = 2 * self.settings.failure_timeout + 3 * self.settings.heartbeat_interval
+        # an ack held up in the network for seconds still counts as a fresh ack when it
+        # arrives (a leader cannot tell), so long delays lengthen the bound by as much
+        faults = self.net.faults
+        if faults.long_delay or faults.replay:
+            grace += faults.long_max
         for node_id in self.up:
             if len(self.component(node_id)) >= self.majority:
                 self.minority_since.pop(node_id, None)
@@ -333,8 +482,9 @@ class SimCluster:
 
 def _run(task: Task) -> ResultItem:
     """What running `task` produces (the simulator's task registry)."""
-    if task.kind == "echo":
-        return ResultItem(task.id, task.attempt, True, orjson.dumps(task.args).decode())
+    if task.kind == "echo":  # each attempt's result differs: [args, attempt]
+        result = [task.args, task.attempt]
+        return ResultItem(task.id, task.attempt, True, orjson.dumps(result).decode())
     if task.kind == "sleep":
         slept = {"slept": task.args["seconds"]}
         return ResultItem(task.id, task.attempt, True, orjson.dumps(slept).decode())

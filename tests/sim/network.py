@@ -19,6 +19,9 @@ class Faults:
     duplicate: float = 0.0  # probability a message is delivered twice
     min_delay: float = 0.001
     max_delay: float = 0.02
+    long_delay: float = 0.0  # probability a message is held for up to `long_max` seconds
+    replay: float = 0.0  # probability a copy of a message arrives again, much later
+    long_max: float = 3.0
 
 
 @dataclass(order=True, slots=True)
@@ -51,6 +54,10 @@ class SimNetwork:
     def cut_link(self, a: int, b: int) -> None:
         self.cut |= {(a, b), (b, a)}
 
+    def cut_one_way(self, a: int, b: int) -> None:
+        """`a` can no longer reach `b`; `b` still reaches `a`."""
+        self.cut |= {(a, b)}
+
     def heal(self) -> None:
         self.cut = set()
 
@@ -67,7 +74,14 @@ class SimNetwork:
                 self.dropped += 1
                 continue
             delay = self.rng.uniform(self.faults.min_delay, self.faults.max_delay)
-            heapq.heappush(self._queue, _InFlight(now + delay, next(self._seq), src, dst, message))
+            if self.rng.random() < self.faults.long_delay:
+                delay = self.rng.uniform(self.faults.max_delay, self.faults.long_max)
+            self._enqueue(now + delay, src, dst, message)
+            if self.rng.random() < self.faults.replay:  # a stale copy, replayed later
+                self._enqueue(now + self.rng.uniform(0.1, self.faults.long_max), src, dst, message)
+
+    def _enqueue(self, at: float, src: int, dst: int, message: Any) -> None:
+        heapq.heappush(self._queue, _InFlight(at, next(self._seq), src, dst, message))
 
     def due(self, now: float) -> list[tuple[int, int, Any]]:
         """Messages whose delivery time has come and whose link is not cut."""

@@ -9,6 +9,7 @@ import os
 import random
 
 from tests.sim.cluster import SimCluster
+from tests.sim.disk import DiskFaults
 from tests.sim.network import Faults
 
 
@@ -25,12 +26,27 @@ def random_faults(rng: random.Random) -> Faults:
         duplicate=rng.choice([0.0, 0.05, 0.2]),
         min_delay=0.001,
         max_delay=rng.choice([0.005, 0.02, 0.08]),
+        long_delay=rng.choice([0.0, 0.0, 0.01, 0.05]),  # held up to seconds: stale on arrival
+        replay=rng.choice([0.0, 0.01, 0.05]),
     )
+
+
+def random_disk_faults(rng: random.Random) -> DiskFaults:
+    return DiskFaults(slow=rng.choice([0.0, 0.1, 0.3]), refuse=rng.choice([0.0, 0.0, 0.05]))
+
+
+def random_cluster_options(rng: random.Random) -> dict[str, object]:
+    """Disk faults and wall clocks that differ between peers, for a `SimCluster`."""
+    return {"disk_faults": random_disk_faults(rng), "wall_skew": rng.choice([0.0, 0.3])}
 
 
 def random_partition(sim: SimCluster, rng: random.Random) -> str:
     ids = list(sim.ids)
-    kind = rng.choice(["minority", "isolate_leader", "partial", "split"])
+    kind = rng.choice(["minority", "isolate_leader", "partial", "split", "one_way"])
+    if kind == "one_way":
+        a, b = rng.sample(ids, 2)
+        sim.net.cut_one_way(a, b)
+        return f"cut link {a}->{b} one way"
     if kind == "isolate_leader" and sim.leaders():
         leader = rng.choice(sim.leaders())
         sim.net.partition({leader}, set(ids) - {leader})
@@ -46,8 +62,18 @@ def random_partition(sim: SimCluster, rng: random.Random) -> str:
 
 
 def apply_random_fault(sim: SimCluster, rng: random.Random) -> str:
-    action = rng.choice(["crash", "restart", "partition", "partition", "heal"])
+    action = rng.choice(["crash", "restart", "partition", "partition", "heal", "pause", "wipe"])
     down = [i for i in sim.ids if i not in sim.nodes]
+    if action == "pause" and sim.up:
+        node, seconds = rng.choice(sim.up), rng.uniform(0.05, 1.0)
+        sim.pause(node, seconds)
+        return f"pause {node} for {seconds:.2f}s"
+    if action == "wipe" and len(sim.up) > 1:
+        victim = rng.choice(sim.up)
+        if sim.can_wipe(victim):  # never more disk loss than the cluster can bear
+            sim.wipe(victim)
+            return f"wipe {victim}"
+        action = "crash"
     if action == "crash" and len(sim.up) > 1:
         victim = rng.choice(sim.leaders() or sim.up) if rng.random() < 0.5 else rng.choice(sim.up)
         sim.crash(victim)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.sim.cluster import SimCluster
 from tests.sim.network import Faults
-from tests.sim.schedule import apply_random_fault, random_faults, seeds
+from tests.sim.schedule import apply_random_fault, random_cluster_options, random_faults, seeds
 
 SETTLE = 6.0  # virtual seconds allowed to agree after healing
 
@@ -28,7 +28,7 @@ def test_random_faults_keep_one_leader_per_term_and_heal_to_highest_id(seed: int
     rng = random.Random(seed)
     size = rng.choice([3, 5, 5, 7])
     lazy = rng.random() < 0.8  # as the driver ticks; else every step
-    sim = SimCluster(size, seed, random_faults(rng), lazy_ticks=lazy)
+    sim = SimCluster(size, seed, random_faults(rng), lazy_ticks=lazy, **random_cluster_options(rng))
     history: list[str] = [f"size {size}, faults {sim.net.faults}, lazy ticks {lazy}"]
     try:
         sim.run(1.0)

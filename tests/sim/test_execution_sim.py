@@ -6,7 +6,7 @@ the leader must notice (lost or restarted worker, or a timeout) and retry them.
 Checked every step: no attempt of a task is recorded with two different outcomes, and no
 peer's table holds a task past its `max_attempts`. At the end, after healing and
 restarting every peer: within a bound every task is terminal on every peer, all peers
-agree on each task, `echo` tasks succeeded with their args as result (unless every one
+agree on each task, `echo` tasks succeeded with their args and attempt as result (unless every one
 of their attempts was lost to faults or timed out), `fail` tasks failed after exactly
 `max_attempts` attempts, and every attempt of every task was recorded exactly once.
 `SIM_SEED=N` replays one seed.
@@ -24,7 +24,7 @@ from peer.protocol.settings import Settings
 from peer.protocol.tasks import TERMINAL
 from tests.sim.cluster import SimCluster
 from tests.sim.network import Faults
-from tests.sim.schedule import random_faults, run_random_faults, seeds
+from tests.sim.schedule import random_cluster_options, random_faults, run_random_faults, seeds
 
 SETTLE = 20.0  # virtual seconds allowed to finish every task after healing
 LOSS_REASONS = ("lost", "restarted", "timeout")  # failures the leader judges
@@ -83,7 +83,8 @@ def _check_task(sim: SimCluster, task: dict[str, Any]) -> None:
         assert task["attempt"] == task["max_attempts"], where
         assert task["error"] == outcomes[-1][1], where
     elif task["state"] == "succeeded":
-        assert outcomes[-1] == (True, task["args"]) and task["result"] == task["args"], where
+        produced = [task["args"], task["attempt"]]  # the simulator's echo: [args, attempt]
+        assert outcomes[-1] == (True, produced) and task["result"] == produced, where
     else:
         assert task["state"] == "failed" and task["attempt"] == task["max_attempts"], where
         reasons = [value for _, value in outcomes]
@@ -97,7 +98,8 @@ def test_every_task_ends_once_and_alike_on_every_peer_under_random_faults(seed: 
     policy = rng.choice(["fifo", "priority", "fair"])
     settings = Settings(policy=policy, slots=2, retry_base=0.05, retry_max=0.2)
     lazy = rng.random() < 0.8  # as the driver ticks; else every step
-    sim = SimCluster(size, seed, random_faults(rng), settings, execute=True, lazy_ticks=lazy)
+    options = random_cluster_options(rng)
+    sim = SimCluster(size, seed, random_faults(rng), settings, True, lazy, **options)
     sim.make_task = _task_maker(rng)
     history = [f"size {size}, policy {policy}, faults {sim.net.faults}, lazy ticks {lazy}"]
     try:
@@ -171,9 +173,9 @@ def test_an_attempt_on_a_worker_suspect_for_a_moment_is_not_failed() -> None:
         seen.add(sim.nodes[leader].membership.status(worker, sim.now).value)
         return _settled(sim) and len(sim.acked) == 3
 
-    # 0.32 s cut; with up to a heartbeat before its next gossip, the worker is silent
+    # a 0.29 s cut; with up to a heartbeat before its next gossip, the worker is silent
     # past suspect_after (0.3 s) yet short of failure_timeout (0.5 s)
-    for _ in range(32):
+    for _ in range(29):
         sim.step()
         watch()
     sim.net.heal()
