@@ -116,11 +116,15 @@ class Dispatcher:
         orders.stops.append(ended)
 
     def _start_mine(self, table: TaskTable, task_ids: tuple[int, ...], orders: WorkOrders) -> None:
+        # the table is read after the whole batch was applied: an earlier assign of a
+        # task may so show its later attempt, which is started (once) by its own entry
         for task_id in task_ids:
             task = table.tasks[task_id]
-            if task.worker == self.id and task.incarnation == self.incarnation:
+            key = (task.id, task.attempt)
+            mine = task.worker == self.id and task.incarnation == self.incarnation
+            if mine and task.state is TaskState.RUNNING and key not in self._running_here:
                 orders.starts.append(task)
-                self._running_here.add((task.id, task.attempt))
+                self._running_here.add(key)
 
     def complete(self, item: ResultItem) -> None:
         """This peer finished running an attempt."""
