@@ -40,6 +40,7 @@ NODE = web.AppKey("node", Node)
 WRITES = web.AppKey("writes", WriteService)
 REGISTRY = web.AppKey("registry", Registry)
 STREAMS = web.AppKey("streams", weakref.WeakSet[web.WebSocketResponse])
+CATCHING_UP = "X-Catching-Up"  # response header of a read served while catching up
 
 
 def json_response(
@@ -187,14 +188,22 @@ async def get_task(request: web.Request) -> web.Response:
         await wait_terminal(node, task_id, wait)
     task = node.core.tasks.get(task_id)
     if task is None:
-        return error(404, "not_found", f"no task {task_id}")
-    return json_response(task.to_json())
+        return error(404, "not_found", f"no task {task_id}", **read_headers(node))
+    return json_response(task.to_json(), headers=read_headers(node) or None)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
     state, queue, limit, after = check_list_query(request.query)
-    tasks, cursor = request.app[NODE].core.tasks.list(state, queue, limit, after)
-    return json_response({"tasks": [t.to_json() for t in tasks], "next": cursor})
+    node = request.app[NODE]
+    tasks, cursor = node.core.tasks.list(state, queue, limit, after)
+    body = {"tasks": [t.to_json() for t in tasks], "next": cursor}
+    return json_response(body, headers=read_headers(node) or None)
+
+
+def read_headers(node: Node) -> dict[str, str]:
+    """A read served by a follower still catching up says so: `X-Catching-Up` is the
+    number of committed entries it knows it lacks (its reads may miss them)."""
+    return {CATCHING_UP: str(node.core.behind)} if node.core.catching_up else {}
 
 
 async def cancel_task(request: web.Request) -> web.Response:

@@ -1,0 +1,290 @@
+"""Mutation check: each protocol rule, broken on purpose, must fail the fast rings.
+
+This script owns the list of deliberate rule breaks below (`MUTATIONS`). For each one it
+copies the working tree (the files `git ls-files --cached --others --exclude-standard`
+lists, uncommitted edits included) into a scratch directory, checks the `old` text occurs
+exactly once (else the mutation is STALE: the code moved and the anchor must follow it),
+applies the replacement and runs the fast rings there:
+
+    python -m pytest -q -x -p no:cacheprovider -m "not processes" tests
+
+with the copy first on PYTHONPATH (the project is installed editable from its checkout; a
+sanity import checks the copy's `peer` and `election` are the ones imported). The mutation
+is CAUGHT (by the first FAILED/ERROR node id) or MISSED. An unmutated baseline runs first
+and must be green.
+
+Run from anywhere (it is not collected by pytest):
+
+    python tests/mutations.py [--only NAME ...] [--jobs N] [--timeout SECONDS]
+
+It prints a table and exits non-zero if any mutation is MISSED, STALE, TIMEOUT or ERROR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTEST = ["-m", "pytest", "-q", "-x", "-rfE", "-p", "no:cacheprovider", "-m", "not processes"]
+FAILED_LINE = re.compile(r"^(?:FAILED|ERROR) (\S+(?:\[[^\]]*\])?)", re.MULTILINE)
+BAD_VERDICTS = {"MISSED", "STALE", "TIMEOUT", "ERROR"}
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the project root
+    old: str  # must occur exactly once
+    new: str
+    rule: str  # the rule it breaks, one line
+    ring: str  # the ring expected to catch it (informational)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    mutation: str
+    rule: str
+    verdict: str  # CAUGHT, MISSED, STALE, TIMEOUT, ERROR; the baseline: PASS or FAILED
+    detail: str  # the catching node id, or why not
+    seconds: float
+
+
+BULLY = "election/bully.py"
+REPLICATION = "peer/protocol/replication.py"
+
+MUTATIONS = [
+    Mutation(
+        "figure8",
+        REPLICATION,
+        "if candidate <= self.commit_index or self.log.term_at(candidate) != self.term:",
+        "if candidate <= self.commit_index:",
+        "an earlier term's entry is committed by counting replicas",
+        "ring 1 test_replicator / ring 2 replication sim",
+    ),
+    Mutation(
+        "stale_append",
+        BULLY,
+        # leader_contact: the term rule for Append/FetchLog lives in `_settle_term`;
+        # settling on max(term, self.term) accepts a lower term without adopting it
+        "if leader not in self.others or not self._settle_term(term):",
+        "if leader not in self.others or not self._settle_term(max(term, self.term)):",
+        "a stale lower-term Append is accepted",
+        "ring 1 test_bully / ring 2 replication sim",
+    ),
+    Mutation(
+        "unpersisted_ack",
+        BULLY,
+        "self.voted_for = msg.sender\n            self._dirty = True\n",
+        "self.voted_for = msg.sender\n",
+        "a Coordinator ack's vote is sent without being persisted first",
+        "ring 1 test_bully / ring 2 election sim (restarts)",
+    ),
+    Mutation(
+        "double_ack",
+        BULLY,
+        "granted = not self._amnesiac and self.voted_for in (None, msg.sender)",
+        "granted = not self._amnesiac",
+        "a peer acks two claimants in one term",
+        "ring 1 test_bully / ring 2 election sim",
+    ),
+    Mutation(
+        "wrong_attempt_result",
+        "peer/protocol/tasks.py",
+        "task.state is not TaskState.RUNNING or item.attempt != task.attempt:",
+        "task.state is not TaskState.RUNNING:",
+        "a result is recorded for the wrong attempt",
+        "ring 1 test_task_table / ring 2 execution sim",
+    ),
+    Mutation(
+        "no_log_sync",
+        REPLICATION,
+        "        if best_peer != self.id:\n            self.sync_from = best_peer\n",
+        "        if False:  # mutation: never fetch the best log\n"
+        "            self.sync_from = best_peer\n",
+        "a new leader serves without fetching the best log",
+        "ring 1 test_replicator / ring 2 replication sim",
+    ),
+    Mutation(
+        "no_truncate",
+        "peer/protocol/log.py",
+        "                self.truncate_after(entry.index - 1)\n",
+        "                pass  # mutation: keep the conflicting suffix\n",
+        "a follower keeps a conflicting suffix",
+        "ring 1 test_replicator / ring 2 replication sim",
+    ),
+    Mutation(
+        "stuck_wiped_follower",
+        REPLICATION,
+        "                follower.match_index = msg.match_index\n",
+        "                pass  # mutation: never lower the match index\n",
+        "a leader never lowers a follower's match index on refusal",
+        "ring 1 test_replicator (wiped follower)",
+    ),
+    Mutation(
+        "amnesiac_votes",
+        BULLY,
+        # the flag is read as `self._amnesiac` everywhere: dropping it at construction
+        # disables the whole rule (the `amnesiac` property only reports it)
+        "self._amnesiac = amnesiac  #",
+        "self._amnesiac = False  #",
+        "a peer started without stored state votes at once",
+        "ring 1 test_bully / ring 2 election sim (wipes)",
+    ),
+    Mutation(
+        "step_down_leader_without_majority",
+        BULLY,
+        "if len(recent | {self.id}) < self.majority:",
+        "if False:  # mutation: never step down",
+        "a leader that lost its majority never steps down",
+        "ring 1 test_bully / ring 2 election sim (partitions)",
+    ),
+    Mutation(
+        "one_inflight",
+        REPLICATION,
+        "            if not follower.inflight_last or now >= follower.inflight_until:\n"
+        "                self._send_append(peer, now)\n",
+        "            if True:  # mutation: ignore what is in flight\n"
+        "                self._send_append(peer, now)\n",
+        "more than one Append is in flight to a follower",
+        "ring 1 test_replicator / ring 2 gossip relay",
+    ),
+]
+
+
+def snapshot(dest: Path) -> None:
+    """Copy the working tree's tracked and untracked-not-ignored files to `dest`."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.decode()
+    for rel in filter(None, listed.split("\0")):
+        src = ROOT / rel
+        if src.is_file():  # a tracked file deleted in the tree is skipped
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel, follow_symlinks=False)
+
+
+def apply(tree: Path, mutation: Mutation) -> bool:
+    """Apply `mutation` in `tree`; False (stale) unless `old` occurs exactly once."""
+    target = tree / mutation.path
+    text = target.read_text() if target.is_file() else ""
+    if text.count(mutation.old) != 1:
+        return False
+    target.write_text(text.replace(mutation.old, mutation.new))
+    return True
+
+
+def copy_env(tree: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def check_imports(tree: Path) -> None:
+    """Fail loudly unless the copy's packages, not the editable install's, are imported."""
+    code = "import election, peer; print(peer.__file__); print(election.__file__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tree, env=copy_env(tree), capture_output=True, text=True
+    )
+    files = out.stdout.split()
+    if out.returncode or len(files) != 2 or not all(Path(f).is_relative_to(tree) for f in files):
+        raise SystemExit(f"sanity import in {tree} did not use the copy: {out.stdout}{out.stderr}")
+
+
+def run_rings(tree: Path, timeout: float) -> tuple[str, str]:
+    """Run the fast rings in `tree`: (verdict, detail) for a mutated tree."""
+    check_imports(tree)
+    try:
+        out = subprocess.run(
+            [sys.executable, *PYTEST, "tests"],
+            cwd=tree,
+            env=copy_env(tree),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired:
+        return "TIMEOUT", f"no result within {timeout:.0f} s"
+    if out.returncode == 0:
+        return "MISSED", "all fast rings pass"
+    found = FAILED_LINE.search(out.stdout)
+    if found:
+        return "CAUGHT", found.group(1)
+    tail = (out.stdout + out.stderr).strip().splitlines()[-1:] or ["no output"]
+    return "ERROR", f"pytest exit {out.returncode}: {tail[0]}"
+
+
+def evaluate(base: Path, mutation: Mutation | None, timeout: float, keep: bool) -> Outcome:
+    """Run one mutation (None: the baseline) in a fresh copy of the snapshot `base`."""
+    start = time.monotonic()
+    name = mutation.name if mutation else "baseline"
+    tree = Path(tempfile.mkdtemp(prefix=f"mut-{name}-"))
+    try:
+        shutil.copytree(base, tree, dirs_exist_ok=True, symlinks=True)
+        if mutation and not apply(tree, mutation):
+            verdict, detail = "STALE", f"`old` not found exactly once in {mutation.path}"
+        else:
+            verdict, detail = run_rings(tree, timeout)
+            if mutation is None:  # the baseline: green, or the test it fails
+                verdict = {"MISSED": "PASS", "CAUGHT": "FAILED"}.get(verdict, verdict)
+    finally:
+        if not keep:
+            shutil.rmtree(tree, ignore_errors=True)
+    rule = mutation.rule if mutation else "(unmutated tree)"
+    outcome = Outcome(name, rule, verdict, detail, time.monotonic() - start)
+    print(f"  {name}: {verdict} ({detail}) in {outcome.seconds:.0f} s", file=sys.stderr)
+    return outcome
+
+
+def print_table(outcomes: list[Outcome]) -> None:
+    headers = ("mutation", "rule", "verdict", "caught by")
+    rows = [(o.mutation, o.rule, o.verdict, o.detail) for o in outcomes]
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    names = [m.name for m in MUTATIONS]
+    parser.add_argument("--only", nargs="+", choices=names, metavar="NAME", help=str(names))
+    parser.add_argument("--jobs", type=int, default=1, help="mutations run in parallel")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mut-snapshot-") as snap:
+        base = Path(snap)
+        snapshot(base)  # one snapshot: every run sees the same tree, whatever is edited
+        print(f"snapshot of {ROOT} in {base}; baseline first", file=sys.stderr)
+        baseline = evaluate(base, None, args.timeout, args.keep)
+        if baseline.verdict != "PASS":
+            print(f"baseline is not green: {baseline.verdict} ({baseline.detail})")
+            return 2
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            outcomes = list(pool.map(lambda m: evaluate(base, m, args.timeout, args.keep), chosen))
+    print_table(outcomes)
+    print(f"total {time.monotonic() - started:.0f} s")
+    return 1 if any(o.verdict in BAD_VERDICTS for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
