@@ -4,6 +4,7 @@ Pure: no I/O, no clock, no global random. See `election.bully` for the theory.
 """
 
 from election.bully import BullyElection, Phase, Timings
+from election.events import ElectionEvent
 from election.messages import (
     ALL_MESSAGES,
     Alive,
@@ -29,6 +30,7 @@ __all__ = [
     "Coordinator",
     "CoordinatorAck",
     "Election",
+    "ElectionEvent",
     "Envelope",
     "HardState",
     "Heartbeat",

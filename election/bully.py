@@ -46,6 +46,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum, auto
 
+from election.events import (
+    AmnesiaEnded,
+    BecameLeader,
+    ElectionEvent,
+    ElectionStarted,
+    Following,
+    LeaderLost,
+    LostMajority,
+    SteppedDown,
+)
 from election.messages import (
     Alive,
     Coordinator,
@@ -241,7 +251,7 @@ class BullyElection:
     def _forget_leader(self) -> None:
         if self.leader is None or self.leader == self.id:
             return
-        self._emit(f"leader {self.leader} lost (term {self.term})")
+        self._emit(LeaderLost(self.id, self.leader, self.term))
         # its silence is news before gossip calls it dead: count it out right away, so
         # this peer neither waits for it nor refuses a claimant because of it
         self._lost_leader = self.leader
@@ -289,7 +299,7 @@ class BullyElection:
         self._quorum.reset(self.term + 1)
         self._quorum.grant(self.id)
         self._deadline = self._now + self.timings.election_timeout
-        self._emit(f"election: term {self.term + 1} started by {self.id}")
+        self._emit(ElectionStarted(self.id, self.term + 1))
         probe = Probe(self.term + 1, self.id, self.log)
         for peer in self.others:
             self._send(peer, probe)
@@ -344,14 +354,14 @@ class BullyElection:
         self.leader = self.id
         self._lost_leader = None
         self._heard = {peer: self._now for peer in self._quorum.granted}
-        self._emit(f"peer {self.id} leads, term {self.term}")
+        self._emit(BecameLeader(self.id, self.term))
         self._broadcast_heartbeat()
 
     def _tick_leader(self) -> None:
         horizon = self._now - self.timings.failure_timeout
         recent = {peer for peer, at in self._heard.items() if at >= horizon}
         if len(recent | {self.id}) < self.majority:
-            self._emit(f"peer {self.id} lost its majority, steps down (term {self.term})")
+            self._emit(LostMajority(self.id, self.term))
             self._step_down(self.term)
             return
         if self._now >= self._next_heartbeat:
@@ -486,7 +496,7 @@ class BullyElection:
             self.voted_for = leader
             self._dirty = True
         if self.leader != leader:
-            self._emit(f"peer {self.id} follows {leader}, term {self.term}")
+            self._emit(Following(self.id, leader, self.term))
             self.caught_up = False
         self._amnesiac = False  # its vote is now the leader's, persisted like any vote
         self.phase = Phase.IDLE
@@ -536,11 +546,11 @@ class BullyElection:
             self._started = now
         if self._amnesiac and now - self._started > self.timings.failure_timeout:
             self._amnesiac = False  # no leader heard since the start: vote again
-            self._emit(f"peer {self.id} heard no leader since its start: it votes again")
+            self._emit(AmnesiaEnded(self.id))
 
     def _adopt_term(self, term: int) -> None:
         if self.phase is Phase.LEADING:
-            self._emit(f"peer {self.id} steps down: term {term} is newer")
+            self._emit(SteppedDown(self.id, term))
         self._step_down(term)
 
     def _step_down(self, term: int) -> None:
@@ -555,5 +565,5 @@ class BullyElection:
     def _send(self, to: int, message: Message) -> None:
         self._out.messages.append(Envelope(to, message))
 
-    def _emit(self, event: str) -> None:
+    def _emit(self, event: ElectionEvent) -> None:
         self._out.events.append(event)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from election.events import ElectionEvent
+
 
 class Role(Enum):
     FOLLOWER = "follower"
@@ -131,7 +133,7 @@ class Ready:
 
     hard_state: HardState | None = None
     messages: list[Envelope] = field(default_factory=list)
-    events: list[str] = field(default_factory=list)
+    events: list[ElectionEvent] = field(default_factory=list)
 
     def empty(self) -> bool:
         return self.hard_state is None and not self.messages and not self.events

@@ -33,6 +33,7 @@ from election import (
     Role,
     Timings,
 )
+from election.events import SteppedDown
 
 PEERS = (1, 2, 3, 4, 5)
 TIMINGS = Timings(heartbeat_interval=0.1, election_timeout=0.2, failure_timeout=0.5)
@@ -424,7 +425,8 @@ def test_a_higher_term_of_an_authoritative_kind_is_adopted_and_the_peer_steps_do
     assert machine.term == 7
     assert machine.role is Role.FOLLOWER and machine.leader != 5
     assert out.hard_state is not None and out.hard_state.term == 7
-    assert "peer 5 steps down: term 7 is newer" in out.events
+    assert SteppedDown(5, 7) in out.events
+    assert str(SteppedDown(5, 7)) == "peer 5 steps down: term 7 is newer"
 
 
 @pytest.mark.parametrize("message", NOT_AUTHORITATIVE, ids=lambda m: type(m).__name__)

@@ -43,6 +43,10 @@ def test_a_wiped_follower_rejoins_and_holds_the_leaders_tasks(
     cluster = cluster_factory(3)
     leader = cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
     follower = 1
+    view = cluster.view(leader)
+    assert view is not None
+    elected = [e for e in view["events"] if e["event"] == "became_leader"]
+    assert elected and elected[-1]["peer"] == leader and elected[-1]["term"] == view["term"]
     _submit_batches(cluster, leader)
     cluster.wait_for(lambda: _all_succeeded(cluster, leader), 60, "every task to succeed")
     expected = _tasks(cluster, leader)

@@ -28,6 +28,7 @@ from typing import Any
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role
 from peer.protocol.commands import Command, encode_command
 from peer.protocol.dispatch import Dispatcher
+from peer.protocol.events import CoreEvent, PeerRestarted
 from peer.protocol.log import Entry, Log
 from peer.protocol.membership import Gossip, MembershipTable, Status
 from peer.protocol.messages import (
@@ -93,7 +94,7 @@ class CoreReady:
     applied: list[Applied] = field(default_factory=list)
     starts: list[Task] = field(default_factory=list)  # attempts to run on this peer
     stops: list[tuple[int, int]] = field(default_factory=list)  # (task, attempt) to stop
-    events: list[str] = field(default_factory=list)
+    events: list[CoreEvent] = field(default_factory=list)
     # (proposal ref, the entries it got): none when this peer is not a ready leader
     proposed: list[tuple[int, list[Entry]]] = field(default_factory=list)
 
@@ -147,7 +148,7 @@ class PeerCore:
         self._wall = 0.0
         self._now = 0.0
         self._out: list[tuple[int, PeerMessage]] = []
-        self._events: list[str] = []
+        self._events: list[CoreEvent] = []
         self._persisted_commit = self.replicator.commit_index
         self._published: tuple[str, int, int | None, int, int] | None = None
         for entry in self.replicator.take_committed():  # replay what is known committed
@@ -214,7 +215,7 @@ class PeerCore:
         self._sync_log()
         if isinstance(message, Gossip):
             for peer in self.membership.merge(now, message):
-                self._events.append(f"peer {peer} restarted")
+                self._events.append(PeerRestarted(peer))
         elif isinstance(message, Append | AppendReply | FetchLog | LogChunk):
             self._receive_replication(now, message)
         elif isinstance(message, Results):
@@ -278,7 +279,7 @@ class PeerCore:
 
     def ready(self) -> CoreReady:
         out = self.election.ready()
-        batch = CoreReady(hard_state=out.hard_state, events=self._events + out.events)
+        batch = CoreReady(hard_state=out.hard_state, events=[*self._events, *out.events])
         self._sync_roles()
         beats = []
         for entry in self.replicator.take_committed():

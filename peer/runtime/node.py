@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
 import signal
 import sqlite3
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from peer.config import ClusterConfig
 from peer.protocol.commands import Command
 from peer.protocol.core import Completed, CoreReady, Input, PeerCore, Proposal, Received
+from peer.protocol.events import CoreEvent
 from peer.protocol.log import Log
 from peer.protocol.messages import PeerMessage, ResultItem
 from peer.protocol.tasks import Applied
@@ -35,6 +38,13 @@ from peer.runtime.worker import TaskRunner
 log = logging.getLogger(__name__)
 
 MAX_INBOX = 50_000
+RECENT_EVENTS = 20  # core events `/cluster` shows, newest last
+
+
+def event_json(at: float, event: CoreEvent) -> dict[str, Any]:
+    """A core event as `/cluster` shows it: when, its name, its sentence, its fields."""
+    fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)}
+    return {"at": at, "event": event.name, "text": str(event), **fields}
 
 
 class Node:
@@ -72,6 +82,7 @@ class Node:
         self._waiters: dict[int, tuple[int, asyncio.Future[Applied]]] = {}
         self.changed = asyncio.Event()  # set and replaced after every cycle that did work
         self.failed: BaseException | None = None
+        self.recent_events: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
 
     # ------------------------------------------------------------------ driver
 
@@ -171,7 +182,8 @@ class Node:
         for task in held.starts + batch.starts:
             self.runner.start(task)
         for event in batch.events:
-            log.info("%s", event)
+            log.info("%s", event, extra={"event": event.name, "term": self.core.term})
+            self.recent_events.append(event_json(time.time(), event))
         if batch.applied or batch.events or batch.hard_state:
             self.changed.set()
             self.changed = asyncio.Event()
@@ -248,6 +260,7 @@ class Node:
         view["running"] = self.runner.running
         view["done"] = self.done
         view["url"] = self.address.url
+        view["events"] = list(self.recent_events)
         urls = {n.id: n.url for n in self.config.nodes}
         for member in view["members"]:
             member["url"] = urls[member["id"]]
