@@ -68,3 +68,33 @@ def test_new_leader_fetches_entries_it_lacks() -> None:
     assert sim.nodes[5].log.last_index < sim.nodes[4].log.last_index  # its old, shorter log
     assert sim.run_until(lambda: sim.leaders() == [5] and sim.nodes[5].is_ready_leader, 5.0)
     assert all(k in sim.nodes[5].tasks.by_key for k in sim.acked)
+
+
+def test_a_leader_elected_with_a_shorter_log_fetches_what_it_lacks_before_serving() -> None:
+    """Log sync, needed: peer 5 comes back just as leader 4 dies, so it never follows
+    anyone with the entries it missed; it wins with acks of peers holding them, and must
+    fetch them from the best of those before its no-op (else acknowledged work is lost)."""
+    sim = SimCluster(5, seed=13)
+    assert sim.run_until(lambda: sim.leaders() == [5] and sim.nodes[5].is_ready_leader, 3.0)
+    sim.crash(5)
+    assert sim.run_until(lambda: sim.leaders() == [4] and sim.nodes[4].is_ready_leader, 3.0)
+    for _ in range(30):
+        sim.propose()
+        sim.step()
+    assert sim.run_until(lambda: len(sim.acked) == 30, 3.0)
+    missing = sim.nodes[4].log.last_index
+    sim.crash(4)
+    sim.start(5)
+    assert sim.nodes[5].log.last_index < missing
+    fetched, followed = [False], [False]
+
+    def serving() -> bool:
+        node = sim.nodes[5]
+        fetched[0] |= node.replicator.sync_from is not None
+        followed[0] |= node.leader not in (None, 5)
+        return node.is_ready_leader
+
+    assert sim.run_until(serving, 5.0)
+    assert fetched[0] and not followed[0], (fetched, followed)
+    assert all(k in sim.nodes[5].tasks.by_key for k in sim.acked)
+    assert sim.nodes[5].log.last_index > missing  # what it fetched, then its own no-op
