@@ -7,7 +7,6 @@ commands are applied the same way, as if the leader's entries had committed.
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
@@ -26,20 +25,12 @@ from peer.protocol.dispatch import Dispatcher, WorkOrders
 from peer.protocol.messages import ResultItem
 from peer.protocol.scheduler import Scheduler, Worker
 from peer.protocol.tasks import TaskTable
+from tests.test_scheduler import FixedRandom
 
 ME = 1  # the dispatcher's own peer id
 W1, W2, W3 = Worker(1, 1), Worker(2, 1), Worker(3, 1)
 LIVE = {1: 1, 2: 1, 3: 1}  # every peer alive, first incarnation
 JITTER = 0.5  # what the scheduler's random source always returns
-
-
-class FixedRandom(random.Random):
-    def __init__(self, value: float) -> None:
-        super().__init__(0)
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
 
 
 class Peer:

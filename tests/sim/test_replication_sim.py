@@ -55,7 +55,9 @@ def test_leader_commits_and_followers_apply_in_order() -> None:
 
 
 def test_new_leader_fetches_entries_it_lacks() -> None:
-    """Peer 5 misses entries while cut off; when it leads again it first syncs its log."""
+    """Peer 5 misses entries while down; back, it catches up as a follower of 4 and then
+    takes the lead (bully preemption) with every acknowledged entry. (It needs no fetch:
+    the next test makes one necessary.)"""
     sim = SimCluster(5, seed=12)
     assert sim.run_until(lambda: sim.leaders() == [5] and sim.nodes[5].is_ready_leader, 3.0)
     sim.crash(5)
