@@ -24,7 +24,8 @@ from election.messages import (
     ProbeReply,
 )
 from peer.protocol.commands import Finish, Noop, Outcome, Submit, TaskSpec, decode_command
-from peer.protocol.core import Completed, CoreReady, Input, PeerCore, Proposal, Received
+from peer.protocol.core import PeerCore
+from peer.protocol.cycle import Completed, CoreReady, Input, Proposal, Received
 from peer.protocol.log import Entry, Log
 from peer.protocol.membership import Gossip
 from peer.protocol.messages import (

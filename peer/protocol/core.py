@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role
 from peer.protocol.commands import Command, encode_command
+from peer.protocol.cycle import Completed, CoreReady, Input, Received
 from peer.protocol.dispatch import Dispatcher
 from peer.protocol.events import CoreEvent, PeerRestarted
 from peer.protocol.log import Entry, Log
@@ -44,59 +44,11 @@ from peer.protocol.messages import (
 from peer.protocol.replication import Replicator
 from peer.protocol.scheduler import Scheduler, Worker
 from peer.protocol.settings import Settings
-from peer.protocol.tasks import Applied, Task, TaskState, TaskTable
+from peer.protocol.tasks import TaskTable
+from peer.protocol.view import describe
 
 RELAY_SLACK = 1.5  # heartbeats without a relayed beat before gossiping with everyone
 TICK_SLACK = 1.5  # heartbeats between two ticks at most (a later one than the leader's)
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """A peer message, and when it arrived (the driver may hold one for a while)."""
-
-    at: float
-    message: PeerMessage
-
-
-@dataclass(frozen=True, slots=True)
-class Proposal:
-    """Commands a client write wants in the log; `ref` names it in `CoreReady.proposed`."""
-
-    ref: int
-    commands: tuple[Command, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    """This peer finished running an attempt (ok or not)."""
-
-    item: ResultItem
-
-
-Input = Received | Proposal | Completed
-
-
-@dataclass(slots=True)
-class CoreReady:
-    """One batch of output, carried out in this order: persist `hard_state`, `entries`
-    (rewriting the log from `entries_from`) and `commit_index`; send `messages`; then
-    hand `applied` to whoever waits on it and report `events`.
-
-    `commit_index` only rides along with a write that happens anyway: it is a lower bound
-    that spares a restarted peer some waiting, never needed for safety (a restarted peer
-    learns the commit index from the leader)."""
-
-    hard_state: HardState | None = None
-    entries_from: int | None = None
-    entries: list[Entry] = field(default_factory=list)
-    commit_index: int | None = None
-    messages: list[tuple[int, PeerMessage]] = field(default_factory=list)
-    applied: list[Applied] = field(default_factory=list)
-    starts: list[Task] = field(default_factory=list)  # attempts to run on this peer
-    stops: list[tuple[int, int]] = field(default_factory=list)  # (task, attempt) to stop
-    events: list[CoreEvent] = field(default_factory=list)
-    # (proposal ref, the entries it got): none when this peer is not a ready leader
-    proposed: list[tuple[int, list[Entry]]] = field(default_factory=list)
 
 
 class PeerCore:
@@ -405,36 +357,7 @@ class PeerCore:
 
     def view(self, now: float) -> dict[str, Any]:
         """This peer's view of the cluster, in the shape of `GET /cluster` (minus urls)."""
-        members = []
-        for peer in (self.id, *self.membership.others):
-            digest = self.membership.digest(peer)
-            seen = self.membership.last_seen(peer, now)
-            members.append(
-                {
-                    "id": peer,
-                    "status": self.membership.status(peer, now).value,
-                    "role": digest.role if digest else None,
-                    "term": digest.term if digest else None,
-                    "last_index": digest.last_index if digest else None,
-                    "commit_index": digest.commit_index if digest else None,
-                    "last_seen_ms": None if seen is None else round(seen * 1000),
-                }
-            )
-        return {
-            "id": self.id,
-            "role": self.election.role.value,
-            "term": self.election.term,
-            "leader": self.election.leader,
-            "ready": self.leader_is_ready(),
-            "commit_index": self.replicator.commit_index,
-            "last_index": self.log.last_index,
-            "catching_up": self.catching_up,
-            "behind": self.behind,
-            "queue_depth": self.tasks.counts[TaskState.QUEUED]
-            + self.tasks.counts[TaskState.SCHEDULED],
-            "tasks": dict(self.tasks.counts),
-            "members": members,
-        }
+        return describe(self, now)
 
     # ----------------------------------------------------------------- helpers
 

@@ -25,7 +25,8 @@ from typing import Any
 
 from peer.config import ClusterConfig
 from peer.protocol.commands import Command
-from peer.protocol.core import Completed, CoreReady, Input, PeerCore, Proposal, Received
+from peer.protocol.core import PeerCore
+from peer.protocol.cycle import Completed, CoreReady, Input, Proposal, Received
 from peer.protocol.events import CoreEvent
 from peer.protocol.log import Log
 from peer.protocol.messages import PeerMessage, ResultItem

@@ -31,7 +31,8 @@ import orjson
 from election import Role
 from election.messages import CoordinatorAck
 from peer.protocol.commands import Finish, Submit, TaskSpec, decode_command
-from peer.protocol.core import Completed, CoreReady, Input, PeerCore, Proposal, Received
+from peer.protocol.core import PeerCore
+from peer.protocol.cycle import Completed, CoreReady, Input, Proposal, Received
 from peer.protocol.log import Entry, Log
 from peer.protocol.messages import ResultItem
 from peer.protocol.settings import Settings

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 
 from election import HardState
-from peer.protocol.core import CoreReady
+from peer.protocol.cycle import CoreReady
 from peer.protocol.log import Entry, Log
 
 

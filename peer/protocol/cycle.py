@@ -1,0 +1,63 @@
+"""What goes into one core cycle and what comes out: the inbox's items (`Received`,
+`Proposal`, `Completed`) and the `CoreReady` batch the driver carries out. Pure data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from election import HardState
+from peer.protocol.commands import Command
+from peer.protocol.events import CoreEvent
+from peer.protocol.log import Entry
+from peer.protocol.messages import PeerMessage, ResultItem
+from peer.protocol.tasks import Applied, Task
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A peer message, and when it arrived (the driver may hold one for a while)."""
+
+    at: float
+    message: PeerMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """Commands a client write wants in the log; `ref` names it in `CoreReady.proposed`."""
+
+    ref: int
+    commands: tuple[Command, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """This peer finished running an attempt (ok or not)."""
+
+    item: ResultItem
+
+
+Input = Received | Proposal | Completed
+
+
+@dataclass(slots=True)
+class CoreReady:
+    """One batch of output, carried out in this order: persist `hard_state`, `entries`
+    (rewriting the log from `entries_from`) and `commit_index`; send `messages`; then
+    hand `applied` to whoever waits on it and report `events`.
+
+    `commit_index` only rides along with a write that happens anyway: it is a lower bound
+    that spares a restarted peer some waiting, never needed for safety (a restarted peer
+    learns the commit index from the leader)."""
+
+    hard_state: HardState | None = None
+    entries_from: int | None = None
+    entries: list[Entry] = field(default_factory=list)
+    commit_index: int | None = None
+    messages: list[tuple[int, PeerMessage]] = field(default_factory=list)
+    applied: list[Applied] = field(default_factory=list)
+    starts: list[Task] = field(default_factory=list)  # attempts to run on this peer
+    stops: list[tuple[int, int]] = field(default_factory=list)  # (task, attempt) to stop
+    events: list[CoreEvent] = field(default_factory=list)
+    # (proposal ref, the entries it got): none when this peer is not a ready leader
+    proposed: list[tuple[int, list[Entry]]] = field(default_factory=list)

@@ -1,0 +1,45 @@
+"""A peer's view of the cluster, in the shape of `GET /cluster` (the driver adds its
+process id, urls and recent events). Reads the core; changes nothing. Pure.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from peer.protocol.tasks import TaskState
+
+if TYPE_CHECKING:
+    from peer.protocol.core import PeerCore
+
+
+def describe(core: PeerCore, now: float) -> dict[str, Any]:
+    """Members with their status, role, term and log figures; this peer's own."""
+    members = []
+    for peer in (core.id, *core.membership.others):
+        digest = core.membership.digest(peer)
+        seen = core.membership.last_seen(peer, now)
+        members.append(
+            {
+                "id": peer,
+                "status": core.membership.status(peer, now).value,
+                "role": digest.role if digest else None,
+                "term": digest.term if digest else None,
+                "last_index": digest.last_index if digest else None,
+                "commit_index": digest.commit_index if digest else None,
+                "last_seen_ms": None if seen is None else round(seen * 1000),
+            }
+        )
+    return {
+        "id": core.id,
+        "role": core.election.role.value,
+        "term": core.election.term,
+        "leader": core.election.leader,
+        "ready": core.leader_is_ready(),
+        "commit_index": core.replicator.commit_index,
+        "last_index": core.log.last_index,
+        "catching_up": core.catching_up,
+        "behind": core.behind,
+        "queue_depth": core.tasks.counts[TaskState.QUEUED] + core.tasks.counts[TaskState.SCHEDULED],
+        "tasks": dict(core.tasks.counts),
+        "members": members,
+    }
