@@ -49,6 +49,8 @@ class ClusterConfig:
     submit_wait: float = 2.0
     retry_base: float = _DEFAULTS.retry_base
     retry_max: float = _DEFAULTS.retry_max
+    max_catch_up: int = _DEFAULTS.max_catch_up
+    schedules: tuple[dict[str, Any], ...] = ()  # [[schedule]] tables, checked at serve
 
     def settings(self) -> Settings:
         """The core's settings: every field of `Settings` this file sets, else its
@@ -111,6 +113,7 @@ _CHECKS = {
     "slots": _positive_int,
     "prefetch": _positive_int,
     "max_body": _positive_int,
+    "max_catch_up": _positive_int,
     "data_dir": _string,
     "secret": _string,
     "policy": _string,
@@ -152,15 +155,31 @@ def _check_nodes(raw: Any) -> tuple[NodeAddress, ...]:
     return tuple(sorted(nodes, key=lambda n: n.id))
 
 
+def _check_schedule_tables(raw: Any) -> tuple[dict[str, Any], ...]:
+    """The `[[schedule]]` tables as given; their fields are checked like a `POST
+    /schedules` body when a peer starts (`peer.runtime.validation.declared_schedules`),
+    where the task kinds are known."""
+    if not isinstance(raw, list) or not all(isinstance(entry, dict) for entry in raw):
+        raise ConfigError("schedule: must be [[schedule]] tables")
+    names = [entry.get("name") for entry in raw]
+    if len(set(map(str, names))) != len(names):
+        raise ConfigError("schedule: names must be unique")
+    return tuple(raw)
+
+
 def parse_config(data: dict[str, Any]) -> ClusterConfig:
     """Build a validated config from an already-parsed TOML document."""
-    unknown = set(data) - {"cluster", "node"}
+    unknown = set(data) - {"cluster", "node", "schedule"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown table")
     table = data.get("cluster", {})
     if not isinstance(table, dict):
         raise ConfigError("cluster: must be a table")
-    config = ClusterConfig(nodes=_check_nodes(data.get("node")), **_check_cluster_table(table))
+    config = ClusterConfig(
+        nodes=_check_nodes(data.get("node")),
+        schedules=_check_schedule_tables(data.get("schedule", [])),
+        **_check_cluster_table(table),
+    )
     if not config.heartbeat_interval < config.suspect_after <= config.failure_timeout:
         raise ConfigError(
             "cluster.failure_timeout: need heartbeat_interval < suspect_after <= failure_timeout"
@@ -204,6 +223,11 @@ def _toml_value(value: Any) -> str:
         return f'"{escaped}"'
     if isinstance(value, tuple | list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table; TOML has no null: None is left out
+        pairs = [
+            f"{_toml_value(str(k))} = {_toml_value(v)}" for k, v in value.items() if v is not None
+        ]
+        return "{ " + ", ".join(pairs) + " }"
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
@@ -211,8 +235,11 @@ def dump_config(config: ClusterConfig) -> str:
     """The TOML text of `config`; `load_config` of it gives the same config back."""
     lines = ["[cluster]"]
     for name in ClusterConfig.__dataclass_fields__:
-        if name != "nodes":
+        if name not in ("nodes", "schedules"):
             lines.append(f"{name} = {_toml_value(getattr(config, name))}")
     for node in config.nodes:
         lines += ["", "[[node]]", f"id = {node.id}", f'host = "{node.host}"', f"port = {node.port}"]
+    for schedule in config.schedules:
+        lines += ["", "[[schedule]]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in schedule.items() if v is not None]
     return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -211,6 +212,38 @@ class AsyncClient:
     async def cancel(self, task_id: int) -> Task:
         """Cancel a task; `ClientError` 409 when it is already terminal."""
         result: Task = await self._request("POST", f"/tasks/{int(task_id)}/cancel", body=None)
+        return result
+
+    # ---------------------------------------------------------------- schedules
+
+    async def put_schedule(self, schedule: Mapping[str, Any], replace: bool = False) -> Task:
+        """Add a schedule (`{name, every | cron, task, catch_up?, overlap?, timezone?}`);
+        an identical one is left as it is; a different one of that name is a 409
+        `ClientError` unless `replace`."""
+        params = {"replace": "1"} if replace else {}
+        result: Task = await self._request("POST", "/schedules", params=params, body=dict(schedule))
+        return result
+
+    async def schedules(self) -> list[Task]:
+        result = await self._request("GET", "/schedules")
+        listed: list[Task] = result["schedules"]
+        return listed
+
+    async def schedule(self, name: str) -> Task:
+        result: Task = await self._request("GET", f"/schedules/{quote(name, safe='')}")
+        return result
+
+    async def delete_schedule(self, name: str) -> Task:
+        """Delete a schedule; a retry after a lost reply may answer 404."""
+        path = f"/schedules/{quote(name, safe='')}"
+        result: Task = await self._request("DELETE", path)
+        return result
+
+    async def pause_schedule(self, name: str, paused: bool = True) -> Task:
+        """Pause a schedule, or resume it (`paused=False`: no tick of the pause fires)."""
+        action = "pause" if paused else "resume"
+        path = f"/schedules/{quote(name, safe='')}/{action}"
+        result: Task = await self._request("POST", path, body=None)
         return result
 
     # -------------------------------------------------------------------- reads

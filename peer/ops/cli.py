@@ -102,15 +102,42 @@ def _parser() -> argparse.ArgumentParser:
     tasks.add_argument("--limit", type=int)
     tasks.add_argument("--after", type=int, metavar="CURSOR", help="the page after this cursor")
     sub.add_parser("status", parents=[common], help="show the cluster as a peer sees it")
+    _add_schedule(sub, common)
     return parser
 
 
+def _add_schedule(sub: Any, common: argparse.ArgumentParser) -> None:
+    schedule = sub.add_parser("schedule", help="periodic tasks: add, list, show, rm, pause, resume")
+    actions = schedule.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", parents=[common], help="add (or --replace) a schedule")
+    add.add_argument("name")
+    rhythm = add.add_mutually_exclusive_group(required=True)
+    rhythm.add_argument("--every", type=_seconds, metavar="S", help="seconds between ticks")
+    rhythm.add_argument("--cron", metavar="EXPR", help="5 fields, or 6 with seconds first")
+    add.add_argument("kind", help="the task kind each tick submits")
+    add.add_argument("--args", type=_json_value, metavar="JSON", help="the task's arguments")
+    add.add_argument("--queue")
+    add.add_argument("--priority", type=int)
+    add.add_argument("--catch-up", choices=("all", "latest", "none"))
+    add.add_argument("--no-overlap", action="store_true", help="skip a tick while one runs")
+    add.add_argument("--timezone", help="an IANA name for --cron (default UTC)")
+    add.add_argument("--replace", action="store_true", help="replace a different one")
+    actions.add_parser("list", parents=[common], help="list the schedules")
+    named = {"show": "show", "rm": "delete", "pause": "pause", "resume": "resume"}
+    for action, verb in named.items():
+        one = actions.add_parser(action, parents=[common], help=f"{verb} one schedule")
+        one.add_argument("name")
+
+
 def _serve(args: argparse.Namespace) -> int:
+    from peer.registry import Registry
     from peer.runtime.server import run
+    from peer.runtime.validation import declared_schedules
 
     try:
         config = load_config(args.config)
         config.node(args.id)
+        declared_schedules(config, Registry(config.task_modules, config.allow_shell))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -158,11 +185,43 @@ def _status(client: Client, args: argparse.Namespace) -> Any:
     return client.cluster()
 
 
+def _schedule(client: Client, args: argparse.Namespace) -> Any:
+    if args.action == "add":
+        task = {
+            "kind": args.kind,
+            "args": args.args,
+            "queue": args.queue,
+            "priority": args.priority,
+        }
+        body = {
+            "name": args.name,
+            "every": args.every,
+            "cron": args.cron,
+            "task": {k: v for k, v in task.items() if v is not None},
+            "catch_up": args.catch_up,
+            "overlap": False if args.no_overlap else None,
+            "timezone": args.timezone,
+        }
+        return client.put_schedule({k: v for k, v in body.items() if v is not None}, args.replace)
+    if args.action == "list":
+        return client.schedules()
+    if args.action == "show":
+        return client.schedule(args.name)
+    if args.action == "rm":
+        return client.delete_schedule(args.name)
+    return client.pause_schedule(args.name, paused=args.action == "pause")
+
+
+def _draw_schedule(data: Any) -> Any:
+    return render.schedules(data) if isinstance(data, list) else render.schedule(data)
+
+
 COMMANDS: dict[str, tuple[Command, Callable[[Any], Any]]] = {
     "submit": (_submit, render.task),
     "task": (_task, render.task),
     "tasks": (_tasks, render.tasks),
     "status": (_status, render.cluster),
+    "schedule": (_schedule, _draw_schedule),
 }
 
 

@@ -152,3 +152,62 @@ def cluster(view: Mapping[str, Any]) -> RenderableType:
     if per_state is not None:
         parts.append(per_state)
     return Group(*parts)
+
+
+SCHEDULE_FIELDS = (
+    "name",
+    "every",
+    "cron",
+    "timezone",
+    "catch_up",
+    "overlap",
+    "paused",
+    "task",
+    "next_due",
+    "last_due",
+    "last_task",
+    "fired",
+    "skipped",
+    "runs",
+    "created_at",
+)
+SCHEDULE_TIMES = frozenset({"next_due", "last_due", "created_at"})
+
+
+def rhythm(item: Mapping[str, Any]) -> str:
+    if item.get("every") is not None:
+        return f"every {item['every']:g}s"
+    return f"cron {item.get('cron')} ({item.get('timezone', 'UTC')})"
+
+
+def schedule(item: Mapping[str, Any]) -> RenderableType:
+    """One schedule: a two-column table of its fields."""
+    if "deleted" in item:
+        return Text(f"deleted schedule {item['deleted']}")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for name in SCHEDULE_FIELDS:
+        value = item.get(name)
+        table.add_row(name, clock(value) if name in SCHEDULE_TIMES else plain(value))
+    return table
+
+
+def schedules(items: list[Mapping[str, Any]]) -> RenderableType:
+    """`GET /schedules`: one row per schedule."""
+    table = Table(title=f"{len(items)} schedule(s)", title_justify="left")
+    for column in ("name", "when", "task", "next due", "last fired", "fired", "skipped", "runs"):
+        table.add_column(column)
+    for item in items:
+        runs = item.get("runs") or {}
+        table.add_row(
+            plain(item.get("name")) + (" (paused)" if item.get("paused") else ""),
+            rhythm(item),
+            plain((item.get("task") or {}).get("kind")),
+            clock(item.get("next_due")),
+            clock(item.get("last_due")),
+            plain(item.get("fired")),
+            plain(sum((item.get("skipped") or {}).values())),
+            " ".join(f"{state} {n}" for state, n in runs.items() if n) or "-",
+        )
+    return table

@@ -46,6 +46,8 @@ class TaskSpec:
     key: str | None = None
     ref: str | None = None
     after: tuple[str, ...] = ()
+    schedule: str | None = None  # the schedule whose tick this is
+    due: float | None = None  # ... and the tick's due time
 
     def to_json(self) -> dict[str, Any]:
         """The spec as JSON, defaults left out (as a client would send it)."""
@@ -73,6 +75,8 @@ class TaskSpec:
             key=_optional_text(data.get("key"), "key"),
             ref=_optional_text(data.get("ref"), "ref"),
             after=tuple(_typed(r, str, "after") for r in _list(data, "after")),
+            schedule=_optional_text(data.get("schedule"), "schedule"),
+            due=None if data.get("due") is None else _number(data["due"], "due"),
         )
 
 
@@ -87,7 +91,58 @@ _SPEC_DEFAULTS: dict[str, Any] = {
     "key": None,
     "ref": None,
     "after": (),
+    "schedule": None,
+    "due": None,
 }
+
+CATCH_UP = ("all", "latest", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """A periodic task: every `every` seconds or on a `cron` expression (5 fields, or 6
+    with seconds first) in `timezone`, submitting `task` at each tick. `catch_up` says
+    which ticks missed while nobody could fire are fired late; `overlap = False` skips a
+    tick while the previous run is still running."""
+
+    name: str
+    task: TaskSpec
+    every: float | None = None
+    cron: str | None = None
+    catch_up: str = "latest"
+    overlap: bool = True
+    timezone: str = "UTC"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "every": self.every,
+            "cron": self.cron,
+            "task": self.task.to_json(),
+            "catch_up": self.catch_up,
+            "overlap": self.overlap,
+            "timezone": self.timezone,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> ScheduleSpec:
+        if not isinstance(data, dict):
+            raise CommandError("schedule: must be an object")
+        every, cron = data.get("every"), data.get("cron")
+        if (every is None) == (cron is None):
+            raise CommandError("schedule: exactly one of every and cron")
+        catch_up = _typed(data.get("catch_up", "latest"), str, "catch_up")
+        if catch_up not in CATCH_UP:
+            raise CommandError(f"catch_up: one of {', '.join(CATCH_UP)}")
+        return cls(
+            name=_typed(data.get("name"), str, "name"),
+            task=TaskSpec.from_json(data.get("task")),
+            every=None if every is None else _number(every, "every"),
+            cron=_optional_text(cron, "cron"),
+            catch_up=catch_up,
+            overlap=_typed(data.get("overlap", True), bool, "overlap"),
+            timezone=_typed(data.get("timezone", "UTC"), str, "timezone"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +195,52 @@ class Cancel:
     task: int
 
 
-Command = Submit | Assign | Finish | Cancel | Noop
+@dataclass(frozen=True, slots=True)
+class SchedulePut:
+    """Add a schedule, or replace one of that name when `replace` (else a different
+    one of that name is left alone: the entry changes nothing)."""
+
+    at: float
+    schedule: ScheduleSpec
+    replace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDelete:
+    at: float
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePause:
+    at: float
+    name: str
+    paused: bool  # False: resume (ticks missed while paused are not fired)
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSkip:
+    """Ticks of a schedule passed over (missed beyond its catch-up, or overlapping a run
+    still running), up to and including `due`."""
+
+    at: float
+    name: str
+    due: float
+    count: int
+    reason: str  # "missed" | "overlap"
+
+
+Command = (
+    Submit
+    | Assign
+    | Finish
+    | Cancel
+    | Noop
+    | SchedulePut
+    | ScheduleDelete
+    | SchedulePause
+    | ScheduleSkip
+)
 
 
 # ------------------------------------------------------------------------ encode
@@ -170,6 +270,27 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Assign: _encode_assign,
     Finish: _encode_finish,
     Cancel: lambda c: {"op": "cancel", "at": c.at, "id": c.task},
+    SchedulePut: lambda c: {
+        "op": "schedule_put",
+        "at": c.at,
+        "schedule": c.schedule.to_json(),
+        "replace": c.replace,
+    },
+    ScheduleDelete: lambda c: {"op": "schedule_delete", "at": c.at, "name": c.name},
+    SchedulePause: lambda c: {
+        "op": "schedule_pause",
+        "at": c.at,
+        "name": c.name,
+        "paused": c.paused,
+    },
+    ScheduleSkip: lambda c: {
+        "op": "schedule_skip",
+        "at": c.at,
+        "name": c.name,
+        "due": c.due,
+        "count": c.count,
+        "reason": c.reason,
+    },
 }
 
 NOOP_TEXT = encode_command(Noop())
@@ -241,6 +362,24 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Command]] = {
     "assign": _decode_assign,
     "finish": _decode_finish,
     "cancel": lambda data: Cancel(_at(data), _integer(data.get("id"), "id")),
+    "schedule_put": lambda data: SchedulePut(
+        _at(data),
+        ScheduleSpec.from_json(data.get("schedule")),
+        _typed(data.get("replace", False), bool, "replace"),
+    ),
+    "schedule_delete": lambda data: ScheduleDelete(
+        _at(data), _typed(data.get("name"), str, "name")
+    ),
+    "schedule_pause": lambda data: SchedulePause(
+        _at(data), _typed(data.get("name"), str, "name"), _typed(data.get("paused"), bool, "paused")
+    ),
+    "schedule_skip": lambda data: ScheduleSkip(
+        _at(data),
+        _typed(data.get("name"), str, "name"),
+        _number(data.get("due"), "due"),
+        _integer(data.get("count"), "count"),
+        _typed(data.get("reason"), str, "reason"),
+    ),
 }
 
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role
-from peer.protocol.commands import Command, encode_command
+from peer.protocol.commands import Command, SchedulePut, ScheduleSpec, encode_command
 from peer.protocol.cycle import Completed, CoreReady, Input, Received
 from peer.protocol.dispatch import Dispatcher
 from peer.protocol.events import CoreEvent, PeerRestarted
@@ -43,8 +43,9 @@ from peer.protocol.messages import (
 )
 from peer.protocol.replication import Replicator
 from peer.protocol.scheduler import Scheduler, Worker
+from peer.protocol.schedules import TickPlanner
 from peer.protocol.settings import Settings
-from peer.protocol.tasks import TaskTable
+from peer.protocol.tasks import TERMINAL, TaskTable
 from peer.protocol.view import describe
 
 RELAY_SLACK = 1.5  # heartbeats without a relayed beat before gossiping with everyone
@@ -63,6 +64,7 @@ class PeerCore:
         log: Log | None = None,
         commit_index: int = 0,
         amnesiac: bool = False,
+        declared_schedules: Iterable[ScheduleSpec] = (),
     ) -> None:
         """`amnesiac`: this peer starts with no stored state at all (new, or its disk
         was wiped), so it cannot know whom it acked before: see `BullyElection`."""
@@ -94,6 +96,8 @@ class PeerCore:
             settings.prefetch,
         )
         self.dispatcher = Dispatcher(node_id, incarnation, scheduler)
+        self.ticks = TickPlanner(settings.max_catch_up)
+        self.declared_schedules = tuple(declared_schedules)
         self._serving_since: float | None = None
         self._next_resend = 0.0
         self._last_tick = float("-inf")
@@ -157,9 +161,14 @@ class PeerCore:
         harmless."""
         at_least = self._last_tick + TICK_SLACK * self.settings.heartbeat_interval
         soonest = min(at_least, self.election.next_timer(), self.membership.next_beat)
-        release = self.dispatcher.scheduler.next_release() if self.is_ready_leader else None
-        if release is not None:  # due on time, not a tick late
-            soonest = min(soonest, self._now + max(0.0, release - self._wall))
+        if self.is_ready_leader:  # a delayed task, a retry or a schedule's tick: on time
+            releases = (
+                self.dispatcher.scheduler.next_release(),
+                self.ticks.next_release(self.tasks.schedules),
+            )
+            for release in releases:
+                if release is not None:
+                    soonest = min(soonest, self._now + max(0.0, release - self._wall))
         return soonest
 
     def receive(self, now: float, message: PeerMessage) -> None:
@@ -290,17 +299,35 @@ class PeerCore:
             self._out.append((self.leader, Results(self.term, self.id, tuple(items))))
 
     def _lead_round(self) -> None:
+        commands: list[Command] = []
         if self._serving_since is None:
             self._serving_since = self._now
             self.dispatcher.lead(self.tasks)
-        if not self.dispatcher.has_work(self.tasks):
-            return  # nothing queued, waiting, running or reported: nothing to decide
-        judge_lost = self._now - self._serving_since > self.settings.failure_timeout
-        live = {w.id: w.incarnation for w in self._workers(Status.ALIVE, Status.SUSPECT)}
-        workers = self._workers(Status.ALIVE)
-        commands = self.dispatcher.round(self._wall, self.tasks, workers, live, judge_lost)
+            self.ticks.reset()
+            commands += self._declare_schedules()
+        if self.tasks.schedules.schedules:
+            commands += self.ticks.plan(self._wall, self.tasks.schedules, self._unended)
+        if self.dispatcher.has_work(self.tasks):  # else nothing to run or record
+            judge_lost = self._now - self._serving_since > self.settings.failure_timeout
+            live = {w.id: w.incarnation for w in self._workers(Status.ALIVE, Status.SUSPECT)}
+            workers = self._workers(Status.ALIVE)
+            commands += self.dispatcher.round(self._wall, self.tasks, workers, live, judge_lost)
         if commands:
             self.replicator.propose(self._now, [encode_command(c) for c in commands])
+
+    def _declare_schedules(self) -> list[Command]:
+        """The schedules of `cluster.toml`, put by whoever leads when missing or
+        different (never duplicated: a schedule is known by its name)."""
+        book = self.tasks.schedules
+        return [
+            SchedulePut(self._wall, spec, replace=True)
+            for spec in self.declared_schedules
+            if (known := book.get(spec.name)) is None or known.spec != spec
+        ]
+
+    def _unended(self, task_id: int) -> bool:
+        task = self.tasks.get(task_id)
+        return task is not None and task.state not in TERMINAL
 
     def _workers(self, *statuses: Status) -> list[Worker]:
         """Peers in one of `statuses`, with their incarnation."""

@@ -28,6 +28,7 @@ class Settings:
     policy: str = "fifo"  # fifo | priority | fair
     retry_base: float = 0.5  # seconds of backoff after a first failed attempt
     retry_max: float = 30.0  # the longest backoff
+    max_catch_up: int = 100  # ticks a schedule with catch_up = "all" fires late at most
 
     def election_timings(self) -> Timings:
         return Timings(self.heartbeat_interval, self.election_timeout, self.failure_timeout)

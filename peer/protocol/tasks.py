@@ -34,10 +34,15 @@ from peer.protocol.commands import (
     Finish,
     Noop,
     Outcome,
+    ScheduleDelete,
+    SchedulePause,
+    SchedulePut,
+    ScheduleSkip,
     Submit,
     TaskSpec,
     decode_command,
 )
+from peer.protocol.schedules import ScheduleBook
 
 
 class TaskState(StrEnum):
@@ -76,6 +81,8 @@ class Task:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    schedule: str | None = None  # the schedule whose tick made it
+    due: float | None = None  # ... that tick's due time (lateness: submitted_at - due)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,6 +105,9 @@ class Task:
             "not_before": self.not_before,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "schedule": self.schedule,
+            "due": self.due,
+            "lateness": None if self.due is None else self.submitted_at - self.due,
         }
 
 
@@ -128,6 +138,7 @@ class TaskTable:
         self.next_id = 1
         self.applied_index = 0
         self.running: dict[int, set[int]] = {}  # worker -> task ids
+        self.schedules = ScheduleBook()
         # what the entry being applied changes; handed out in its `Applied`, then reset
         self._ready: list[int] = []
         self._ended: list[tuple[int, int]] = []
@@ -172,6 +183,17 @@ class TaskTable:
                 return self._cancel(index, command.at, command.task)
             case Noop():
                 return Applied(index, "noop")
+            case SchedulePut():
+                return Applied(index, "schedule_put", outcome=self.schedules.put(command))
+            case ScheduleDelete():
+                found = self.schedules.delete(command.name)
+                return Applied(index, "schedule_delete", outcome="ok" if found else "missing")
+            case SchedulePause():
+                found = self.schedules.pause(command)
+                return Applied(index, "schedule_pause", outcome="ok" if found else "missing")
+            case ScheduleSkip():
+                found = self.schedules.skip(command)
+                return Applied(index, "schedule_skip", outcome="ok" if found else "missing")
 
     def _submit_once(self, index: int, command: Submit) -> Applied:
         seen = self.by_rid.get(command.rid) if command.rid else None
@@ -271,11 +293,15 @@ class TaskTable:
             key=spec.key,
             submitted_at=at,
             not_before=at + spec.delay,
+            schedule=spec.schedule,
+            due=spec.due,
         )
         self.next_id += 1
         self.tasks[task.id] = task
         if task.key:
             self.by_key[task.key] = task.id
+        if task.schedule is not None and task.due is not None:
+            self.schedules.fired(task.schedule, task.due, task.id)
         for dep in deps:
             self.dependents.setdefault(dep, []).append(task.id)
         task.state = self._initial_state(task)
@@ -322,6 +348,8 @@ class TaskTable:
         self.counts[task.state] -= 1
         task.state = state
         self.counts[state] += 1
+        if task.schedule is not None and state in TERMINAL:
+            self.schedules.ended(task.schedule, state.value)
 
     # ------------------------------------------------------------------ query
 

@@ -29,6 +29,7 @@ from peer.runtime.validation import (
     BadRequest,
     check_batch,
     check_list_query,
+    check_schedule,
     check_spec,
     check_wait,
 )
@@ -211,6 +212,42 @@ async def cancel_task(request: web.Request) -> web.Response:
     return reply(await request.app[WRITES].write(Write("cancel", task_id=task_id)))
 
 
+async def post_schedule(request: web.Request) -> web.Response:
+    unknown = sorted(set(request.query) - {"replace"})
+    if unknown:
+        raise BadRequest(unknown[0], "unknown parameter")
+    replace = request.query.get("replace", "0")
+    if replace not in ("0", "1"):
+        raise BadRequest("replace", "must be 0 or 1")
+    schedule = check_schedule(await read_json(request), request.app[REGISTRY])
+    write = Write("schedule_put", schedule=schedule, flag=replace == "1")
+    return reply(await request.app[WRITES].write(write))
+
+
+async def list_schedules(request: web.Request) -> web.Response:
+    book = request.app[NODE].core.tasks.schedules
+    return json_response({"schedules": [s.to_json() for _, s in sorted(book.schedules.items())]})
+
+
+async def get_schedule(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    schedule = request.app[NODE].core.tasks.schedules.get(name)
+    if schedule is None:
+        return error(404, "not_found", f"no schedule {name!r}")
+    return json_response(schedule.to_json())
+
+
+async def delete_schedule(request: web.Request) -> web.Response:
+    write = Write("schedule_delete", name=request.match_info["name"])
+    return reply(await request.app[WRITES].write(write))
+
+
+async def pause_schedule(request: web.Request) -> web.Response:
+    paused = request.match_info["action"] == "pause"
+    write = Write("schedule_pause", name=request.match_info["name"], flag=paused)
+    return reply(await request.app[WRITES].write(write))
+
+
 @web.middleware
 async def errors_as_json(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -248,6 +285,11 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     app.router.add_get("/tasks", list_tasks)
     app.router.add_get("/tasks/{task_id}", get_task)
     app.router.add_post("/tasks/{task_id}/cancel", cancel_task)
+    app.router.add_post("/schedules", post_schedule)
+    app.router.add_get("/schedules", list_schedules)
+    app.router.add_get("/schedules/{name}", get_schedule)
+    app.router.add_delete("/schedules/{name}", delete_schedule)
+    app.router.add_post("/schedules/{name}/{action:pause|resume}", pause_schedule)
     app.router.add_post(PEER_PATH, post_peer_messages)
     app.router.add_get(STREAM_PATH, peer_stream)
     app.router.add_post(FORWARD_PATH, post_peer_writes)

@@ -34,6 +34,7 @@ from peer.protocol.tasks import Applied
 from peer.registry import Registry
 from peer.runtime.storage import Storage
 from peer.runtime.transport import Transport
+from peer.runtime.validation import declared_schedules
 from peer.runtime.worker import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class Node:
             Log(entries),
             commit_index,
             amnesiac=self.storage.fresh,
+            declared_schedules=declared_schedules(config, registry),
         )
         self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
         self.runner = TaskRunner(registry, config.slots, self._completed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from peer.protocol.commands import Cancel, Submit, TaskSpec
 from peer.protocol.tasks import TERMINAL, Applied
 from peer.runtime.forwarding import Forwarder
 from peer.runtime.node import LeadershipLost, Node, NotLeader
+from peer.runtime.schedule_writes import SCHEDULE_OPS, schedule_settled, write_schedule
 from peer.runtime.validation import BadRequest
 
 log = logging.getLogger(__name__)
@@ -39,13 +41,17 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class Write:
     """A checked client write: `submit` (specs, and for a batch the request order of
-    each spec) or `cancel` (task_id)."""
+    each spec), `cancel` (task_id), or a schedule's `schedule_put` (schedule, `flag`:
+    replace), `schedule_delete` (name) or `schedule_pause` (name, `flag`: paused)."""
 
     op: str
     specs: list[dict[str, Any]] = field(default_factory=list)
     order: list[int] | None = None
     task_id: int = 0
     rid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    schedule: dict[str, Any] | None = None
+    name: str = ""
+    flag: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,11 +60,23 @@ class Write:
             "order": self.order,
             "task_id": self.task_id,
             "rid": self.rid,
+            "schedule": self.schedule,
+            "name": self.name,
+            "flag": self.flag,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Write:
-        return cls(data["op"], data["specs"], data["order"], data["task_id"], data["rid"])
+        return cls(
+            data["op"],
+            data["specs"],
+            data["order"],
+            data["task_id"],
+            data["rid"],
+            data.get("schedule"),
+            data.get("name", ""),
+            data.get("flag", False),
+        )
 
 
 def unavailable(message: str) -> Reply:
@@ -112,12 +130,20 @@ class WriteService:
             if not forwarded and leader is not None and leader != self.node.id:
                 answer = await self.forwarder.forward(leader, write.to_json(), deadline)
                 if answer is not None and answer[0] != 503:
-                    await self._catch_up(answer, deadline)
+                    if write.op in SCHEDULE_OPS:
+                        await self._settle(lambda: schedule_settled(self.node, write), deadline)
+                    else:
+                        await self._catch_up(answer, deadline)
                     return forwarded_reply(*answer)
             left = deadline - time.monotonic()
             if left <= 0:
                 return unavailable("no ready leader; retry later")
             await self.node.wait_changed(min(left, 0.05))
+
+    async def _settle(self, done: Callable[[], bool], deadline: float) -> None:
+        """Wait (bounded) until `done()` holds here: a forwarded write applied locally."""
+        while not done() and (left := deadline - time.monotonic()) > 0:
+            await self.node.wait_changed(left)
 
     async def _catch_up(self, answer: tuple[int, Any], deadline: float) -> None:
         """After a forwarded submit, wait (bounded) until this peer has applied it too,
@@ -137,6 +163,9 @@ class WriteService:
                 return await self._submit(write)
             if write.op == "cancel":
                 return await self._cancel(write)
+            if write.op in SCHEDULE_OPS:
+                status, body = await write_schedule(self.node, write)
+                return Reply(status, body)
         except BadRequest as exc:
             return bad_request_reply(exc)
         return error_reply(400, "bad_request", f"op: unknown write {write.op!r}")

@@ -7,9 +7,14 @@ changes nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from peer.config import ClusterConfig, ConfigError
+from peer.protocol.commands import CATCH_UP, ScheduleSpec
+from peer.protocol.due import is_valid_cron
 from peer.protocol.tasks import STATES
 from peer.registry import Registry
 
@@ -186,3 +191,71 @@ def check_wait(raw: str | None) -> float:
     if not 0 <= seconds <= 60:
         raise BadRequest("wait", "must be between 0 and 60 seconds")
     return seconds
+
+
+MIN_EVERY = 0.5  # seconds: the shortest period a schedule may have
+MAX_EVERY = 366 * 86400
+SCHEDULE_FIELDS = frozenset({"name", "every", "cron", "task", "catch_up", "overlap", "timezone"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_schedule(data: Any, registry: Registry) -> dict[str, Any]:
+    """A normalised schedule (the JSON of a `ScheduleSpec`) from a request body or a
+    `[[schedule]]` table; its `task` is checked exactly as a `POST /tasks` body."""
+    if not isinstance(data, dict):
+        raise BadRequest("body", "must be a JSON object")
+    unknown = sorted(set(data) - SCHEDULE_FIELDS)
+    if unknown:
+        raise BadRequest(unknown[0], "unknown field")
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise BadRequest("name", "must be 1 to 100 letters, digits, '_', '.' or '-'")
+    out: dict[str, Any] = {"name": name, **_check_rhythm(data)}
+    if "task" not in data:
+        raise BadRequest("task", "is required (a POST /tasks body)")
+    task = check_spec(data["task"], registry, "task.")
+    if "key" in task:
+        raise BadRequest("task.key", "a schedule keys each tick itself")
+    out["task"] = task
+    catch_up = data.get("catch_up", "latest")
+    if catch_up not in CATCH_UP:
+        raise BadRequest("catch_up", f"must be one of {', '.join(CATCH_UP)}")
+    overlap = data.get("overlap", True)
+    if not isinstance(overlap, bool):
+        raise BadRequest("overlap", "must be true or false")
+    out.update(catch_up=catch_up, overlap=overlap, timezone=_check_zone(data))
+    return out
+
+
+def _check_rhythm(data: Mapping[str, Any]) -> dict[str, Any]:
+    every, cron = data.get("every"), data.get("cron")
+    if (every is None) == (cron is None):
+        raise BadRequest("every", "give exactly one of every (seconds) and cron")
+    if every is not None:
+        if not _number(every) or not MIN_EVERY <= every <= MAX_EVERY:
+            raise BadRequest("every", f"must be a number of seconds, at least {MIN_EVERY}")
+        return {"every": float(every)}
+    if not isinstance(cron, str) or not is_valid_cron(cron):
+        raise BadRequest("cron", "must be a cron expression: 5 fields, or 6 with seconds first")
+    return {"cron": " ".join(cron.split())}
+
+
+def _check_zone(data: Mapping[str, Any]) -> str:
+    zone = data.get("timezone", "UTC")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise BadRequest("timezone", "must be an IANA time zone name, e.g. Europe/Paris") from None
+    return str(zone)
+
+
+def declared_schedules(config: ClusterConfig, registry: Registry) -> tuple[ScheduleSpec, ...]:
+    """The `[[schedule]]` tables of `cluster.toml`, checked as `POST /schedules` bodies;
+    `ConfigError` naming the table and field on the first bad one."""
+    specs = []
+    for i, table in enumerate(config.schedules):
+        try:
+            specs.append(ScheduleSpec.from_json(check_schedule(table, registry)))
+        except BadRequest as exc:
+            raise ConfigError(f"schedule[{i}].{exc.field}: {exc.reason}") from None
+    return tuple(specs)

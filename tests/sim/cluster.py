@@ -30,7 +30,7 @@ import orjson
 
 from election import Role
 from election.messages import CoordinatorAck
-from peer.protocol.commands import Finish, Submit, TaskSpec, decode_command
+from peer.protocol.commands import Command, Finish, Submit, TaskSpec, decode_command
 from peer.protocol.core import PeerCore
 from peer.protocol.cycle import Completed, CoreReady, Input, Proposal, Received
 from peer.protocol.log import Entry, Log
@@ -238,6 +238,19 @@ class SimCluster:
         self.proposal_keys[self.proposals] = key
         self.inbox[leader].append(Proposal(self.proposals, (Submit(self.now, (spec,)),)))
         self.woken.add(leader)
+
+    def propose_command(self, command: Command) -> bool:
+        """A client write of one command (a schedule put, say) to a ready leader; it is
+        acknowledged under the key `cmd<n>` when applied there in its term."""
+        ready = [i for i, n in self.nodes.items() if n.is_ready_leader]
+        if not ready:
+            return False
+        leader = self.rng.choice(ready)
+        self.proposals += 1
+        self.proposal_keys[self.proposals] = f"cmd{self.proposals}"
+        self.inbox[leader].append(Proposal(self.proposals, (command,)))
+        self.woken.add(leader)
+        return True
 
     def _carry_out(self, node_id: int, batch: CoreReady) -> None:
         """As the driver does: persist, and only once the write is done, send and
