@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from peer.protocol.settings import POLICIES, Settings
+from peer.protocol.settings import POLICIES, QueuePolicy, Settings
 
 _DEFAULTS = Settings()
 
@@ -50,6 +50,8 @@ class ClusterConfig:
     retry_base: float = _DEFAULTS.retry_base
     retry_max: float = _DEFAULTS.retry_max
     max_catch_up: int = _DEFAULTS.max_catch_up
+    priority_aging: float = _DEFAULTS.priority_aging
+    queues: tuple[tuple[str, QueuePolicy], ...] = ()  # [queues.NAME] tables
     schedules: tuple[dict[str, Any], ...] = ()  # [[schedule]] tables, checked at serve
 
     def settings(self) -> Settings:
@@ -114,6 +116,7 @@ _CHECKS = {
     "prefetch": _positive_int,
     "max_body": _positive_int,
     "max_catch_up": _positive_int,
+    "priority_aging": _seconds,
     "data_dir": _string,
     "secret": _string,
     "policy": _string,
@@ -155,6 +158,29 @@ def _check_nodes(raw: Any) -> tuple[NodeAddress, ...]:
     return tuple(sorted(nodes, key=lambda n: n.id))
 
 
+def _positive(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where}: must be a positive number")
+    return float(value)
+
+
+def _check_queue_tables(raw: Any) -> tuple[tuple[str, QueuePolicy], ...]:
+    """`[queues.NAME]` tables: weight, max_running, rate, burst."""
+    if not isinstance(raw, dict):
+        raise ConfigError("queues: must be [queues.NAME] tables")
+    out = []
+    for name, table in sorted(raw.items()):
+        where = f"queues.{name}"
+        if not isinstance(table, dict) or set(table) - {"weight", "max_running", "rate", "burst"}:
+            raise ConfigError(f"{where}: only weight, max_running, rate and burst are allowed")
+        numbers = {k: _positive(f"{where}.{k}", v) for k, v in table.items() if k != "max_running"}
+        cap = table.get("max_running")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0):
+            raise ConfigError(f"{where}.max_running: must be a positive integer")
+        out.append((name, QueuePolicy(max_running=cap, **numbers)))
+    return tuple(out)
+
+
 def _check_schedule_tables(raw: Any) -> tuple[dict[str, Any], ...]:
     """The `[[schedule]]` tables as given; their fields are checked like a `POST
     /schedules` body when a peer starts (`peer.runtime.validation.declared_schedules`),
@@ -169,7 +195,7 @@ def _check_schedule_tables(raw: Any) -> tuple[dict[str, Any], ...]:
 
 def parse_config(data: dict[str, Any]) -> ClusterConfig:
     """Build a validated config from an already-parsed TOML document."""
-    unknown = set(data) - {"cluster", "node", "schedule"}
+    unknown = set(data) - {"cluster", "node", "schedule", "queues"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown table")
     table = data.get("cluster", {})
@@ -178,6 +204,7 @@ def parse_config(data: dict[str, Any]) -> ClusterConfig:
     config = ClusterConfig(
         nodes=_check_nodes(data.get("node")),
         schedules=_check_schedule_tables(data.get("schedule", [])),
+        queues=_check_queue_tables(data.get("queues", {})),
         **_check_cluster_table(table),
     )
     if not config.heartbeat_interval < config.suspect_after <= config.failure_timeout:
@@ -235,10 +262,15 @@ def dump_config(config: ClusterConfig) -> str:
     """The TOML text of `config`; `load_config` of it gives the same config back."""
     lines = ["[cluster]"]
     for name in ClusterConfig.__dataclass_fields__:
-        if name not in ("nodes", "schedules"):
+        if name not in ("nodes", "schedules", "queues"):
             lines.append(f"{name} = {_toml_value(getattr(config, name))}")
     for node in config.nodes:
         lines += ["", "[[node]]", f"id = {node.id}", f'host = "{node.host}"', f"port = {node.port}"]
+    for name, policy in config.queues:
+        lines += ["", f"[queues.{_toml_value(name)}]"]
+        for key in ("weight", "max_running", "rate", "burst"):
+            if getattr(policy, key) is not None:
+                lines.append(f"{key} = {_toml_value(getattr(policy, key))}")
     for schedule in config.schedules:
         lines += ["", "[[schedule]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in schedule.items() if v is not None]

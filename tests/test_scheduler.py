@@ -26,7 +26,7 @@ class Cluster:
     def __init__(
         self, policy: str = "fifo", slots: int = 10, rng: random.Random | None = None, **kw: Any
     ) -> None:
-        self.table = TaskTable()
+        self.table = TaskTable(kw.get("queues"))
         self.scheduler = Scheduler(policy, slots, rng or random.Random(0), **kw)
         self.index = 0
 

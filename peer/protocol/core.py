@@ -86,7 +86,8 @@ class PeerCore:
             settings.max_batch,
             resend_after=settings.failure_timeout / 2,
         )
-        self.tasks = TaskTable()
+        queues = dict(settings.queues)
+        self.tasks = TaskTable(queues)
         scheduler = Scheduler(
             settings.policy,
             settings.slots,
@@ -94,6 +95,8 @@ class PeerCore:
             settings.retry_base,
             settings.retry_max,
             settings.prefetch,
+            queues,
+            settings.priority_aging,
         )
         self.dispatcher = Dispatcher(node_id, incarnation, scheduler)
         self.ticks = TickPlanner(settings.max_catch_up)

@@ -1,8 +1,11 @@
 """The leader's scheduling decisions, pure: `Scheduler`.
 
 Which ready task goes to which worker: tasks in policy order (`fifo`: by id; `priority`:
-highest first, then by id; `fair`: round-robin over queues, FIFO within each), workers
-round-robin over the live peers with a free slot, the cursor carrying on across rounds.
+highest first, a waiting task gaining a level every `priority_aging` seconds so none
+starves, then by id; `fair`: weighted deficit round robin over queues, FIFO within
+each), skipping queues at their `max_running` cap or out of `rate` budget
+(`peer.protocol.queues`); workers round-robin over the live peers with a free slot, the
+cursor carrying on across rounds.
 Dead and suspect peers get nothing. A task is ready when it is `queued`, or `scheduled`
 and its `not_before` has passed (dependencies are the task table's business: a blocked
 task is never pushed here).
@@ -20,12 +23,12 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from peer.protocol.commands import Assignment
-from peer.protocol.settings import POLICIES
+from peer.protocol.queues import QueueChooser
+from peer.protocol.settings import POLICIES, QueuePolicy
 from peer.protocol.tasks import READY, Task, TaskState, TaskTable
 
 
@@ -44,6 +47,8 @@ class Scheduler:
         retry_base: float = 0.5,
         retry_max: float = 30.0,
         prefetch: int = 1,
+        queues: Mapping[str, QueuePolicy] | None = None,
+        priority_aging: float = 0.0,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}")
@@ -53,8 +58,10 @@ class Scheduler:
         self.rng = rng
         self.retry_base = retry_base
         self.retry_max = retry_max
-        self._ready: dict[str, list[tuple[tuple[int, int], int, int]]] = {}
-        self._queues: deque[str] = deque()  # fair: queue names, round-robin
+        self.queues = dict(queues or {})
+        self.priority_aging = priority_aging
+        self._ready: dict[str, list[tuple[tuple[float, int], int, int]]] = {}  # by queue
+        self._chooser = QueueChooser(self.queues)  # the fair policy's order of queues
         self._waiting: list[tuple[float, int, int]] = []  # (not_before, id, attempt)
         self._assigning: dict[int, int] = {}  # task -> worker, proposed not yet applied
         self._finishing: set[tuple[int, int]] = set()  # (task, attempt) proposed to end
@@ -65,7 +72,8 @@ class Scheduler:
 
     def reset(self, table: TaskTable) -> None:
         """Start over from the table (a new leader): every ready task, nothing in flight."""
-        self._ready, self._queues, self._waiting = {}, deque(), []
+        self._ready, self._waiting = {}, []
+        self._chooser.reset()
         self._assigning, self._finishing, self._reported = {}, set(), {}
         for task in table.tasks.values():
             if task.state in READY:
@@ -87,18 +95,23 @@ class Scheduler:
     def _push(self, task: Task) -> None:
         heapq.heappush(self._waiting, (task.not_before, task.id, task.attempt))
 
-    def _key(self, task: Task) -> tuple[int, int]:
-        return (-task.priority, task.id) if self.policy == "priority" else (0, task.id)
+    def _key(self, task: Task) -> tuple[float, int]:
+        if self.policy != "priority":
+            return (0.0, task.id)
+        if self.priority_aging <= 0:
+            return (-float(task.priority), task.id)
+        # ready since `not_before`, one level up per `priority_aging` seconds of waiting:
+        # the order of (level + waited / aging) is that of (ready time - level * aging)
+        return (task.not_before - task.priority * self.priority_aging, task.id)
 
     def _release_due(self, wall: float, table: TaskTable) -> None:
         while self._waiting and self._waiting[0][0] <= wall:
             _, task_id, attempt = heapq.heappop(self._waiting)
             task = table.tasks[task_id]
-            queue = task.queue if self.policy == "fair" else ""
-            if queue not in self._ready:
-                self._ready[queue] = []
-                self._queues.append(queue)
-            heapq.heappush(self._ready[queue], (self._key(task), task_id, attempt))
+            if task.queue not in self._ready:
+                self._ready[task.queue] = []
+                self._chooser.add(task.queue)
+            heapq.heappush(self._ready[task.queue], (self._key(task), task_id, attempt))
 
     # ----------------------------------------------------------- assignment
 
@@ -109,10 +122,13 @@ class Scheduler:
         incarnations = {w.id: w.incarnation for w in workers}
         order = sorted(w for w, n in free.items() if n > 0)
         out: list[Assignment] = []
+        room = self._room(wall, table)
         while order:
-            task = self._next_task(table)
+            task = self._next_task(table, room)
             if task is None:
                 break
+            if task.queue in room:
+                room[task.queue] -= 1
             worker = next((w for w in order if w > self._last_worker), order[0])
             self._last_worker = worker
             out.append(Assignment(task.id, task.attempt + 1, worker, incarnations[worker]))
@@ -128,23 +144,48 @@ class Scheduler:
         busy += sum(1 for w in self._assigning.values() if w == worker)
         return max(0, self.slots * self.prefetch - busy)
 
-    def _next_task(self, table: TaskTable) -> Task | None:
-        for _ in range(len(self._queues)):
-            queue = self._queues[0]
-            self._queues.rotate(-1)
-            task = self._pop_valid(self._ready[queue], table)
-            if task is not None:
-                return task
-        return None
+    def _room(self, wall: float, table: TaskTable) -> dict[str, float]:
+        """Starts each capped or rate-limited queue may still take this round: under its
+        `max_running` (counting attempts proposed, not yet applied) and its budget."""
+        room: dict[str, float] = {}
+        pending: dict[str, int] = {}
+        for task_id in self._assigning:
+            queue = table.tasks[task_id].queue
+            pending[queue] = pending.get(queue, 0) + 1
+        for queue, policy in self.queues.items():
+            limit = table.rates.available(queue, wall) - pending.get(queue, 0)
+            if policy.max_running is not None:
+                running = table.running_in(queue) + pending.get(queue, 0)
+                limit = min(limit, policy.max_running - running)
+            if limit != float("inf"):
+                room[queue] = limit
+        return room
 
-    def _pop_valid(
-        self, heap: list[tuple[tuple[int, int], int, int]], table: TaskTable
+    def _next_task(self, table: TaskTable, room: dict[str, float]) -> Task | None:
+        def servable(queue: str) -> bool:
+            has_room = room.get(queue, 1.0) >= 1.0
+            return has_room and self._head(self._ready[queue], table) is not None
+
+        if self.policy == "fair":
+            chosen = self._chooser.next(servable, lambda q: not self._ready[q])
+        else:  # the best head among the queues that may start one
+            heads = [(self._ready[q][0][0], q) for q in self._ready if servable(q)]
+            chosen = min(heads)[1] if heads else None
+        if chosen is None:
+            return None
+        _, task_id, _ = heapq.heappop(self._ready[chosen])
+        return table.tasks[task_id]
+
+    def _head(
+        self, heap: list[tuple[tuple[float, int], int, int]], table: TaskTable
     ) -> Task | None:
+        """The first task of `heap` that may start (stale entries dropped), left on it."""
         while heap:
-            _, task_id, attempt = heapq.heappop(heap)
+            _, task_id, attempt = heap[0]
             task = table.tasks[task_id]
             if task.state in READY and task.attempt == attempt and task_id not in self._assigning:
                 return task
+            heapq.heappop(heap)
         return None
 
     def applied(self, table: TaskTable, task_ids: Iterable[int]) -> None:

@@ -16,6 +16,22 @@ POLICIES = ("fifo", "priority", "fair")
 
 
 @dataclass(frozen=True, slots=True)
+class QueuePolicy:
+    """One queue's policy (`[queues.NAME]` in cluster.toml)."""
+
+    weight: float = 1.0  # its share under the fair policy, relative to the others'
+    max_running: int | None = None  # running attempts of the queue, cluster-wide, at most
+    rate: float | None = None  # starts per second at most (a token bucket)
+    burst: float | None = None  # starts the bucket holds (default: one second's worth)
+
+    @property
+    def capacity(self) -> float:
+        if self.burst is not None:
+            return self.burst
+        return max(1.0, self.rate or 1.0)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     heartbeat_interval: float = 0.1  # seconds between heartbeats (and gossip rounds)
     suspect_after: float = 0.3  # seconds without news before a peer is suspect
@@ -29,6 +45,8 @@ class Settings:
     retry_base: float = 0.5  # seconds of backoff after a first failed attempt
     retry_max: float = 30.0  # the longest backoff
     max_catch_up: int = 100  # ticks a schedule with catch_up = "all" fires late at most
+    priority_aging: float = 60.0  # priority policy: a waiting task gains a level this often
+    queues: tuple[tuple[str, QueuePolicy], ...] = ()  # per-queue policies, by name
 
     def election_timings(self) -> Timings:
         return Timings(self.heartbeat_interval, self.election_timeout, self.failure_timeout)

@@ -21,6 +21,7 @@ attempts ended), so nothing is left in the table for another module to drain.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -42,7 +43,9 @@ from peer.protocol.commands import (
     TaskSpec,
     decode_command,
 )
+from peer.protocol.queues import RateBook
 from peer.protocol.schedules import ScheduleBook
+from peer.protocol.settings import QueuePolicy
 
 
 class TaskState(StrEnum):
@@ -129,7 +132,9 @@ class TaskTable:
     """Every task, by id, and the indexes applying needs (keys, request ids, dependents,
     running attempts per worker, counts per state)."""
 
-    def __init__(self) -> None:
+    def __init__(self, queues: Mapping[str, QueuePolicy] | None = None) -> None:
+        """`queues`: the per-queue policies; the table keeps the start budget of those
+        with a `rate` (`RateBook`), from the applied assignments."""
         self.tasks: dict[int, Task] = {}
         self.by_key: dict[str, int] = {}
         self.by_rid: dict[str, tuple[int, ...]] = {}
@@ -139,6 +144,8 @@ class TaskTable:
         self.applied_index = 0
         self.running: dict[int, set[int]] = {}  # worker -> task ids
         self.schedules = ScheduleBook()
+        self.rates = RateBook(queues or {})
+        self._running_by_queue: dict[str, int] = {}
         # what the entry being applied changes; handed out in its `Applied`, then reset
         self._ready: list[int] = []
         self._ended: list[tuple[int, int]] = []
@@ -218,6 +225,8 @@ class TaskTable:
             )
             task.started_at, task.finished_at = at, None
             self.running.setdefault(item.worker, set()).add(task.id)
+            self._running_by_queue[task.queue] = self._running_by_queue.get(task.queue, 0) + 1
+            self.rates.started(task.queue, at)
             done.append(task.id)
         return Applied(index, "assign", tuple(done))
 
@@ -248,7 +257,12 @@ class TaskTable:
     def _stop_running(self, task: Task) -> None:
         if task.worker is not None:
             self.running.get(task.worker, set()).discard(task.id)
+        self._running_by_queue[task.queue] -= 1
         self._ended.append((task.id, task.attempt))
+
+    def running_in(self, queue: str) -> int:
+        """Attempts of `queue` running now (cluster-wide, as the log says)."""
+        return self._running_by_queue.get(queue, 0)
 
     def _release_dependents(self, task: Task) -> None:
         for child_id in self.dependents.get(task.id, ()):
