@@ -189,3 +189,35 @@ def test_cli_commands_print_json_and_exit_codes(cluster_factory: ClusterFactory)
     assert cluster_view["tasks"]["scheduled"] == 1
     assert refused[0] == 1, refused
     assert refused[2].startswith("error: 400 bad_request: kind: unknown task kind"), refused
+
+
+def test_cli_schedule_commands_add_list_show_pause_resume_and_remove(
+    cluster_factory: ClusterFactory,
+) -> None:
+    cluster, _, follower = _started(cluster_factory)
+    peer = ["--peer", cluster.url(follower)]
+    hourly = ["schedule", "add", "hourly", "--every", "3600", "echo", "--args", '{"hi": 1}']
+    [(code, out, err)] = _cli([*hourly, *peer, "--json"])
+    assert code == 0, err
+    added = _json_of((code, out, err))
+    assert added["name"] == "hourly" and added["every"] == 3600.0 and added["fired"] == 0
+    assert added["task"] == {"kind": "echo", "args": {"hi": 1}}
+    listed, shown, table = _cli(
+        ["schedule", "list", *peer, "--json"],
+        ["schedule", "show", "hourly", *peer, "--json"],
+        ["schedule", "list", *peer],
+        env={"COLUMNS": "200"},  # one line per row
+    )
+    assert [s["name"] for s in _json_of(listed)] == ["hourly"]
+    assert _json_of(shown)["next_due"] == added["next_due"]
+    assert "hourly" in table[1] and "every 3600s" in table[1], table
+    [paused] = _cli(["schedule", "pause", "hourly", *peer, "--json"])
+    assert _json_of(paused)["paused"] is True
+    [resumed] = _cli(["schedule", "resume", "hourly", *peer, "--json"])
+    assert _json_of(resumed)["paused"] is False
+    [conflict] = _cli([*hourly[:4], "60", *hourly[5:], *peer])
+    assert conflict[0] == 1 and "409 conflict" in conflict[2], conflict
+    [removed] = _cli(["schedule", "rm", "hourly", *peer, "--json"])
+    assert _json_of(removed) == {"deleted": "hourly"}
+    [missing] = _cli(["schedule", "show", "hourly", *peer])
+    assert missing[0] == 1 and "404" in missing[2], missing

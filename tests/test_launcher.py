@@ -15,10 +15,11 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from peer.config import ClusterConfig, ConfigError, NodeAddress, load_config
 from peer.ops import launcher as launcher_module
-from peer.ops.dashboard import api_url, heartbeat_age, usage_lines
+from peer.ops.dashboard import api_url, heartbeat_age, queue_table, schedule_table, usage_lines
 from peer.ops.events import EventFeed, agreed_leadership
 from peer.ops.keys import Command, LineEditor, parse_command
 from peer.ops.launcher import (
@@ -389,3 +390,31 @@ def test_q_on_an_empty_line_quits_at_once_in_key_mode_only() -> None:
 
 def test_a_pasted_chunk_of_lines_gives_every_line() -> None:
     assert LineEditor(instant_quit=False).feed("k 1\nr 1\n") == ["k 1", "r 1"]
+
+
+def test_the_dashboard_shows_queues_and_schedules_as_the_leader_sees_them() -> None:
+    leader_view = {
+        "leader": 2,
+        "term": 4,
+        "queues": {"default": {"queued": 7, "scheduled": 1, "running": 3}},
+        "schedules": [
+            {
+                "name": "hello",
+                "every": 5.0,
+                "cron": None,
+                "paused": False,
+                "fired": 12,
+                "next_due": 1_767_225_605.0,
+                "last_due": 1_767_225_600.0,
+            },
+        ],
+    }
+    snapshots = {1: {"leader": 2, "term": 4}, 2: leader_view, 3: None}
+    console = Console(width=120, record=True)
+    for table in (queue_table(snapshots), schedule_table(snapshots)):
+        assert table is not None
+        console.print(table)
+    text = console.export_text()
+    assert "default" in text and " 7 " in text and " 3" in text
+    assert "hello" in text and "every 5s" in text and "12" in text
+    assert queue_table({1: {"leader": 1, "term": 1}}) is None  # nothing to show: no panel

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from peer.config import ClusterConfig
+from peer.ops import render as render_text
 from peer.ops.events import Event, EventFeed, Snapshot, Snapshots, agreed_leadership, reference_view
 from peer.ops.keys import HELP, LineEditor, parse_command, stdin_commands
 from peer.ops.launcher import STOP_SIGNALS, Launcher, log_path
@@ -156,6 +157,39 @@ def totals_line(snapshots: Snapshots) -> Text:
     return Text("tasks: " + " · ".join(parts), style="bold")
 
 
+def queue_table(snapshots: Snapshots) -> Table | None:
+    """Per queue: tasks waiting (queued, scheduled) and running, as the leader sees it."""
+    queues = (reference_view(snapshots) or {}).get("queues")
+    if not isinstance(queues, dict) or not queues:
+        return None
+    table = Table(title="queues", title_justify="left", box=None)
+    for column in ("queue", "queued", "scheduled", "running"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for name, counts in queues.items():
+        table.add_row(name, *(str(counts.get(c, 0)) for c in ("queued", "scheduled", "running")))
+    return table
+
+
+def schedule_table(snapshots: Snapshots) -> Table | None:
+    """Per schedule: its rhythm, the next tick due, the last one fired, ticks fired."""
+    schedules = (reference_view(snapshots) or {}).get("schedules")
+    if not isinstance(schedules, list) or not schedules:
+        return None
+    table = Table(title="schedules", title_justify="left", box=None)
+    for column in ("name", "when", "next due", "last fired", "runs"):
+        table.add_column(column, justify="right" if column == "runs" else "left")
+    for item in schedules:
+        name = str(item.get("name")) + (" (paused)" if item.get("paused") else "")
+        table.add_row(
+            name,
+            render_text.rhythm(item),
+            render_text.clock(item.get("next_due")),
+            render_text.clock(item.get("last_due")),
+            str(item.get("fired", 0)),
+        )
+    return table
+
+
 def event_lines(feed: EventFeed) -> Text:
     text = Text()
     for event in feed.recent:
@@ -176,6 +210,7 @@ def render(
         *usage,
         peer_table(config, snapshots, launcher),
         totals_line(snapshots),
+        *(t for t in (queue_table(snapshots), schedule_table(snapshots)) if t is not None),
         Panel(event_lines(feed), title="events", border_style="dim"),
         footer,
     )

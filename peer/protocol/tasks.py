@@ -140,6 +140,7 @@ class TaskTable:
         self.by_rid: dict[str, tuple[int, ...]] = {}
         self.dependents: dict[int, list[int]] = {}
         self.counts: dict[str, int] = dict.fromkeys(STATES, 0)  # plain str keys (JSON)
+        self.queue_counts: dict[str, dict[str, int]] = {}  # queue -> state -> tasks
         self.next_id = 1
         self.applied_index = 0
         self.running: dict[int, set[int]] = {}  # worker -> task ids
@@ -319,7 +320,7 @@ class TaskTable:
         for dep in deps:
             self.dependents.setdefault(dep, []).append(task.id)
         task.state = self._initial_state(task)
-        self.counts[task.state] += 1
+        self._count(task.queue, task.state, 1)
         if task.state in READY:
             self._ready.append(task.id)
         if task.state is TaskState.BLOCKED and self._dependency_failed(task):
@@ -359,11 +360,16 @@ class TaskTable:
                 pending.append((self.tasks[child], f"dependency {current.id} was cancelled"))
 
     def _set_state(self, task: Task, state: TaskState) -> None:
-        self.counts[task.state] -= 1
+        self._count(task.queue, task.state, -1)
         task.state = state
-        self.counts[state] += 1
+        self._count(task.queue, state, 1)
         if task.schedule is not None and state in TERMINAL:
             self.schedules.ended(task.schedule, state.value)
+
+    def _count(self, queue: str, state: TaskState, change: int) -> None:
+        self.counts[state] += change
+        by_state = self.queue_counts.setdefault(queue, dict.fromkeys(STATES, 0))
+        by_state[state] += change
 
     # ------------------------------------------------------------------ query
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from peer.protocol.tasks import TaskState
 
+SCHEDULE_SUMMARY = ("name", "every", "cron", "paused", "next_due", "last_due", "fired")
+
 if TYPE_CHECKING:
     from peer.protocol.core import PeerCore
 
@@ -41,5 +43,13 @@ def describe(core: PeerCore, now: float) -> dict[str, Any]:
         "behind": core.behind,
         "queue_depth": core.tasks.counts[TaskState.QUEUED] + core.tasks.counts[TaskState.SCHEDULED],
         "tasks": dict(core.tasks.counts),
+        "queues": {
+            queue: {state: counts[state] for state in ("queued", "scheduled", "running")}
+            for queue, counts in sorted(core.tasks.queue_counts.items())
+        },
+        "schedules": [
+            {key: summary[key] for key in SCHEDULE_SUMMARY}
+            for summary in (s.to_json() for _, s in sorted(core.tasks.schedules.schedules.items()))
+        ],
         "members": members,
     }
