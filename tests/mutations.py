@@ -61,6 +61,7 @@ class Outcome:
 
 BULLY = "election/bully.py"
 REPLICATION = "peer/protocol/replication.py"
+SCHEDULES = "peer/protocol/schedules.py"
 
 MUTATIONS = [
     Mutation(
@@ -157,6 +158,32 @@ MUTATIONS = [
         "                self._send_append(peer, now)\n",
         "more than one Append is in flight to a follower",
         "ring 1 test_replicator / ring 2 gossip relay",
+    ),
+    Mutation(
+        "tick_without_due_in_key",
+        SCHEDULES,
+        '    return f"schedule:{name}:{instant(due)}"',
+        '    return f"schedule:{name}"  # mutation: one key for every tick',
+        "ticks are not keyed by their due time (all but the first deduplicated away)",
+        "ring 1 test_schedules / ring 2 schedules sim",
+    ),
+    Mutation(
+        "ticks_from_the_wall_clock",
+        SCHEDULES,
+        "            after = max(schedule.after, self._proposed.get(name, schedule.after))\n"
+        "            keep =",
+        "            after = max(wall - 1.0, self._proposed.get(name, wall - 1.0))  # mutation\n"
+        "            keep =",
+        "a leader computes due ticks from its own clock, not from the last tick in the log",
+        "ring 1 test_schedules / ring 2 schedules sim",
+    ),
+    Mutation(
+        "rate_not_from_the_log",
+        "peer/protocol/tasks.py",
+        "            self.rates.started(task.queue, at)\n",
+        "",
+        "a queue's rate budget is not kept from the applied assignments",
+        "ring 1 test_queues",
     ),
 ]
 
