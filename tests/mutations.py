@@ -170,10 +170,8 @@ MUTATIONS = [
     Mutation(
         "ticks_from_the_wall_clock",
         SCHEDULES,
-        "            after = max(schedule.after, self._proposed.get(name, schedule.after))\n"
-        "            keep =",
-        "            after = max(wall - 1.0, self._proposed.get(name, wall - 1.0))  # mutation\n"
-        "            keep =",
+        "ticks, total = due_ticks(schedule.spec, schedule.origin, after, wall, keep)",
+        "ticks, total = due_ticks(schedule.spec, schedule.origin, max(after, wall - 1), wall, keep)",  # noqa: E501
         "a leader computes due ticks from its own clock, not from the last tick in the log",
         "ring 1 test_schedules / ring 2 schedules sim",
     ),

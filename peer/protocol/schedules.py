@@ -29,7 +29,7 @@ from peer.protocol.commands import (
     Submit,
     TaskSpec,
 )
-from peer.protocol.due import due_ticks, instant, next_due
+from peer.protocol.due import EPSILON, due_ticks, instant, next_due
 
 ON_TIME = 1.0  # seconds: a tick later than this is "missed" for catch_up = "none"
 RUN_STATES = ("succeeded", "failed", "cancelled")
@@ -133,6 +133,9 @@ class TickPlanner:
     def __init__(self, max_catch_up: int = 100) -> None:
         self.max_catch_up = max_catch_up
         self._proposed: dict[str, float] = {}  # schedule -> latest due proposed
+        # schedule -> (what its next due follows from, that due): a cron walk per change,
+        # not per round (the leader plans every cycle)
+        self._next_due: dict[str, tuple[tuple[ScheduleSpec, float, float], float]] = {}
 
     def reset(self) -> None:
         """A new leader: what the old one proposed is known from the log alone."""
@@ -154,7 +157,9 @@ class TickPlanner:
         for name, schedule in sorted(book.schedules.items()):
             if schedule.paused:
                 continue
-            after = max(schedule.after, self._proposed.get(name, schedule.after))
+            after = self._after(name, schedule)
+            if self._next(name, schedule) > wall + EPSILON:
+                continue  # nothing due yet (the common case)
             keep = self.max_catch_up if schedule.spec.catch_up == "all" else 1
             ticks, total = due_ticks(schedule.spec, schedule.origin, after, wall, keep)
             if not ticks:
@@ -169,9 +174,16 @@ class TickPlanner:
                 skips.append(ScheduleSkip(wall, name, ticks[-1], total - len(fire), reason))
         return ([Submit(wall, tuple(specs))] if specs else []) + skips
 
+    def _after(self, name: str, schedule: Schedule) -> float:
+        """Ticks due after this one: the last the log shows, or this leader proposed."""
+        return max(schedule.after, self._proposed.get(name, schedule.after))
+
     def _next(self, name: str, schedule: Schedule) -> float:
-        after = max(schedule.after, self._proposed.get(name, schedule.after))
-        return next_due(schedule.spec, schedule.origin, after)
+        basis = (schedule.spec, schedule.origin, self._after(name, schedule))
+        cached = self._next_due.get(name)
+        if cached is None or cached[0] != basis:
+            cached = self._next_due[name] = (basis, next_due(*basis))
+        return cached[1]
 
 
 def _choose(catch_up: str, ticks: list[float], wall: float) -> list[float]:
