@@ -275,6 +275,12 @@ class Replicator:
         out, self._outbox = self._outbox, []
         return out
 
+    def lag(self) -> dict[int, int]:
+        """Leader: how many entries each follower lacks (none when not leading)."""
+        if not self.leading:
+            return {}
+        return {p: self.log.last_index - f.match_index for p, f in self._followers.items()}
+
     def take_committed(self) -> list[Entry]:
         """Committed entries not yet handed out for applying, in log order."""
         if self.commit_index <= self.applied_index:

@@ -46,6 +46,7 @@ from peer.protocol.commands import (
 from peer.protocol.queues import RateBook
 from peer.protocol.schedules import ScheduleBook
 from peer.protocol.settings import QueuePolicy
+from peer.protocol.stats import TaskStats, failure_reason
 
 
 class TaskState(StrEnum):
@@ -146,6 +147,7 @@ class TaskTable:
         self.running: dict[int, set[int]] = {}  # worker -> task ids
         self.schedules = ScheduleBook()
         self.rates = RateBook(queues or {})
+        self.stats = TaskStats()
         self._running_by_queue: dict[str, int] = {}
         # what the entry being applied changes; handed out in its `Applied`, then reset
         self._ready: list[int] = []
@@ -224,6 +226,7 @@ class TaskTable:
                 item.worker,
                 item.incarnation,
             )
+            self.stats.wait_seconds.observe(at - task.not_before)
             task.started_at, task.finished_at = at, None
             self.running.setdefault(item.worker, set()).add(task.id)
             self._running_by_queue[task.queue] = self._running_by_queue.get(task.queue, 0) + 1
@@ -239,6 +242,9 @@ class TaskTable:
                 continue  # a stale attempt, or already ended
             self._stop_running(task)
             done.append(task.id)
+            self.stats.run_seconds.observe(at - (task.started_at or at))
+            if not item.ok:
+                self.stats.attempts_failed[failure_reason(str(item.value))] += 1
             if item.ok:
                 self._set_state(task, TaskState.SUCCEEDED)
                 task.result, task.error, task.finished_at = item.value, None, at
@@ -313,6 +319,7 @@ class TaskTable:
         )
         self.next_id += 1
         self.tasks[task.id] = task
+        self.stats.submitted[(task.queue, task.kind)] += 1
         if task.key:
             self.by_key[task.key] = task.id
         if task.schedule is not None and task.due is not None:
@@ -363,8 +370,10 @@ class TaskTable:
         self._count(task.queue, task.state, -1)
         task.state = state
         self._count(task.queue, state, 1)
-        if task.schedule is not None and state in TERMINAL:
-            self.schedules.ended(task.schedule, state.value)
+        if state in TERMINAL:
+            self.stats.finished[(task.queue, task.kind, state.value)] += 1
+            if task.schedule is not None:
+                self.schedules.ended(task.schedule, state.value)
 
     def _count(self, queue: str, state: TaskState, change: int) -> None:
         self.counts[state] += change

@@ -9,6 +9,7 @@ Errors are `{"error": {"code", "message"}}`; a refused request changes nothing.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -21,6 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from peer.registry import Registry
 from peer.runtime.auth import SENDER, unseal, verify
 from peer.runtime.forwarding import PATH as FORWARD_PATH
+from peer.runtime.metrics import PeerMetrics, get_metrics
 from peer.runtime.node import Node
 from peer.runtime.service import Reply, Write, WriteService, bad_request_reply, wait_terminal
 from peer.runtime.transport import MAX_FRAME, STREAM_PATH
@@ -274,12 +276,16 @@ async def close_streams(app: web.Application) -> None:
 
 
 def build_app(node: Node, registry: Registry) -> web.Application:
-    app = web.Application(client_max_size=node.config.max_body, middlewares=[errors_as_json])
+    metrics = PeerMetrics(node)
+    app = web.Application(
+        client_max_size=node.config.max_body, middlewares=[metrics.timing, errors_as_json]
+    )
     app[NODE] = node
     app[REGISTRY] = registry
     app[WRITES] = WriteService(node)
     app.router.add_get("/cluster", get_cluster)
     app.router.add_get("/health", get_health)
+    app.router.add_get("/metrics", functools.partial(get_metrics, metrics=metrics))
     app.router.add_post("/tasks", post_task)
     app.router.add_post("/tasks/batch", post_batch)
     app.router.add_get("/tasks", list_tasks)

@@ -19,7 +19,8 @@ import random
 import signal
 import sqlite3
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -86,6 +87,8 @@ class Node:
         self.changed = asyncio.Event()  # set and replaced after every cycle that did work
         self.failed: BaseException | None = None
         self.recent_events: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
+        self.event_counts: Counter[str] = Counter()  # core events seen, by name
+        self.on_disk_write: Callable[[float], None] = lambda seconds: None
 
     # ------------------------------------------------------------------ driver
 
@@ -187,6 +190,7 @@ class Node:
         for event in batch.events:
             log.info("%s", event, extra={"event": event.name, "term": self.core.term})
             self.recent_events.append(event_json(time.time(), event))
+            self.event_counts[event.name] += 1
         if batch.applied or batch.events or batch.hard_state:
             self.changed.set()
             self.changed = asyncio.Event()
@@ -213,6 +217,7 @@ class Node:
         entries = (
             [] if start is None else list(self.core.log.slice(start, self.core.log.last_index))
         )
+        started = time.perf_counter()
         try:
             await asyncio.get_running_loop().run_in_executor(
                 self._disk,
@@ -227,6 +232,7 @@ class Node:
                 log.error("cannot write state to disk (%s); holding back until it can", exc)
             self.disk_error = str(exc)
             return False
+        self.on_disk_write(time.perf_counter() - started)
         if self.disk_error:
             log.warning("disk writes succeed again")
         self._unsaved, self.disk_error = CoreReady(), None
