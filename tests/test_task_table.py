@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from peer.protocol.commands import Submit, TaskSpec
+from peer.protocol.commands import Drain, Retry, Submit, TaskSpec
 from peer.protocol.tasks import STATES, Applied, TaskTable
 
 
@@ -23,6 +23,10 @@ class Table:
     def __init__(self) -> None:
         self.table = TaskTable()
         self.index = 0
+
+    def next_index(self) -> int:
+        self.index += 1
+        return self.index
 
     def apply(self, command: dict[str, Any] | str) -> Applied:
         self.index += 1
@@ -359,3 +363,37 @@ def test_a_follower_applying_100000_submits_holds_nothing_per_task_beyond_the_ta
         if isinstance(value, list | dict | set) and name != "tasks" and len(value) > 100
     }
     assert per_task_lists == {}, per_task_lists
+
+
+def test_a_retry_gives_a_failed_or_cancelled_task_a_new_attempt_budget() -> None:
+    t = Table()
+    t.submit(echo(max_attempts=2), echo())
+    t.assign((1, 1, 7, 1))
+    t.finish((1, 1, False, "one", 2.5))
+    t.assign((1, 2, 7, 1), at=3.0)
+    t.finish((1, 2, False, "two", 0.0), at=4.0)
+    assert t.state(1) == "failed"
+    applied = t.table.apply_command(t.next_index(), Retry(5.0, (1, 2, 99)))
+    assert applied.task_ids == (1,) and applied.ready == (1,)  # task 2 is queued, 99 unknown
+    task = t.table.tasks[1]
+    assert (task.state, task.attempt, task.max_attempts, task.error) == ("queued", 2, 4, None)
+
+
+def test_a_task_whose_dependency_failed_is_not_retried_before_it() -> None:
+    t = Table()
+    t.submit(echo(ref="a", max_attempts=1), echo(after=["a"]))
+    t.assign((1, 1, 7, 1))
+    t.finish((1, 1, False, "boom", 0.0))
+    assert t.state(2) == "cancelled"
+    assert t.table.apply_command(t.next_index(), Retry(5.0, (2,))).task_ids == ()
+    assert t.table.apply_command(t.next_index(), Retry(5.0, (1,))).task_ids == (1,)
+    assert t.table.apply_command(t.next_index(), Retry(5.0, (2,))).task_ids == (2,)
+    assert t.state(2) == "blocked"  # waits for its dependency's new attempt
+
+
+def test_a_drained_peer_is_remembered_until_undrained() -> None:
+    table = TaskTable()
+    table.apply_command(1, Drain(1.0, 3, True))
+    assert table.drained == {3}
+    table.apply_command(2, Drain(2.0, 3, False))
+    assert table.drained == set()

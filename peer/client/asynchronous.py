@@ -214,6 +214,33 @@ class AsyncClient:
         result: Task = await self._request("POST", f"/tasks/{int(task_id)}/cancel", body=None)
         return result
 
+    async def retry(self, task_id: int) -> Task:
+        """A new attempt budget for a failed or cancelled task; 409 `ClientError` for
+        any other (or one whose dependency failed)."""
+        result: Task = await self._request("POST", f"/tasks/{int(task_id)}/retry", body=None)
+        return result
+
+    async def requeue(
+        self,
+        state: str = "failed",
+        queue: str | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+    ) -> dict[str, Any]:
+        """Retry every task the filter matches (bounded by `limit`), in one log entry:
+        `{"requeued": n, "ids": [...]}`."""
+        body = _drop_none({"state": state, "queue": queue, "kind": kind, "limit": limit})
+        result: dict[str, Any] = await self._request("POST", "/tasks/requeue", body=body)
+        return result
+
+    async def drain(self, peer: int, drained: bool = True) -> dict[str, Any]:
+        """No new assignments to `peer` (its running tasks finish), or again allowed."""
+        action = "drain" if drained else "undrain"
+        result: dict[str, Any] = await self._request(
+            "POST", f"/members/{int(peer)}/{action}", body=None
+        )
+        return result
+
     # ---------------------------------------------------------------- schedules
 
     async def put_schedule(self, schedule: Mapping[str, Any], replace: bool = False) -> Task:

@@ -10,6 +10,7 @@ request (the reason on stderr), 2 usage error, 3 no peer could serve the request
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -56,6 +57,9 @@ def _client_options() -> argparse.ArgumentParser:
         help=f"a peer to talk to, repeatable (default: $PEER_URL or {DEFAULT_PEER})",
     )
     common.add_argument("--json", action="store_true", help="print plain JSON")
+    common.add_argument(
+        "-o", "--output", choices=("table", "json"), help="json: the same as --json"
+    )
     return common
 
 
@@ -103,7 +107,42 @@ def _parser() -> argparse.ArgumentParser:
     tasks.add_argument("--after", type=int, metavar="CURSOR", help="the page after this cursor")
     sub.add_parser("status", parents=[common], help="show the cluster as a peer sees it")
     _add_schedule(sub, common)
+    _add_operations(sub, common)
+    watch = sub.add_parser("watch", help="the live dashboard of a running cluster")
+    watch.add_argument("--config", default="cluster.toml", help="its cluster file")
+    watch.add_argument("--headless", action="store_true", help="print events, no dashboard")
     return parser
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """The run_cluster.py dashboard against peers started elsewhere (it starts none)."""
+    import asyncio
+
+    from peer.ops.dashboard import ClusterWatch
+    from peer.ops.remote import RemotePeers
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch, nothing else
+        asyncio.run(ClusterWatch(RemotePeers(config), args.headless).run())
+    return EXIT_OK
+
+
+def _add_operations(sub: Any, common: argparse.ArgumentParser) -> None:
+    for name, text in (("cancel", "cancel a task"), ("retry", "retry a failed or cancelled task")):
+        sub.add_parser(name, parents=[common], help=text).add_argument("id", type=int)
+    requeue = sub.add_parser("requeue", parents=[common], help="retry every task a filter matches")
+    requeue.add_argument("--state", choices=("failed", "cancelled"), default="failed")
+    requeue.add_argument("--queue")
+    requeue.add_argument("--kind")
+    requeue.add_argument("--limit", type=int, help="at most this many (1000; up to 10000)")
+    sub.add_parser("members", parents=[common], help="the peers, as the one asked sees them")
+    for name, text in (("drain", "give a peer no new tasks"), ("undrain", "undo drain")):
+        one = sub.add_parser(name, parents=[common], help=text)
+        one.add_argument("node", type=int, metavar="PEER", help="the peer's id")
 
 
 def _add_schedule(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -185,6 +224,20 @@ def _status(client: Client, args: argparse.Namespace) -> Any:
     return client.cluster()
 
 
+def _members(client: Client, args: argparse.Namespace) -> Any:
+    return {"members": client.cluster()["members"]}
+
+
+def _operation(client: Client, args: argparse.Namespace) -> Any:
+    if args.command == "cancel":
+        return client.cancel(args.id)
+    if args.command == "retry":
+        return client.retry(args.id)
+    if args.command == "requeue":
+        return client.requeue(args.state, args.queue, args.kind, args.limit)
+    return client.drain(args.node, drained=args.command == "drain")
+
+
 def _schedule(client: Client, args: argparse.Namespace) -> Any:
     if args.action == "add":
         task = {
@@ -222,6 +275,12 @@ COMMANDS: dict[str, tuple[Command, Callable[[Any], Any]]] = {
     "tasks": (_tasks, render.tasks),
     "status": (_status, render.cluster),
     "schedule": (_schedule, _draw_schedule),
+    "cancel": (_operation, render.task),
+    "retry": (_operation, render.task),
+    "requeue": (_operation, render.requeued),
+    "drain": (_operation, render.drained),
+    "undrain": (_operation, render.drained),
+    "members": (_members, render.members),
 }
 
 
@@ -245,7 +304,7 @@ def _run(args: argparse.Namespace) -> int:
     except ClientError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    _emit(data, draw, args.json)
+    _emit(data, draw, args.json or args.output == "json")
     return EXIT_OK
 
 
@@ -260,4 +319,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "watch":
+        return _watch(args)
     return _run(args)

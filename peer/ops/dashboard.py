@@ -3,7 +3,7 @@ timestamped event lines, fed by polling every peer's `GET /cluster`.
 
 Owns: polling, rendering, and the watch loop that ties them to the event feed
 (`peer.ops.events`) and carries out the k/r/q commands read from stdin (`peer.ops.keys`). It
-starts and stops processes only through `peer.ops.launcher.Launcher`, and never touches a
+starts and stops processes only through `peer.ops.launcher.PeerProcesses`, and never touches a
 peer's state other than by reading its public API.
 """
 
@@ -27,7 +27,7 @@ from peer.config import ClusterConfig
 from peer.ops import render as render_text
 from peer.ops.events import Event, EventFeed, Snapshot, Snapshots, agreed_leadership, reference_view
 from peer.ops.keys import HELP, LineEditor, parse_command, stdin_commands
-from peer.ops.launcher import STOP_SIGNALS, Launcher, log_path
+from peer.ops.launcher import STOP_SIGNALS, PeerProcesses, log_path
 
 POLL_INTERVAL = 0.25  # seconds between polls of every peer
 POLL_TIMEOUT = 0.5  # seconds before a peer counts as down for this poll
@@ -50,7 +50,7 @@ async def fetch_cluster(session: aiohttp.ClientSession, url: str) -> Snapshot | 
 
 
 async def poll_cluster(
-    session: aiohttp.ClientSession, config: ClusterConfig, launcher: Launcher
+    session: aiohttp.ClientSession, config: ClusterConfig, launcher: PeerProcesses
 ) -> dict[int, Snapshot | None]:
     """Every peer's view; None for a peer whose process is not running or did not answer."""
     ids = [n for n in config.ids if launcher.is_running(n)]
@@ -121,7 +121,7 @@ def _cell(value: Any) -> Text:
 
 
 def peer_row(
-    node_id: int, snap: Snapshot | None, ref: Snapshot | None, launcher: Launcher
+    node_id: int, snap: Snapshot | None, ref: Snapshot | None, launcher: PeerProcesses
 ) -> list[Any]:
     own = snap or {}
     seen = member(ref, node_id) or member(snap, node_id)
@@ -134,7 +134,7 @@ def peer_row(
     return row + [own.get("last_index"), own.get("commit_index")]
 
 
-def peer_table(config: ClusterConfig, snapshots: Snapshots, launcher: Launcher) -> Table:
+def peer_table(config: ClusterConfig, snapshots: Snapshots, launcher: PeerProcesses) -> Table:
     extras = [c for c in EXTRA_COLUMNS if any(c in (s or {}) for s in snapshots.values())]
     table = Table(expand=False, header_style="bold")
     headers = ["peer", "address", "pid", "process", "view", "role", "term", "leader"]
@@ -199,7 +199,11 @@ def event_lines(feed: EventFeed) -> Text:
 
 
 def render(
-    config: ClusterConfig, snapshots: Snapshots, launcher: Launcher, feed: EventFeed, pending: str
+    config: ClusterConfig,
+    snapshots: Snapshots,
+    launcher: PeerProcesses,
+    feed: EventFeed,
+    pending: str,
 ) -> Group:
     title = f"bullyq: {len(config.nodes)} local peers · state and logs in {config.data_dir}"
     usage = [Text(line) for line in usage_lines(api_url(config, snapshots))]
@@ -222,7 +226,7 @@ def render(
 class ClusterWatch:
     """One `run_cluster.py` session: polls the peers and applies k/r/q until stopped."""
 
-    def __init__(self, launcher: Launcher, headless: bool, out: TextIO = sys.stdout) -> None:
+    def __init__(self, launcher: PeerProcesses, headless: bool, out: TextIO = sys.stdout) -> None:
         self.launcher = launcher
         self.config = launcher.config
         self.headless = headless
@@ -286,7 +290,11 @@ class ClusterWatch:
         self._refresh()
 
     def _kill(self, node_id: int) -> None:
-        pid = self.launcher.kill(node_id)
+        try:
+            pid = self.launcher.kill(node_id)
+        except OSError as exc:
+            self.feed.note(time.time(), f"cannot kill peer {node_id}: {exc}")
+            return
         said = f"killed peer {node_id} (pid {pid})" if pid else f"peer {node_id} is not running"
         self.feed.note(time.time(), said)
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from peer.config import ClusterConfig, ConfigError, NodeAddress, dump_config, with_nodes
 
@@ -126,6 +126,20 @@ class PeerProcess:
     log: IO[bytes]
     ended_by_us: bool = False
     reported: bool = False
+
+
+class PeerProcesses(Protocol):
+    """What the dashboard needs of the peers it shows: `Launcher` (run_cluster.py) or
+    `peer.ops.remote.RemotePeers` (`peer watch`)."""
+
+    config: ClusterConfig
+
+    def kill(self, node_id: int) -> int | None: ...
+    def restart(self, node_id: int) -> int: ...
+    def pid(self, node_id: int) -> int | None: ...
+    def is_running(self, node_id: int) -> bool: ...
+    def status(self, node_id: int) -> str: ...
+    def reap(self) -> list[tuple[int, int]]: ...
 
 
 class Launcher:

@@ -115,15 +115,17 @@ def summary(view: Mapping[str, Any]) -> Text:
 
 def members(view: Mapping[str, Any]) -> Table:
     table = Table(title="members", title_justify="left")
-    for column in ("id", "url", "status", "role", "term", "last index", "commit", "last seen"):
+    columns = ("id", "url", "status", "role", "term", "last index", "commit", "last seen")
+    for column in columns:
         table.add_column(column)
     for member in view.get("members", []):
         status, role = str(member.get("status")), str(member.get("role"))
         seen = member.get("last_seen_ms")
+        shown = status + (" (drained)" if member.get("drained") else "")
         table.add_row(
             str(member.get("id")),
             plain(member.get("url")),
-            Text(status, style=STATUS_STYLES.get(status, "")),
+            Text(shown, style=STATUS_STYLES.get(status, "")),
             Text(plain(member.get("role")), style=ROLE_STYLES.get(role, "")),
             plain(member.get("term")),
             plain(member.get("last_index")),
@@ -211,3 +213,14 @@ def schedules(items: list[Mapping[str, Any]]) -> RenderableType:
             " ".join(f"{state} {n}" for state, n in runs.items() if n) or "-",
         )
     return table
+
+
+def requeued(answer: Mapping[str, Any]) -> RenderableType:
+    ids = answer.get("ids") or []
+    shown = ", ".join(map(str, ids[:20])) + (" …" if len(ids) > 20 else "")
+    return Text(f"requeued {answer.get('requeued', 0)} task(s)" + (f": {shown}" if ids else ""))
+
+
+def drained(answer: Mapping[str, Any]) -> RenderableType:
+    verb = "drained (no new tasks)" if answer.get("drained") else "undrained (takes tasks)"
+    return Text(f"peer {answer.get('peer')} {verb}")

@@ -196,6 +196,23 @@ class Cancel:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """A new attempt budget for failed or cancelled tasks (others are left alone)."""
+
+    at: float
+    tasks: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """No new assignments to `peer` (its running attempts finish), or again allowed."""
+
+    at: float
+    peer: int
+    drained: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulePut:
     """Add a schedule, or replace one of that name when `replace` (else a different
     one of that name is left alone: the entry changes nothing)."""
@@ -236,6 +253,8 @@ Command = (
     | Finish
     | Cancel
     | Noop
+    | Retry
+    | Drain
     | SchedulePut
     | ScheduleDelete
     | SchedulePause
@@ -270,6 +289,8 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
     Assign: _encode_assign,
     Finish: _encode_finish,
     Cancel: lambda c: {"op": "cancel", "at": c.at, "id": c.task},
+    Retry: lambda c: {"op": "retry", "at": c.at, "ids": list(c.tasks)},
+    Drain: lambda c: {"op": "drain", "at": c.at, "peer": c.peer, "drained": c.drained},
     SchedulePut: lambda c: {
         "op": "schedule_put",
         "at": c.at,
@@ -362,6 +383,12 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Command]] = {
     "assign": _decode_assign,
     "finish": _decode_finish,
     "cancel": lambda data: Cancel(_at(data), _integer(data.get("id"), "id")),
+    "retry": lambda data: Retry(
+        _at(data), tuple(_integer(i, "ids") for i in _list(data, "ids", required=True))
+    ),
+    "drain": lambda data: Drain(
+        _at(data), _integer(data.get("peer"), "peer"), _typed(data.get("drained"), bool, "drained")
+    ),
     "schedule_put": lambda data: SchedulePut(
         _at(data),
         ScheduleSpec.from_json(data.get("schedule")),

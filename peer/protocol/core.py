@@ -313,7 +313,8 @@ class PeerCore:
         if self.dispatcher.has_work(self.tasks):  # else nothing to run or record
             judge_lost = self._now - self._serving_since > self.settings.failure_timeout
             live = {w.id: w.incarnation for w in self._workers(Status.ALIVE, Status.SUSPECT)}
-            workers = self._workers(Status.ALIVE)
+            drained = self.tasks.drained
+            workers = [w for w in self._workers(Status.ALIVE) if w.id not in drained]
             commands += self.dispatcher.round(self._wall, self.tasks, workers, live, judge_lost)
         if commands:
             self.replicator.propose(self._now, [encode_command(c) for c in commands])

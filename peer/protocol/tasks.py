@@ -32,9 +32,11 @@ from peer.protocol.commands import (
     Cancel,
     Command,
     CommandError,
+    Drain,
     Finish,
     Noop,
     Outcome,
+    Retry,
     ScheduleDelete,
     SchedulePause,
     SchedulePut,
@@ -85,6 +87,7 @@ class Task:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    budget: int = 0  # attempts a retry grants (its first max_attempts)
     schedule: str | None = None  # the schedule whose tick made it
     due: float | None = None  # ... that tick's due time (lateness: submitted_at - due)
 
@@ -148,6 +151,7 @@ class TaskTable:
         self.schedules = ScheduleBook()
         self.rates = RateBook(queues or {})
         self.stats = TaskStats()
+        self.drained: set[int] = set()  # peers that get no new assignments
         self._running_by_queue: dict[str, int] = {}
         # what the entry being applied changes; handed out in its `Applied`, then reset
         self._ready: list[int] = []
@@ -193,6 +197,11 @@ class TaskTable:
                 return self._cancel(index, command.at, command.task)
             case Noop():
                 return Applied(index, "noop")
+            case Retry():
+                return self._retry(index, command.at, command.tasks)
+            case Drain():
+                (self.drained.add if command.drained else self.drained.discard)(command.peer)
+                return Applied(index, "drain")
             case SchedulePut():
                 return Applied(index, "schedule_put", outcome=self.schedules.put(command))
             case ScheduleDelete():
@@ -309,6 +318,7 @@ class TaskTable:
             queue=spec.queue,
             priority=spec.priority,
             max_attempts=spec.max_attempts,
+            budget=spec.max_attempts,
             timeout=spec.timeout,
             depends_on=deps,
             key=spec.key,
@@ -343,6 +353,37 @@ class TaskTable:
     def _dependency_failed(self, task: Task) -> bool:
         failed = (TaskState.FAILED, TaskState.CANCELLED)
         return any(self.tasks[d].state in failed for d in task.depends_on)
+
+    def retry_blocker(self, task: Task) -> str | None:
+        """Why `task` cannot be retried now, or None."""
+        if task.state not in (TaskState.FAILED, TaskState.CANCELLED):
+            return f"task {task.id} is {task.state}: only failed or cancelled tasks are retried"
+        for dep in task.depends_on:
+            if dep in self.tasks and self.tasks[dep].state in (
+                TaskState.FAILED,
+                TaskState.CANCELLED,
+            ):
+                return f"its dependency {dep} is {self.tasks[dep].state}: retry that first"
+        return None
+
+    def _retry(self, index: int, at: float, task_ids: tuple[int, ...]) -> Applied:
+        done = []
+        for task_id in task_ids:
+            task = self.tasks.get(task_id)
+            if task is None or self.retry_blocker(task) is not None:
+                continue
+            task.max_attempts = task.attempt + task.budget
+            task.error, task.result, task.finished_at, task.not_before = None, None, None, at
+            waiting = any(
+                self.tasks[d].state is not TaskState.SUCCEEDED
+                for d in task.depends_on
+                if d in self.tasks
+            )
+            self._set_state(task, TaskState.BLOCKED if waiting else TaskState.QUEUED)
+            if task.state in READY:
+                self._ready.append(task.id)
+            done.append(task_id)
+        return Applied(index, "retry", tuple(done))
 
     def _cancel(self, index: int, at: float, task_id: int) -> Applied:
         task = self.tasks.get(task_id)

@@ -29,6 +29,7 @@ def describe(core: PeerCore, now: float) -> dict[str, Any]:
                 "last_index": digest.last_index if digest else None,
                 "commit_index": digest.commit_index if digest else None,
                 "last_seen_ms": None if seen is None else round(seen * 1000),
+                "drained": peer in core.tasks.drained,
             }
         )
     return {

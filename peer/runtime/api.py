@@ -31,6 +31,7 @@ from peer.runtime.validation import (
     BadRequest,
     check_batch,
     check_list_query,
+    check_requeue,
     check_schedule,
     check_spec,
     check_wait,
@@ -136,13 +137,23 @@ async def post_peer_writes(request: web.Request) -> web.Response:
     try:
         writes = [Write.from_json(w) for w in orjson.loads(body)]
         for write in writes:  # a signed peer is trusted, but what enters the log is checked
-            for spec in write.specs:
-                check_spec(spec, request.app[REGISTRY], batch=True)
+            check_forwarded(write, request.app[REGISTRY])
     except (orjson.JSONDecodeError, KeyError, TypeError, BadRequest) as exc:
         return error(400, "bad_message", f"malformed forwarded writes: {exc!r}")
     service = request.app[WRITES]
     replies = await asyncio.gather(*(service.write(w, forwarded=True) for w in writes))
     return json_response([[r.status, r.body] for r in replies])
+
+
+def check_forwarded(write: Write, registry: Registry) -> None:
+    """The checks the follower made, made again by the leader (`BadRequest` if any fails)."""
+    if write.op == "requeue":
+        check_requeue(write.specs[0] if write.specs else None)
+    elif write.op == "schedule_put":
+        check_schedule(write.schedule, registry)
+    else:
+        for spec in write.specs:
+            check_spec(spec, registry, batch=True)
 
 
 class Unauthorized(Exception):
@@ -212,6 +223,25 @@ def read_headers(node: Node) -> dict[str, str]:
 async def cancel_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     return reply(await request.app[WRITES].write(Write("cancel", task_id=task_id)))
+
+
+async def retry_task(request: web.Request) -> web.Response:
+    write = Write("retry", task_id=task_id_of(request))
+    return reply(await request.app[WRITES].write(write))
+
+
+async def requeue_tasks(request: web.Request) -> web.Response:
+    query = check_requeue(await read_json(request))
+    return reply(await request.app[WRITES].write(Write("requeue", [query])))
+
+
+async def drain_member(request: web.Request) -> web.Response:
+    raw = request.match_info["peer"]
+    if not raw.isdigit() or len(raw) > 9:
+        raise BadRequest("peer", "must be a peer id")
+    drained = request.match_info["action"] == "drain"
+    write = Write("drain", task_id=int(raw), flag=drained)
+    return reply(await request.app[WRITES].write(write))
 
 
 async def post_schedule(request: web.Request) -> web.Response:
@@ -290,7 +320,10 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     app.router.add_post("/tasks/batch", post_batch)
     app.router.add_get("/tasks", list_tasks)
     app.router.add_get("/tasks/{task_id}", get_task)
+    app.router.add_post("/tasks/requeue", requeue_tasks)
     app.router.add_post("/tasks/{task_id}/cancel", cancel_task)
+    app.router.add_post("/tasks/{task_id}/retry", retry_task)
+    app.router.add_post("/members/{peer}/{action:drain|undrain}", drain_member)
     app.router.add_post("/schedules", post_schedule)
     app.router.add_get("/schedules", list_schedules)
     app.router.add_get("/schedules/{name}", get_schedule)

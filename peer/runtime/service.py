@@ -23,6 +23,7 @@ from peer.protocol.tasks import TERMINAL, Applied
 from peer.runtime.forwarding import Forwarder
 from peer.runtime.node import LeadershipLost, Node, NotLeader
 from peer.runtime.schedule_writes import SCHEDULE_OPS, schedule_settled, write_schedule
+from peer.runtime.task_writes import TASK_OPS, write_task_op
 from peer.runtime.validation import BadRequest
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class WriteService:
                 if answer is not None and answer[0] != 503:
                     if write.op in SCHEDULE_OPS:
                         await self._settle(lambda: schedule_settled(self.node, write), deadline)
-                    else:
+                    elif write.op == "submit":
                         await self._catch_up(answer, deadline)
                     return forwarded_reply(*answer)
             left = deadline - time.monotonic()
@@ -165,6 +166,9 @@ class WriteService:
                 return await self._cancel(write)
             if write.op in SCHEDULE_OPS:
                 status, body = await write_schedule(self.node, write)
+                return Reply(status, body)
+            if write.op in TASK_OPS:
+                status, body = await write_task_op(self.node, write)
                 return Reply(status, body)
         except BadRequest as exc:
             return bad_request_reply(exc)

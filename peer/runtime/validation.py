@@ -259,3 +259,27 @@ def declared_schedules(config: ClusterConfig, registry: Registry) -> tuple[Sched
         except BadRequest as exc:
             raise ConfigError(f"schedule[{i}].{exc.field}: {exc.reason}") from None
     return tuple(specs)
+
+
+MAX_REQUEUE = 10_000
+REQUEUE_FIELDS = frozenset({"state", "queue", "kind", "limit"})
+
+
+def check_requeue(data: Any) -> dict[str, Any]:
+    """A `POST /tasks/requeue` filter: `state` (failed or cancelled; default failed),
+    `queue`, `kind`, `limit` (at most 10,000 tasks in one entry; default 1,000)."""
+    if not isinstance(data, dict):
+        raise BadRequest("body", "must be a JSON object")
+    unknown = sorted(set(data) - REQUEUE_FIELDS)
+    if unknown:
+        raise BadRequest(unknown[0], "unknown field")
+    state = data.get("state", "failed")
+    if state not in ("failed", "cancelled"):
+        raise BadRequest("state", "must be failed or cancelled")
+    out: dict[str, Any] = {"state": state, "limit": data.get("limit", 1000)}
+    if not _integer(out["limit"]) or not 1 <= out["limit"] <= MAX_REQUEUE:
+        raise BadRequest("limit", f"must be an integer in 1..{MAX_REQUEUE}")
+    for name in ("queue", "kind"):
+        if data.get(name) is not None:
+            out[name] = _text(name, data[name])
+    return out
