@@ -53,6 +53,7 @@ class ClusterConfig:
     priority_aging: float = _DEFAULTS.priority_aging
     queues: tuple[tuple[str, QueuePolicy], ...] = ()  # [queues.NAME] tables
     schedules: tuple[dict[str, Any], ...] = ()  # [[schedule]] tables, checked at serve
+    log_format: str = "auto"  # console | json | auto (console on a terminal)
 
     def settings(self) -> Settings:
         """The core's settings: every field of `Settings` this file sets, else its
@@ -120,6 +121,7 @@ _CHECKS = {
     "data_dir": _string,
     "secret": _string,
     "policy": _string,
+    "log_format": _string,
     "allow_shell": _boolean,
     "task_modules": _module_names,
 }
@@ -132,6 +134,8 @@ def _check_cluster_table(table: dict[str, Any]) -> dict[str, Any]:
         if check is None:
             raise ConfigError(f"cluster.{key}: unknown setting")
         out[key] = check(key, value)
+    if out.get("log_format", "auto") not in ("auto", "console", "json"):
+        raise ConfigError("cluster.log_format: must be auto, console or json")
     if out.get("policy", "fifo") not in POLICIES:
         raise ConfigError(f"cluster.policy: must be one of {', '.join(POLICIES)}")
     return out

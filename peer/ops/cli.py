@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from rich.console import Console
 from peer.client import Client, ClientError, Unavailable
 from peer.config import ConfigError, load_config
 from peer.ops import render
+from peer.runtime.logs import FORMATS
 
 DEFAULT_PEER = "http://127.0.0.1:7001"
 DEFAULT_SUBMIT_WAIT = 60.0  # seconds `submit --wait` waits when given no number
@@ -68,6 +68,11 @@ def _add_serve(sub: Any) -> None:
     serve.add_argument("--config", default="cluster.toml", help="cluster file (cluster.toml)")
     serve.add_argument("--id", type=int, required=True, help="this peer's id in the file")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="console, json lines, or auto: console on a terminal (default: log_format)",
+    )
 
 
 def _add_submit(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -170,6 +175,7 @@ def _add_schedule(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from peer.registry import Registry
+    from peer.runtime.logs import configure as configure_logs
     from peer.runtime.server import run
     from peer.runtime.validation import declared_schedules
 
@@ -180,11 +186,8 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s peer-{args.id} %(levelname)s %(name)s: %(message)s",
-    )
-    run(config, args.id)
+    fmt = args.log_format or config.log_format
+    run(config, args.id, configure_logs(args.id, args.log_level, fmt))
     return 0
 
 

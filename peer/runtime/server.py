@@ -13,23 +13,26 @@ from aiohttp import web
 from peer.config import ClusterConfig
 from peer.registry import Registry
 from peer.runtime.api import build_app
+from peer.runtime.logs import PeerContext
 from peer.runtime.node import Node
 
 log = logging.getLogger(__name__)
 
 
-def run(config: ClusterConfig, node_id: int) -> None:
+def run(config: ClusterConfig, node_id: int, logs: PeerContext | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # not on this platform: the standard loop works the same
-        asyncio.run(serve(config, node_id))
+        asyncio.run(serve(config, node_id, logs))
     else:
-        uvloop.run(serve(config, node_id))
+        uvloop.run(serve(config, node_id, logs))
 
 
-async def serve(config: ClusterConfig, node_id: int) -> None:
+async def serve(config: ClusterConfig, node_id: int, logs: PeerContext | None = None) -> None:
     registry = Registry(config.task_modules, config.allow_shell)
     node = Node(config, node_id, registry)
+    if logs is not None:
+        logs.term = lambda: node.core.term
     runner = web.AppRunner(build_app(node, registry), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, node.address.host, node.address.port, reuse_address=True)
