@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections import Counter
 from typing import Any
 
@@ -47,3 +48,16 @@ async def countdown(args: Any) -> list[int]:
         out.append(i)
         await asyncio.sleep(pause)
     return out
+
+
+@task()
+def needs_file(args: Any) -> int:
+    """Sync: the size of the file {"path": "..."}; fails until that file exists (so a
+    retry after it appears succeeds)."""
+    path = args.get("path") if isinstance(args, dict) else None
+    if not isinstance(path, str):
+        raise TaskFailed('needs_file needs {"path": "..."}')
+    try:
+        return os.path.getsize(path)
+    except OSError as exc:
+        raise TaskFailed(f"no file {path}: {exc.strerror}") from None

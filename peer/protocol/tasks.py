@@ -22,7 +22,7 @@ attempts ended), so nothing is left in the table for another module to drain.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -88,6 +88,7 @@ class Task:
     started_at: float | None = None
     finished_at: float | None = None
     budget: int = 0  # attempts a retry grants (its first max_attempts)
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # each attempt, in order
     schedule: str | None = None  # the schedule whose tick made it
     due: float | None = None  # ... that tick's due time (lateness: submitted_at - due)
 
@@ -115,7 +116,14 @@ class Task:
             "schedule": self.schedule,
             "due": self.due,
             "lateness": None if self.due is None else self.submitted_at - self.due,
+            "attempts": [dict(a) for a in self.attempts],
         }
+
+
+def _ended(task: Task, at: float, outcome: str, error: Any) -> None:
+    """Close the record of the task's running attempt."""
+    if task.attempts and task.attempts[-1]["attempt"] == task.attempt:
+        task.attempts[-1].update(finished_at=at, outcome=outcome, error=error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +245,7 @@ class TaskTable:
             )
             self.stats.wait_seconds.observe(at - task.not_before)
             task.started_at, task.finished_at = at, None
+            task.attempts.append({"attempt": item.attempt, "worker": item.worker, "started_at": at})
             self.running.setdefault(item.worker, set()).add(task.id)
             self._running_by_queue[task.queue] = self._running_by_queue.get(task.queue, 0) + 1
             self.rates.started(task.queue, at)
@@ -251,6 +260,7 @@ class TaskTable:
                 continue  # a stale attempt, or already ended
             self._stop_running(task)
             done.append(task.id)
+            _ended(task, at, "succeeded" if item.ok else "failed", None if item.ok else item.value)
             self.stats.run_seconds.observe(at - (task.started_at or at))
             if not item.ok:
                 self.stats.attempts_failed[failure_reason(str(item.value))] += 1
@@ -402,6 +412,7 @@ class TaskTable:
                 continue
             if current.state is TaskState.RUNNING:
                 self._stop_running(current)
+                _ended(current, at, "cancelled", why)
             self._set_state(current, TaskState.CANCELLED)
             current.error, current.finished_at = why, at
             for child in self.dependents.get(current.id, ()):
@@ -427,15 +438,28 @@ class TaskTable:
         return self.tasks.get(task_id)
 
     def list(
-        self, state: str | None, queue: str | None, limit: int, after: int
+        self,
+        state: str | None,
+        queue: str | None,
+        limit: int,
+        after: int,
+        kind: str | None = None,
+        schedule: str | None = None,
+        search: str | None = None,
     ) -> tuple[list[Task], int | None]:
-        """Tasks with id > `after` matching the filters, oldest first, and the next cursor."""
+        """Tasks with id > `after` matching the filters, oldest first, and the next cursor.
+        `search` matches a task's id exactly or a part of its key."""
         out: list[Task] = []
+        wanted = {"state": state, "queue": queue, "kind": kind, "schedule": schedule}
+        filters = [(name, value) for name, value in wanted.items() if value is not None]
         for task_id in range(after + 1, self.next_id):
             task = self.tasks[task_id]
-            if (state is None or task.state == state) and (queue is None or task.queue == queue):
-                out.append(task)
-                if len(out) == limit:
-                    more = task_id + 1 < self.next_id
-                    return out, task_id if more else None
+            if any(getattr(task, name) != value for name, value in filters):
+                continue
+            if search and str(task.id) != search and search not in (task.key or ""):
+                continue
+            out.append(task)
+            if len(out) == limit:
+                more = task_id + 1 < self.next_id
+                return out, task_id if more else None
         return out, None

@@ -27,7 +27,9 @@ from peer.runtime.node import Node
 from peer.runtime.service import Reply, Write, WriteService, bad_request_reply, wait_terminal
 from peer.runtime.transport import MAX_FRAME, STREAM_PATH
 from peer.runtime.transport import PATH as PEER_PATH
+from peer.runtime.ui import add_ui_routes
 from peer.runtime.validation import (
+    LIST_FILTERS,
     BadRequest,
     check_batch,
     check_list_query,
@@ -203,13 +205,15 @@ async def get_task(request: web.Request) -> web.Response:
     task = node.core.tasks.get(task_id)
     if task is None:
         return error(404, "not_found", f"no task {task_id}", **read_headers(node))
-    return json_response(task.to_json(), headers=read_headers(node) or None)
+    body = {**task.to_json(), "dependents": node.core.tasks.dependents.get(task.id, [])}
+    return json_response(body, headers=read_headers(node) or None)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
     state, queue, limit, after = check_list_query(request.query)
     node = request.app[NODE]
-    tasks, cursor = node.core.tasks.list(state, queue, limit, after)
+    extra = {name: request.query[name] for name in LIST_FILTERS if request.query.get(name)}
+    tasks, cursor = node.core.tasks.list(state, queue, limit, after, **extra)
     body = {"tasks": [t.to_json() for t in tasks], "next": cursor}
     return json_response(body, headers=read_headers(node) or None)
 
@@ -332,6 +336,7 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     app.router.add_post(PEER_PATH, post_peer_messages)
     app.router.add_get(STREAM_PATH, peer_stream)
     app.router.add_post(FORWARD_PATH, post_peer_writes)
+    add_ui_routes(app, node)
     app[STREAMS] = weakref.WeakSet()
     app.on_shutdown.append(close_streams)
     app.on_cleanup.append(lambda app: app[WRITES].close())

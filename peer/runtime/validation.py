@@ -159,9 +159,13 @@ def _topological(specs: list[dict[str, Any]], by_ref: dict[str, int]) -> list[in
     return order
 
 
+LIST_FILTERS = ("kind", "schedule", "search")
+
+
 def check_list_query(query: Mapping[str, str]) -> tuple[str | None, str | None, int, int]:
-    """(state, queue, limit, after) from `GET /tasks` query parameters."""
-    unknown = sorted(set(query) - {"state", "queue", "limit", "after"})
+    """(state, queue, limit, after) from `GET /tasks` query parameters; the other
+    filters (`kind`, `schedule`, `search`: an id, or part of a key) are taken as given."""
+    unknown = sorted(set(query) - {"state", "queue", "limit", "after", *LIST_FILTERS})
     if unknown:
         raise BadRequest(unknown[0], "unknown parameter")
     state = query.get("state")
