@@ -89,6 +89,7 @@ class Task:
     finished_at: float | None = None
     budget: int = 0  # attempts a retry grants (its first max_attempts)
     attempts: list[dict[str, Any]] = field(default_factory=list)  # each attempt, in order
+    dependents: list[int] = field(default_factory=list)  # tasks that depend on this one
     schedule: str | None = None  # the schedule whose tick made it
     due: float | None = None  # ... that tick's due time (lateness: submitted_at - due)
 
@@ -117,6 +118,7 @@ class Task:
             "due": self.due,
             "lateness": None if self.due is None else self.submitted_at - self.due,
             "attempts": [dict(a) for a in self.attempts],
+            "dependents": list(self.dependents),
         }
 
 
@@ -346,6 +348,8 @@ class TaskTable:
             self.schedules.fired(task.schedule, task.due, task.id)
         for dep in deps:
             self.dependents.setdefault(dep, []).append(task.id)
+            if dep in self.tasks:
+                self.tasks[dep].dependents.append(task.id)
         task.state = self._initial_state(task)
         self._count(task.queue, task.state, 1)
         if task.state in READY:

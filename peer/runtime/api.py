@@ -205,8 +205,7 @@ async def get_task(request: web.Request) -> web.Response:
     task = node.core.tasks.get(task_id)
     if task is None:
         return error(404, "not_found", f"no task {task_id}", **read_headers(node))
-    body = {**task.to_json(), "dependents": node.core.tasks.dependents.get(task.id, [])}
-    return json_response(body, headers=read_headers(node) or None)
+    return json_response(task.to_json(), headers=read_headers(node) or None)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
