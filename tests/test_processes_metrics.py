@@ -1,6 +1,6 @@
 """Ring 3: `GET /metrics` on every peer, parsed with prometheus-client's own parser.
 
-Real peers on loopback: after a few hundred tasks (some failing, one worker SIGKILLed
+Real peers on loopback: after 1,000 tasks (some failing, one worker SIGKILLed
 while running sleeps) the task totals agree across all peers and with `/cluster`, the
 names follow Prometheus' rules, and the shell's own histograms (HTTP, disk) are there.
 """
@@ -15,7 +15,7 @@ from tests.chaos import START_TIMEOUT, Json, request_once
 from tests.conftest import ClusterFactory
 from tests.harness import Cluster
 
-ECHOES, FAILS, SLEEPS = 300, 20, 12
+ECHOES, FAILS, SLEEPS = 968, 20, 12  # 1,000 tasks
 
 
 def _metrics(cluster: Cluster, peer: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
