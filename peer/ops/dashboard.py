@@ -112,6 +112,7 @@ def heartbeat_age(last_seen_ms: Any, now: float | None = None) -> int | None:
 
 
 _STYLES = {"alive": "green", "suspect": "yellow", "dead": "red", "down": "red"}
+_STYLES |= {"alive (drained)": "cyan", "suspect (drained)": "yellow"}
 _STYLES |= {"leader": "bold green", "candidate": "yellow", "running": "green"}
 
 
@@ -126,6 +127,8 @@ def peer_row(
     own = snap or {}
     seen = member(ref, node_id) or member(snap, node_id)
     view = "down" if snap is None else seen.get("status", "up")
+    if seen.get("drained"):
+        view = f"{view} (drained)"
     age = heartbeat_age(seen.get("last_seen_ms"))
     address = launcher.config.node(node_id).url.removeprefix("http://")
     row = [node_id, address, own.get("pid", launcher.pid(node_id)), launcher.status(node_id), view]
