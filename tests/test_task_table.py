@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from peer.protocol.commands import Drain, Retry, Submit, TaskSpec
-from peer.protocol.tasks import STATES, Applied, TaskTable
+from peer.protocol.records import STATES, Applied
+from peer.protocol.tasks import TaskTable
 
 
 class Table:

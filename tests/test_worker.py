@@ -8,7 +8,7 @@ import asyncio
 import orjson
 
 from peer.protocol.messages import ResultItem
-from peer.protocol.tasks import Task
+from peer.protocol.records import Task
 from peer.registry import Registry
 from peer.runtime.worker import TaskRunner
 

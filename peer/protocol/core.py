@@ -41,11 +41,12 @@ from peer.protocol.messages import (
     ResultItem,
     Results,
 )
+from peer.protocol.records import TERMINAL
 from peer.protocol.replication import Replicator
 from peer.protocol.scheduler import Scheduler, Worker
 from peer.protocol.schedules import TickPlanner
 from peer.protocol.settings import Settings
-from peer.protocol.tasks import TERMINAL, TaskTable
+from peer.protocol.tasks import TaskTable
 from peer.protocol.view import describe
 
 RELAY_SLACK = 1.5  # heartbeats without a relayed beat before gossiping with everyone

@@ -11,7 +11,7 @@ from peer.protocol.commands import Command
 from peer.protocol.events import CoreEvent
 from peer.protocol.log import Entry
 from peer.protocol.messages import PeerMessage, ResultItem
-from peer.protocol.tasks import Applied, Task
+from peer.protocol.records import Applied, Task
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,9 @@ import orjson
 from peer.protocol.commands import Assign, Command, Finish, Outcome
 from peer.protocol.execution import WorkerLedger
 from peer.protocol.messages import ResultItem
+from peer.protocol.records import Applied, Task, TaskState
 from peer.protocol.scheduler import Scheduler, Worker
-from peer.protocol.tasks import Applied, Task, TaskState, TaskTable
+from peer.protocol.tasks import TaskTable
 
 
 @dataclass(slots=True)

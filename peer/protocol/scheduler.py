@@ -28,8 +28,9 @@ from dataclasses import dataclass
 
 from peer.protocol.commands import Assignment
 from peer.protocol.queues import QueueChooser
+from peer.protocol.records import READY, Task, TaskState
 from peer.protocol.settings import POLICIES, QueuePolicy
-from peer.protocol.tasks import READY, Task, TaskState, TaskTable
+from peer.protocol.tasks import TaskTable
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,6 @@ attempts ended), so nothing is left in the table for another module to drain.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from peer.protocol.commands import (
@@ -46,100 +44,16 @@ from peer.protocol.commands import (
     decode_command,
 )
 from peer.protocol.queues import RateBook
+from peer.protocol.records import READY, STATES, TERMINAL, Applied, Task, TaskState
 from peer.protocol.schedules import ScheduleBook
 from peer.protocol.settings import QueuePolicy
 from peer.protocol.stats import TaskStats, failure_reason
-
-
-class TaskState(StrEnum):
-    BLOCKED = "blocked"  # waiting on dependencies
-    SCHEDULED = "scheduled"  # not before a time (a delay, a retry's backoff)
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"  # attempts exhausted
-    CANCELLED = "cancelled"
-
-
-TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
-READY = frozenset({TaskState.QUEUED, TaskState.SCHEDULED})
-STATES = tuple(s.value for s in TaskState)
-
-
-@dataclass(slots=True)
-class Task:
-    id: int
-    kind: str
-    args: Any
-    queue: str
-    priority: int
-    max_attempts: int
-    timeout: float | None
-    depends_on: tuple[int, ...]
-    key: str | None
-    submitted_at: float
-    not_before: float
-    state: TaskState = TaskState.QUEUED
-    attempt: int = 0
-    worker: int | None = None
-    incarnation: int = 0  # the worker's incarnation when it was assigned
-    result: Any = None
-    error: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    budget: int = 0  # attempts a retry grants (its first max_attempts)
-    attempts: list[dict[str, Any]] = field(default_factory=list)  # each attempt, in order
-    dependents: list[int] = field(default_factory=list)  # tasks that depend on this one
-    schedule: str | None = None  # the schedule whose tick made it
-    due: float | None = None  # ... that tick's due time (lateness: submitted_at - due)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "args": self.args,
-            "queue": self.queue,
-            "priority": self.priority,
-            "state": self.state,
-            "attempt": self.attempt,
-            "max_attempts": self.max_attempts,
-            "timeout": self.timeout,
-            "worker": self.worker,
-            "incarnation": self.incarnation,
-            "result": self.result,
-            "error": self.error,
-            "depends_on": list(self.depends_on),
-            "key": self.key,
-            "submitted_at": self.submitted_at,
-            "not_before": self.not_before,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "schedule": self.schedule,
-            "due": self.due,
-            "lateness": None if self.due is None else self.submitted_at - self.due,
-            "attempts": [dict(a) for a in self.attempts],
-            "dependents": list(self.dependents),
-        }
 
 
 def _ended(task: Task, at: float, outcome: str, error: Any) -> None:
     """Close the record of the task's running attempt."""
     if task.attempts and task.attempts[-1]["attempt"] == task.attempt:
         task.attempts[-1].update(finished_at=at, outcome=outcome, error=error)
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What applying one entry did: the tasks it names (and whether each is new), the
-    tasks it made ready to run, and the attempts it ended (finished or cancelled)."""
-
-    index: int
-    op: str
-    task_ids: tuple[int, ...] = ()
-    created: tuple[bool, ...] = ()
-    outcome: str = "ok"
-    ready: tuple[int, ...] = ()
-    ended: tuple[tuple[int, int], ...] = ()
 
 
 class TaskTable:

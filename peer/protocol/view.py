@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from peer.protocol.tasks import TaskState
+from peer.protocol.records import TaskState
 
 SCHEDULE_SUMMARY = ("name", "every", "cron", "paused", "next_due", "last_due", "fired")
 

@@ -31,7 +31,7 @@ from peer.protocol.cycle import Completed, CoreReady, Input, Proposal, Received
 from peer.protocol.events import CoreEvent
 from peer.protocol.log import Log
 from peer.protocol.messages import PeerMessage, ResultItem
-from peer.protocol.tasks import Applied
+from peer.protocol.records import Applied
 from peer.registry import Registry
 from peer.runtime.storage import Storage
 from peer.runtime.transport import Transport

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from peer.protocol.commands import Cancel, Submit, TaskSpec
-from peer.protocol.tasks import TERMINAL, Applied
+from peer.protocol.records import TERMINAL, Applied
 from peer.runtime.forwarding import Forwarder
 from peer.runtime.node import LeadershipLost, Node, NotLeader
 from peer.runtime.schedule_writes import SCHEDULE_OPS, schedule_settled, write_schedule

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from peer.config import ClusterConfig, ConfigError
 from peer.protocol.commands import CATCH_UP, ScheduleSpec
 from peer.protocol.due import is_valid_cron
-from peer.protocol.tasks import STATES
+from peer.protocol.records import STATES
 from peer.registry import Registry
 
 MAX_BATCH_TASKS = 10_000

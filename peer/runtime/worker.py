@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from peer.protocol.messages import ResultItem
-from peer.protocol.tasks import Task
+from peer.protocol.records import Task
 from peer.registry import Registry, TaskFailed
 
 log = logging.getLogger(__name__)

@@ -35,8 +35,8 @@ from peer.protocol.core import PeerCore
 from peer.protocol.cycle import Completed, CoreReady, Input, Proposal, Received
 from peer.protocol.log import Entry, Log
 from peer.protocol.messages import ResultItem
+from peer.protocol.records import Applied, Task
 from peer.protocol.settings import Settings
-from peer.protocol.tasks import Applied, Task
 from tests.sim.disk import DiskFaults, SimDisk
 from tests.sim.network import Faults, SimNetwork
 

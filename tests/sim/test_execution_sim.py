@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from peer.protocol.records import TERMINAL
 from peer.protocol.settings import Settings
-from peer.protocol.tasks import TERMINAL
 from tests.sim.cluster import SimCluster
 from tests.sim.network import Faults
 from tests.sim.schedule import random_cluster_options, random_faults, run_random_faults, seeds
