@@ -21,7 +21,7 @@ SCHEDULE_OPS = frozenset({"schedule_put", "schedule_delete", "schedule_pause"})
 Answer = tuple[int, Any]
 
 
-def _error(status: int, code: str, message: str) -> Answer:
+def error_answer(status: int, code: str, message: str) -> Answer:
     return status, {"error": {"code": code, "message": message}}
 
 
@@ -30,14 +30,14 @@ async def write_schedule(node: Node, write: Write) -> Answer:
         return await _put(node, ScheduleSpec.from_json(write.schedule), write.flag)
     book = node.core.tasks.schedules
     if book.get(write.name) is None:
-        return _error(404, "not_found", f"no schedule {write.name!r}")
+        return error_answer(404, "not_found", f"no schedule {write.name!r}")
     if write.op == "schedule_delete":
         await node.propose(ScheduleDelete(time.time(), write.name))
         return 200, {"deleted": write.name}
     await node.propose(SchedulePause(time.time(), write.name, write.flag))
     schedule = book.get(write.name)
     if schedule is None:  # deleted meanwhile
-        return _error(404, "not_found", f"no schedule {write.name!r}")
+        return error_answer(404, "not_found", f"no schedule {write.name!r}")
     return 200, schedule.to_json()
 
 
@@ -48,11 +48,11 @@ async def _put(node: Node, spec: ScheduleSpec, replace: bool) -> Answer:
         return 200, known.to_json()
     if known is not None and not replace:
         message = f"a different schedule is named {spec.name!r}; ?replace=1 replaces it"
-        return _error(409, "conflict", message)
+        return error_answer(409, "conflict", message)
     applied = await node.propose(SchedulePut(time.time(), spec, replace))
     schedule = book.get(spec.name)
     if applied.outcome == "conflict" or schedule is None:
-        return _error(409, "conflict", f"schedule {spec.name!r} changed meanwhile")
+        return error_answer(409, "conflict", f"schedule {spec.name!r} changed meanwhile")
     return (201 if applied.outcome == "created" else 200), schedule.to_json()
 
 

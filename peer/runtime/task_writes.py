@@ -13,17 +13,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from peer.protocol.commands import Drain, Retry
+from peer.runtime.schedule_writes import Answer, error_answer
 
 if TYPE_CHECKING:
     from peer.runtime.node import Node
     from peer.runtime.service import Write
 
 TASK_OPS = frozenset({"retry", "requeue", "drain"})
-Answer = tuple[int, Any]
-
-
-def _error(status: int, code: str, message: str) -> Answer:
-    return status, {"error": {"code": code, "message": message}}
 
 
 async def write_task_op(node: Node, write: Write) -> Answer:
@@ -38,13 +34,13 @@ async def _retry(node: Node, task_id: int) -> Answer:
     table = node.core.tasks
     task = table.get(task_id)
     if task is None:
-        return _error(404, "not_found", f"no task {task_id}")
+        return error_answer(404, "not_found", f"no task {task_id}")
     blocker = table.retry_blocker(task)
     if blocker is not None:
-        return _error(409, "conflict", blocker)
+        return error_answer(409, "conflict", blocker)
     applied = await node.propose(Retry(time.time(), (task_id,)))
     if task_id not in applied.task_ids:
-        return _error(409, "conflict", f"task {task_id} changed meanwhile")
+        return error_answer(409, "conflict", f"task {task_id} changed meanwhile")
     return 200, task.to_json()
 
 
@@ -67,6 +63,6 @@ async def _requeue(node: Node, query: dict[str, Any]) -> Answer:
 
 async def _drain(node: Node, peer: int, drained: bool) -> Answer:
     if peer not in node.config.ids:
-        return _error(404, "not_found", f"no peer {peer}")
+        return error_answer(404, "not_found", f"no peer {peer}")
     await node.propose(Drain(time.time(), peer, drained))
     return 200, {"peer": peer, "drained": drained}
