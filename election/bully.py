@@ -54,6 +54,7 @@ from election.events import (
     Following,
     LeaderLost,
     LostMajority,
+    Resigned,
     SteppedDown,
 )
 from election.messages import (
@@ -530,6 +531,13 @@ class BullyElection:
         self._advance(now)
         if self._settle_term(term):
             self._heard_from(sender, ok)
+
+    def resign(self) -> None:
+        """Give up leading this term (the log it was to serve from is gone); a new
+        election, in a higher term, follows after the usual backoff."""
+        if self.phase is Phase.LEADING:
+            self._emit(Resigned(self.id, self.term))
+            self._step_down(self.term)
 
     def observe_term(self, now: float, term: int) -> None:
         """Any peer message carrying a newer term: adopt it and step down."""

@@ -74,6 +74,16 @@ class SteppedDown:
 
 
 @dataclass(frozen=True, slots=True)
+class Resigned:
+    name: ClassVar[str] = "resigned"
+    peer: int
+    term: int
+
+    def __str__(self) -> str:
+        return f"peer {self.peer} resigns term {self.term}: its log source lost entries"
+
+
+@dataclass(frozen=True, slots=True)
 class AmnesiaEnded:
     name: ClassVar[str] = "amnesia_ended"
     peer: int
@@ -89,5 +99,6 @@ ElectionEvent = (
     | LeaderLost
     | LostMajority
     | SteppedDown
+    | Resigned
     | AmnesiaEnded
 )

@@ -564,3 +564,16 @@ def test_committed_entries_are_handed_out_exactly_once_in_order() -> None:
     for node_id in (1, 2, 3):
         assert handed[node_id] == machine.log.entries, node_id
         assert [e.index for e in handed[node_id]] == [1, 2, 3, 4, 5]
+
+
+def test_a_log_source_that_lost_what_it_acked_with_is_not_served_from() -> None:
+    """Log sync with a wiped disk: the best acker answers the fetch with less than the
+    log it acked with (it lost its disk in between). Serving from that answer could
+    drop a committed entry, so the new leader takes nothing and says it must resign."""
+    machine = make(1, entries(1, 1))
+    machine.become_leader(0.0, 2, best_peer=2, best_index=5)
+    machine.take_messages()
+    machine.on_log_chunk(0.0, LogChunk(2, 2, machine.fetch_from, (), 0))
+    assert machine.sync_lost and not machine.serving
+    assert machine.log.last_index == 2 and machine.take_messages() == []
+    assert machine.propose(0.0, ["w"]) == []

@@ -241,6 +241,8 @@ class PeerCore:
         else:
             self.election.observe_term(now, message.term)
             self.replicator.on_log_chunk(now, message)
+            if self.replicator.sync_lost:  # its best acker lost its log: elect again
+                self.election.resign()
 
     def ready(self) -> CoreReady:
         out = self.election.ready()
@@ -406,7 +408,7 @@ class PeerCore:
             best_peer, best = self.election.best_log
             mine = (self.log.last_term, self.log.last_index)
             source = best_peer if best.key() > mine else self.id
-            self.replicator.become_leader(self._now, self.election.term, source)
+            self.replicator.become_leader(self._now, self.election.term, source, best.index)
         elif not leading and self.replicator.leading:
             self.replicator.step_down(self.election.term)
         if not self.is_ready_leader:

@@ -56,6 +56,8 @@ class Replicator:
         self.serving = False  # leader whose no-op of this term is committed
         self.noop_index = 0
         self.sync_from: int | None = None  # peer whose log a new leader is fetching
+        self.sync_at_least = 0  # ... and the last index it acked with
+        self.sync_lost = False  # that peer answered with less: this leader must resign
         self.fetch_from = 0  # the next index that new leader asks it for
         self.leader_commit = 0  # follower: the commit index the leader last told us
         self.in_sync = False  # follower: the last Append matched
@@ -65,11 +67,14 @@ class Replicator:
 
     # ------------------------------------------------------------------ leader
 
-    def become_leader(self, now: float, term: int, best_peer: int) -> None:
-        """Start leading `term`; `best_peer` acked with the most up-to-date log."""
+    def become_leader(self, now: float, term: int, best_peer: int, best_index: int = 0) -> None:
+        """Start leading `term`; `best_peer` acked with the most up-to-date log, which
+        ended at `best_index`."""
         self.term = term
         self.leading = True
         self.serving = False
+        self.sync_lost = False
+        self.sync_at_least = best_index
         self._followers = {}
         if best_peer != self.id:
             self.sync_from = best_peer
@@ -177,6 +182,11 @@ class Replicator:
             return
         if msg.from_index != self.fetch_from:
             return  # a duplicate or a stale chunk
+        if msg.last_index < self.sync_at_least:
+            # the source lost entries it acked with (its disk was wiped): its log is no
+            # longer the best one, and serving from it could drop a committed entry
+            self.sync_lost = True
+            return
         self._truncate_after(msg.from_index - 1)
         self.log.merge(msg.entries)
         self._mark_dirty(msg.from_index)

@@ -145,9 +145,14 @@ class SimCluster:
 
     def can_wipe(self, node_id: int) -> bool:
         """Whether every committed entry is on the disks of a majority without this
-        peer, so that losing its disk loses nothing (more loss than that, no quorum
-        system survives)."""
+        peer, and the peer holds nothing beyond the commit index, so that losing its
+        disk loses nothing (more loss than that, no quorum system survives). The second
+        condition: a leader still counts the acknowledgements the peer gave before its
+        disk was lost, until it hears the peer again; an entry the peer acknowledged but
+        that was not committed yet could then commit on fewer disks than a majority."""
         commit = max((n.replicator.commit_index for n in self.nodes.values()), default=0)
+        if len(self.disks[node_id].log) > commit:
+            return False
         if commit == 0:
             return True
         source = next(n for n in self.nodes.values() if n.replicator.commit_index == commit)
@@ -474,7 +479,9 @@ class SimCluster:
         if faults.long_delay or faults.replay:
             grace += faults.long_max
         for node_id in self.up:
-            if len(self.component(node_id)) >= self.majority:
+            paused = self.paused_until.get(node_id, 0.0) > self.now
+            if paused or len(self.component(node_id)) >= self.majority:
+                # a paused peer cannot step down until it runs again: its grace starts then
                 self.minority_since.pop(node_id, None)
                 continue
             since = self.minority_since.setdefault(node_id, self.now)
