@@ -160,6 +160,14 @@ MUTATIONS = [
         "ring 1 test_replicator / ring 2 gossip relay",
     ),
     Mutation(
+        "serve_from_a_wiped_source",
+        REPLICATION,
+        "        if msg.last_index < self.sync_at_least:\n",
+        "        if False:  # mutation: trust a source that lost what it acked with\n",
+        "a new leader serves from a log source that lost the entries it acked with",
+        "ring 1 test_replicator / ring 2 sims with wipes",
+    ),
+    Mutation(
         "tick_without_due_in_key",
         SCHEDULES,
         '    return f"schedule:{name}:{instant(due)}"',
