@@ -129,7 +129,7 @@ def test_batch_refs_become_dependencies() -> None:
     assert t.table.tasks[3].depends_on == (2,)
     assert t.table.tasks[4].depends_on == (1, 2, 3)
     assert [t.state(i) for i in (2, 3, 4)] == ["queued", "blocked", "blocked"]
-    assert sorted(t.table.dependents[2]) == [3, 4]
+    assert sorted(t.table.tasks[2].dependents) == [3, 4]
 
 
 def test_ref_to_a_keyed_existing_task_names_that_task() -> None:

@@ -66,7 +66,6 @@ class TaskTable:
         self.tasks: dict[int, Task] = {}
         self.by_key: dict[str, int] = {}
         self.by_rid: dict[str, tuple[int, ...]] = {}
-        self.dependents: dict[int, list[int]] = {}
         self.counts: dict[str, int] = dict.fromkeys(STATES, 0)  # plain str keys (JSON)
         self.queue_counts: dict[str, dict[str, int]] = {}  # queue -> state -> tasks
         self.next_id = 1
@@ -191,7 +190,7 @@ class TaskTable:
             else:
                 self._set_state(task, TaskState.FAILED)
                 task.error, task.finished_at = str(item.value), at
-                for child in self.dependents.get(task.id, ()):
+                for child in task.dependents:
                     reason = f"dependency {task.id} failed"
                     self._cancel_with_dependents(self.tasks[child], at, reason)
         return Applied(index, "finish", tuple(done))
@@ -207,7 +206,7 @@ class TaskTable:
         return self._running_by_queue.get(queue, 0)
 
     def _release_dependents(self, task: Task) -> None:
-        for child_id in self.dependents.get(task.id, ()):
+        for child_id in task.dependents:
             child = self.tasks[child_id]
             if child.state is TaskState.BLOCKED and all(
                 self.tasks[d].state is TaskState.SUCCEEDED
@@ -261,7 +260,6 @@ class TaskTable:
         if task.schedule is not None and task.due is not None:
             self.schedules.fired(task.schedule, task.due, task.id)
         for dep in deps:
-            self.dependents.setdefault(dep, []).append(task.id)
             if dep in self.tasks:
                 self.tasks[dep].dependents.append(task.id)
         task.state = self._initial_state(task)
@@ -333,7 +331,7 @@ class TaskTable:
                 _ended(current, at, "cancelled", why)
             self._set_state(current, TaskState.CANCELLED)
             current.error, current.finished_at = why, at
-            for child in self.dependents.get(current.id, ()):
+            for child in current.dependents:
                 pending.append((self.tasks[child], f"dependency {current.id} was cancelled"))
 
     def _set_state(self, task: Task, state: TaskState) -> None:
