@@ -51,10 +51,17 @@ def leader(
     max_batch: int = 512,
     resend_after: float = 0.25,
 ) -> Replicator:
-    """Peer 1 leading `term` with its own log as the best one: its no-op is appended."""
+    """Peer 1 leading `term` with its own log as the best one: its no-op is appended
+    (and on its disk)."""
     machine = make(1, log, peers, max_batch=max_batch, resend_after=resend_after)
     machine.become_leader(0.0, term, best_peer=1)
+    written(machine)
     return machine
+
+
+def written(machine: Replicator, now: float = 0.0) -> None:
+    """The driver's write of the machine's whole log landed."""
+    machine.persisted(now, machine.log.last_index, machine.log.last_term)
 
 
 def follower(
@@ -109,6 +116,9 @@ class Network:
         self.machines = {m.id: m for m in machines}
 
     def deliver(self, now: float, sends: Sends) -> None:
+        """Every peer's writes land before its messages go (a leader's own, too)."""
+        for machine in self.machines.values():
+            written(machine, now)
         for to, message in sends:
             if to in self.machines:
                 step(self.machines[to], now, message)
@@ -482,6 +492,8 @@ def test_leader_with_the_best_log_appends_its_noop_at_once() -> None:
     assert not machine.serving
     single = make(1, entries(1), peers=(1,))
     single.become_leader(0.0, 2, best_peer=1)
+    assert not single.serving  # its own copy counts only once on its disk
+    written(single)
     assert single.serving  # a cluster of one is its own majority
     assert single.commit_index == 2
 

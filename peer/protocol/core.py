@@ -26,7 +26,7 @@ from typing import Any
 
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role
 from peer.protocol.commands import Command, SchedulePut, ScheduleSpec, encode_command
-from peer.protocol.cycle import Completed, CoreReady, Input, Received
+from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Received
 from peer.protocol.dispatch import Dispatcher
 from peer.protocol.events import CoreEvent, PeerRestarted
 from peer.protocol.log import Entry, Log
@@ -127,6 +127,8 @@ class PeerCore:
                 self.receive(item.at, item.message)
             elif isinstance(item, Completed):
                 self.complete(now, item.item)
+            elif isinstance(item, Persisted):
+                self.replicator.persisted(now, item.index, item.term)
             else:
                 proposed.append((item.ref, self.propose(now, list(item.commands))))
         if self.tick_due(now) if tick is None else tick:
@@ -262,7 +264,10 @@ class PeerCore:
                 beats.append(envelope.to)
             else:
                 batch.messages.append((envelope.to, envelope.message))
-        batch.messages += self.replicator.take_messages() + self._out
+        for to, message in self.replicator.take_messages():
+            early = isinstance(message, Append) and self.replicator.leading
+            (batch.early if early else batch.messages).append((to, message))
+        batch.messages += self._out
         if beats:  # the leader's gossip goes with its heartbeats
             self._publish_local()
             batch.messages += self.membership.beat(self._now, beats, self._relay_slack())

@@ -1,5 +1,6 @@
 """What goes into one core cycle and what comes out: the inbox's items (`Received`,
-`Proposal`, `Completed`) and the `CoreReady` batch the driver carries out. Pure data.
+`Proposal`, `Completed`, `Persisted`) and the `CoreReady` batch the driver carries out.
+Pure data.
 """
 
 from __future__ import annotations
@@ -37,14 +38,24 @@ class Completed:
     item: ResultItem
 
 
-Input = Received | Proposal | Completed
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    """The driver's write of the log up to `index` (the entry there of `term`) landed."""
+
+    index: int
+    term: int
+
+
+Input = Received | Proposal | Completed | Persisted
 
 
 @dataclass(slots=True)
 class CoreReady:
     """One batch of output, carried out in this order: persist `hard_state`, `entries`
     (rewriting the log from `entries_from`) and `commit_index`; send `messages`; then
-    hand `applied` to whoever waits on it and report `events`.
+    hand `applied` to whoever waits on it and report `events`. `early` may leave before
+    the write (and any earlier one still in flight) lands: a leader's appends, whose
+    own copy counts only once `Persisted` says so (`peer.protocol.writes`).
 
     `commit_index` only rides along with a write that happens anyway: it is a lower bound
     that spares a restarted peer some waiting, never needed for safety (a restarted peer
@@ -55,6 +66,7 @@ class CoreReady:
     entries: list[Entry] = field(default_factory=list)
     commit_index: int | None = None
     messages: list[tuple[int, PeerMessage]] = field(default_factory=list)
+    early: list[tuple[int, PeerMessage]] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)
     starts: list[Task] = field(default_factory=list)  # attempts to run on this peer
     stops: list[tuple[int, int]] = field(default_factory=list)  # (task, attempt) to stop

@@ -2,7 +2,10 @@
 
 Leader: one `Append` in flight per follower; entries proposed meanwhile go out together
 in the next one (group commit), at most `max_batch` per message. An index of the
-leader's own term is committed once a majority holds it, and everything below with it.
+leader's own term is committed once a majority holds it on disk, and everything below
+with it. The leader sends its entries while its own write of them is still in flight
+(Raft thesis 10.2.1): its own copy counts only from `persisted`, when the driver says
+the write landed, as a follower's counts only from its reply, sent after its write.
 A new leader first fetches the most up-to-date log among its acking majority (log sync),
 then appends a no-op of its term, and serves writes only once that no-op is committed.
 
@@ -49,6 +52,7 @@ class Replicator:
         self.log = log
         self.commit_index = commit_index
         self.applied_index = 0
+        self.durable_index = log.last_index  # own log on disk up to here, as it is now
         self.max_batch = max_batch
         self.resend_after = resend_after
         self.term = 0
@@ -196,10 +200,22 @@ class Replicator:
             return
         self._start_serving(now)
 
+    def persisted(self, now: float, index: int, term: int) -> None:
+        """The driver's write of the log up to `index` (whose entry there had `term`)
+        landed. Log matching makes the term check enough: if the entry at `index` still
+        has that term, everything up to it is as the write saw it; if a later truncation
+        replaced it, a later write will report again."""
+        if index <= self.durable_index or self.log.term_at(index) != term:
+            return
+        self.durable_index = index
+        syncing = self.sync_from is not None  # (no followers to count yet)
+        if self.leading and not syncing and self._advance_commit():
+            self._announce_commit(now)
+
     def _advance_commit(self) -> bool:
-        """Move the commit index to what a majority holds; True if it moved."""
+        """Move the commit index to what a majority holds on disk; True if it moved."""
         matches = sorted(
-            [self.log.last_index] + [f.match_index for f in self._followers.values()],
+            [self.durable_index] + [f.match_index for f in self._followers.values()],
             reverse=True,
         )
         candidate = matches[self.majority - 1]
@@ -232,6 +248,7 @@ class Replicator:
             return
         truncated = self.log.merge(msg.entries)
         if truncated is not None:
+            self.durable_index = min(self.durable_index, truncated)
             self._mark_dirty(truncated + 1)
         elif msg.entries:
             self._mark_dirty(msg.entries[0].index)
@@ -268,6 +285,7 @@ class Replicator:
     def _truncate_after(self, index: int) -> None:
         if index < self.log.last_index:
             self.log.truncate_after(index)
+            self.durable_index = min(self.durable_index, index)
             self._mark_dirty(index + 1)
 
     def _mark_dirty(self, index: int) -> None:

@@ -2,10 +2,12 @@
 out what it returns, in a fixed order: persist, then send, then report.
 
 One task owns the core; request handlers only queue messages into its inbox, or ask
-for a proposal, so there is no lock around protocol state. A failed write to disk (a
-full disk) holds the peer back instead of crashing it: it sends nothing that depends on
-the unsaved state and retries the write every cycle (to its peers it looks down), so it
-never acknowledges what is not on its disk.
+for a proposal, so there is no lock around protocol state. Writes run on a disk thread
+while the driver goes on cycling; what a batch sends or hands out waits for the write
+that covers it (`peer.protocol.writes`), except a leader's appends, which leave at once.
+A failed write to disk (a full disk) holds the peer back instead of crashing it: it
+sends nothing that depends on the unsaved state and retries the write after every
+cycle (to its peers it looks down), so it never acknowledges what is not on its disk.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from typing import Any
 from peer.config import ClusterConfig
 from peer.protocol.commands import Command
 from peer.protocol.core import PeerCore
-from peer.protocol.cycle import Completed, CoreReady, Input, Proposal, Received
+from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Proposal, Received
 from peer.protocol.events import CoreEvent
 from peer.protocol.log import Log
 from peer.protocol.messages import PeerMessage, ResultItem
 from peer.protocol.records import Applied
+from peer.protocol.writes import Write, WriteQueue
 from peer.registry import Registry
 from peer.runtime.storage import Storage
 from peer.runtime.transport import Transport
@@ -80,8 +83,9 @@ class Node:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._disk = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"disk-{node_id}")
-        self._unsaved = CoreReady()  # state the disk has not taken yet
-        self._held = CoreReady()  # effects waiting for it
+        self.writes = WriteQueue()  # what the disk has not taken yet, and what waits
+        self._writing: asyncio.Future[None] | None = None  # the write in flight
+        self._write_started = 0.0
         self.disk_error: str | None = None
         self._waiters: dict[int, tuple[int, asyncio.Future[Applied]]] = {}
         self.changed = asyncio.Event()  # set and replaced after every cycle that did work
@@ -144,10 +148,12 @@ class Node:
     async def _drive_forever(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            self._finish_write()
             inbox, self._inbox = self._inbox, []
             batch = self.core.cycle(time.monotonic(), time.time(), inbox)
             self._await_proposed(batch)
-            await self._carry_out(batch)
+            self._carry_out(batch)
+            self._start_write(loop)
             next_tick = self.core.next_tick()
             if not self._wake.is_set():
                 # a timer handle, not `asyncio.timeout`: most idle wake-ups are the tick,
@@ -171,21 +177,23 @@ class Node:
             else:
                 self._waiters[entries[0].index] = (entries[0].term, future)
 
-    async def _carry_out(self, batch: CoreReady) -> None:
-        if not await self._persist(batch):
-            # nothing that depends on unsaved state leaves this peer; the protocol
-            # resends messages, and what was applied is handed out after the next save
-            self._held.applied += batch.applied
-            self._held.starts += batch.starts
-            self._held.stops += batch.stops
-            return
-        held, self._held = self._held, CoreReady()
+    def _carry_out(self, batch: CoreReady) -> None:
+        """A leader's appends leave now, unless the disk is failing (then this peer
+        sends nothing, so it looks down); the rest once the writes before it landed."""
+        if self.disk_error:
+            batch.messages[:0], batch.early = batch.early, []
+        self.transport.send(batch.early)
+        for released in self.writes.add(batch):
+            self._release(released)
+
+    def _release(self, batch: CoreReady) -> None:
+        """Effects of a batch whose state, and everything before it, is on disk."""
         self.transport.send(batch.messages)
-        for applied in held.applied + batch.applied:
+        for applied in batch.applied:
             self._resolve(applied)
-        for task_id, attempt in held.stops + batch.stops:
+        for task_id, attempt in batch.stops:
             self.runner.stop(task_id, attempt)
-        for task in held.starts + batch.starts:
+        for task in batch.starts:
             self.runner.start(task)
         for event in batch.events:
             log.info("%s", event, extra={"event": event.name, "term": self.core.term})
@@ -195,48 +203,51 @@ class Node:
             self.changed.set()
             self.changed = asyncio.Event()
 
-    async def _persist(self, batch: CoreReady) -> bool:
-        """Write the batch (and any earlier one that failed); False if the disk refused.
+    def _start_write(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write what the cycles staged, off the loop: the driver goes on cycling (and
+        handlers on proposing) meanwhile, which is what fills the next write."""
+        write = self.writes.take_write(self.core.log)
+        if write is None:
+            return
+        self._write_started = time.perf_counter()
+        self._writing = loop.run_in_executor(self._disk, self._save, write)
+        # a refused write is noticed at the next cycle and retried after it, not at once
+        self._writing.add_done_callback(self._wake_if_written)
 
-        fsync runs off the loop: handlers keep accepting (and proposing) meanwhile,
-        which is what fills the next batch (group commit).
-        """
-        unsaved = self._unsaved
-        if batch.hard_state is not None:
-            unsaved.hard_state = batch.hard_state
-        if batch.entries_from is not None:
-            start = unsaved.entries_from
-            unsaved.entries_from = (
-                batch.entries_from if start is None else min(start, batch.entries_from)
-            )
-        if batch.commit_index is not None:
-            unsaved.commit_index = batch.commit_index
-        if unsaved.hard_state is None and unsaved.entries_from is None:
-            return True
-        start = unsaved.entries_from
-        entries = (
-            [] if start is None else list(self.core.log.slice(start, self.core.log.last_index))
-        )
-        started = time.perf_counter()
-        try:
-            await asyncio.get_running_loop().run_in_executor(
-                self._disk,
-                self.storage.save,
-                unsaved.hard_state,
-                start,
-                entries,
-                unsaved.commit_index,
-            )
-        except (sqlite3.Error, OSError) as exc:
+    def _wake_if_written(self, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._wake.set()
+
+    def _save(self, write: Write) -> None:
+        self.storage.save(write.hard_state, write.entries_from, write.entries, write.commit_index)
+
+    def _finish_write(self) -> None:
+        """If the write in flight is done: release what waited for it and tell the core
+        (its own copy of the entries counts from now), or note that the disk refused."""
+        writing = self._writing
+        if writing is None or not writing.done():
+            return
+        self._writing = None
+        error = writing.exception()
+        if error is not None:
+            if not isinstance(error, sqlite3.Error | OSError):
+                raise error
             if not self.disk_error:
-                log.error("cannot write state to disk (%s); holding back until it can", exc)
-            self.disk_error = str(exc)
-            return False
-        self.on_disk_write(time.perf_counter() - started)
+                log.error("cannot write state to disk (%s); holding back until it can", error)
+            self.disk_error = str(error)
+            self.writes.refused()
+            return
+        self.on_disk_write(time.perf_counter() - self._write_started)
         if self.disk_error:
             log.warning("disk writes succeed again")
-        self._unsaved, self.disk_error = CoreReady(), None
-        return True
+            self.disk_error = None
+        write = self.writes.in_flight
+        assert write is not None
+        last = write.last_entry
+        if last is not None:
+            self._inbox.append(Persisted(last.index, last.term))
+        for batch in self.writes.landed():
+            self._release(batch)
 
     def _completed(self, item: ResultItem) -> None:
         self.done += 1

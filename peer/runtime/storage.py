@@ -9,6 +9,7 @@ may then send what depends on it. Writes are batched per round, never per entry.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from election import HardState
@@ -46,7 +47,7 @@ class Storage:
         self,
         state: HardState | None,
         entries_from: int | None,
-        entries: list[Entry],
+        entries: Sequence[Entry],
         commit_index: int | None,
     ) -> None:
         """One batch, atomically: hard state, log rewritten from `entries_from`, commit."""

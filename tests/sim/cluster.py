@@ -2,12 +2,15 @@
 
 Virtual time advances in fixed steps; each step delivers due messages into the peers'
 inboxes and runs a cycle (`PeerCore.cycle`, the driver's one entry point) on every peer
-the real driver would wake, persists what the batch asks to persist (the "disk"
-survives crashes), then sends what it produced. With `lazy_ticks` (the default) a peer
-wakes, as in the driver, for a delivery it needs at once (`needs_cycle`; other messages
-wait in its inbox, with their arrival time, for its next cycle), a finished task, a
-proposal, or its `next_tick`, and the core decides whether the cycle ticks. Otherwise
-every step runs a ticking cycle on every peer with every message at once. Clients may
+the real driver would wake, and carries out its batch as the driver does: a leader's
+appends leave at once, the rest waits in the peer's `WriteQueue` for the write that
+covers it (the "disk" survives crashes; a slow write lands steps later while the peer
+goes on cycling), and a landed write comes back to the core as `Persisted`. With
+`lazy_ticks` (the default) a peer wakes, as in the driver, for a delivery it needs at
+once (`needs_cycle`; other messages wait in its inbox, with their arrival time, for its
+next cycle), a finished task, a landed write, a proposal, or its `next_tick`, and the
+core decides whether the cycle ticks. Otherwise every step runs a ticking cycle on every
+peer with every message at once. Clients may
 propose commands to whichever peer is a ready leader; a command is acknowledged when
 that leader applies it in the term it proposed it.
 Invariants are checked after every step and raise `InvariantViolation`.
@@ -32,11 +35,12 @@ from election import Role
 from election.messages import CoordinatorAck
 from peer.protocol.commands import Command, Finish, Submit, TaskSpec, decode_command
 from peer.protocol.core import PeerCore
-from peer.protocol.cycle import Completed, CoreReady, Input, Proposal, Received
+from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Proposal, Received
 from peer.protocol.log import Entry, Log
-from peer.protocol.messages import ResultItem
+from peer.protocol.messages import AppendReply, ResultItem
 from peer.protocol.records import Applied, Task
 from peer.protocol.settings import Settings
+from peer.protocol.writes import WriteQueue
 from tests.sim.disk import DiskFaults, SimDisk
 from tests.sim.network import Faults, SimNetwork
 
@@ -68,6 +72,7 @@ class SimCluster:
         self.lazy_ticks = lazy_ticks
         self.inbox: dict[int, list[Input]] = {}  # what waits for each peer's next cycle
         self.woken: set[int] = set()  # peers the driver would run a cycle for this step
+        self.woken_next: set[int] = set()  # ... and next step (a write landed)
         self.proposal_keys: dict[int, str] = {}  # proposal ref -> the client's key
         self.majority = size // 2 + 1
         # separate streams, so a change in one (say, more network faults) leaves the
@@ -76,8 +81,9 @@ class SimCluster:
         self.disk_rng = random.Random(f"disk-{seed}")
         self.disk_faults = disk_faults or DiskFaults()
         self.disks = {i: SimDisk() for i in self.ids}
-        self.waiting: dict[int, CoreReady] = {}  # a batch waiting for its slow write
-        self.held: dict[int, CoreReady] = {}  # effects of batches whose write was refused
+        self.writes: dict[int, WriteQueue] = {}  # per running peer, as in its driver
+        self.disk_error: set[int] = set()  # peers whose last write was refused
+        self.leader_commit: dict[int, int] = {}  # per leader: commit index last checked
         self.paused_until: dict[int, float] = {}
         self.skew = {i: self.rng.uniform(-wall_skew, wall_skew) for i in self.ids}
         self.acks: dict[tuple[int, int], int] = {}  # (acker, term) -> the claimant it acked
@@ -109,6 +115,7 @@ class SimCluster:
     def start(self, node_id: int) -> None:
         self.incarnation[node_id] += 1
         self.inbox[node_id] = []
+        self.writes[node_id] = WriteQueue()
         disk = self.disks[node_id]
         self.nodes[node_id] = PeerCore(
             node_id,
@@ -131,8 +138,9 @@ class SimCluster:
             saved = self.disks[node_id].hard_state
             self.last_term[node_id] = 0 if saved is None else saved.term
         self.work.pop(node_id, None)  # its running attempts die with it
-        self.waiting.pop(node_id, None)
-        self.held.pop(node_id, None)
+        self.writes.pop(node_id, None)  # what waited for a write is never carried out
+        self.disk_error.discard(node_id)
+        self.leader_commit.pop(node_id, None)
         self.paused_until.pop(node_id, None)
         self.commit_seen.pop(node_id, None)
 
@@ -194,20 +202,18 @@ class SimCluster:
                 self._cycle(node_id, tick=True)
             elif node_id in self.woken or self.nodes[node_id].next_tick() <= self.now:
                 self._cycle(node_id)
-        self.woken = set()
+        self.woken, self.woken_next = self.woken_next, set()
         self.check_invariants()
 
     def _busy(self, node_id: int) -> bool:
-        """Paused, or waiting for a write (whose batch goes out once it lands)."""
+        """Paused (a slow write in flight lands meanwhile, but the peer only notices
+        when it runs again)."""
         if self.paused_until.get(node_id, 0.0) > self.now:
             return True
-        write = self.disks[node_id].writing
-        if write is None:
-            return False
-        if write.done_at > self.now:
-            return True
-        self.disks[node_id].land()
-        self._deliver(node_id, self.waiting.pop(node_id))
+        disk = self.disks[node_id]
+        if disk.writing is not None and disk.done_at <= self.now:
+            disk.land()
+            self._landed(node_id)
         return False
 
     def _cycle(self, node_id: int, tick: bool | None = None) -> None:
@@ -258,36 +264,52 @@ class SimCluster:
         return True
 
     def _carry_out(self, node_id: int, batch: CoreReady) -> None:
-        """As the driver does: persist, and only once the write is done, send and
-        apply; a refused write sends nothing and holds what was applied."""
+        """As the driver does: a leader's appends leave now (unless its disk refused
+        the last write); the rest waits for the write that covers it; then the next
+        write starts if none is in flight."""
         for ref, entries in batch.proposed:
             key = self.proposal_keys.pop(ref)
             for entry in entries:
                 self.pending[entry.index] = (entry.term, key)
         self._check_entries(node_id, batch)
-        disk = self.disks[node_id]
-        if not disk.stage(batch):
-            self._deliver(node_id, batch)
+        if node_id in self.disk_error:
+            batch.messages[:0], batch.early = batch.early, []
+        self._send(node_id, batch.early)
+        for released in self.writes[node_id].add(batch):
+            self._deliver(node_id, released)
+        write = self.writes[node_id].take_write(self.nodes[node_id].log)
+        if write is None:
             return
-        outcome = disk.begin(self.now, self.nodes[node_id].log, self.disk_rng, self.disk_faults)
+        disk = self.disks[node_id]
+        outcome = disk.begin(self.now, write, self.disk_rng, self.disk_faults)
         if outcome == "refused":
-            held = self.held.setdefault(node_id, CoreReady())
-            held.applied += batch.applied
-            held.starts += batch.starts
-            held.stops += batch.stops
-        elif outcome == "slow":
-            self.waiting[node_id] = batch
-        else:
+            self.writes[node_id].refused()
+            self.disk_error.add(node_id)
+        elif outcome == "done":
+            self._landed(node_id)
+
+    def _landed(self, node_id: int) -> None:
+        """The peer's write landed: what waited for it goes out, the core hears of it
+        at its next cycle (which this wakes)."""
+        self.disk_error.discard(node_id)
+        queue = self.writes[node_id]
+        write = queue.in_flight
+        assert write is not None
+        last = write.last_entry
+        if last is not None:
+            self.inbox[node_id].append(Persisted(last.index, last.term))
+            self.woken.add(node_id)  # (this step, unless it already cycled: then the next)
+            self.woken_next.add(node_id)
+        for batch in queue.landed():
             self._deliver(node_id, batch)
 
-    def _deliver(self, node_id: int, batch: CoreReady) -> None:
-        held = self.held.pop(node_id, None)
-        if held is not None:
-            batch.applied[:0], batch.starts[:0] = held.applied, held.starts
-            batch.stops[:0] = held.stops
-        for to, message in batch.messages:
+    def _send(self, node_id: int, messages: list[tuple[int, Any]]) -> None:
+        for to, message in messages:
             self._check_sent(node_id, to, message)
             self.net.send(self.now, node_id, to, message)
+
+    def _deliver(self, node_id: int, batch: CoreReady) -> None:
+        self._send(node_id, batch.messages)
         node = self.nodes[node_id]
         for applied in batch.applied:
             self._check_applied(node_id, node.log.entries[applied.index - 1])
@@ -343,8 +365,15 @@ class SimCluster:
                 )
 
     def _check_sent(self, node_id: int, to: int, message: Any) -> None:
-        """A granted ack: at most one claimant per acker and term, ever (wipes
+        """An append's acknowledgement leaves only once what it acknowledges is on
+        disk. A granted ack: at most one claimant per acker and term, ever (wipes
         included), and its vote on disk before the ack leaves."""
+        held = len(self.disks[node_id].log)
+        if isinstance(message, AppendReply) and message.ok and held < message.match_index:
+            raise InvariantViolation(
+                f"t={self.now}: peer {node_id} acknowledged entries up to "
+                f"{message.match_index} with {len(self.disks[node_id].log)} on disk"
+            )
         if not isinstance(message, CoordinatorAck) or not message.granted:
             return
         first = self.acks.setdefault((node_id, message.term), to)
@@ -423,6 +452,7 @@ class SimCluster:
                 raise InvariantViolation(f"t={self.now}: peer {node_id} term went backwards")
             self.last_term[node_id] = term
             self._check_committed_prefix(node_id, node)
+            self._check_commit_is_durable(node_id, node)
             if self.execute:
                 self._check_attempts(node_id, node)
         for leader in self.leaders():
@@ -446,6 +476,25 @@ class SimCluster:
         if committed is not None and node.log.term_at(commit) != committed.term:
             raise InvariantViolation(
                 f"t={self.now}: peer {node_id} lost or replaced committed entry {commit}"
+            )
+
+    def _check_commit_is_durable(self, node_id: int, node: PeerCore) -> None:
+        """A leader moves its commit index only to an entry a majority holds on disk
+        (its own disk counts only once its write landed)."""
+        commit = node.replicator.commit_index
+        if not node.replicator.leading or commit <= self.leader_commit.get(node_id, 0):
+            return
+        self.leader_commit[node_id] = commit
+        entry = node.log.entries[commit - 1]
+        holders = [
+            p
+            for p, disk in self.disks.items()
+            if len(disk.log) >= commit and disk.log[commit - 1] == entry
+        ]
+        if len(holders) < self.majority:
+            raise InvariantViolation(
+                f"t={self.now}: leader {node_id} committed {commit} with it on the disks "
+                f"of {holders} only"
             )
 
     def _check_results(self, node_id: int, node: PeerCore, applied: Applied) -> None:

@@ -1,0 +1,116 @@
+"""The order of a peer's output against its disk: what the next write holds, and which
+batches wait for which write. Pure bookkeeping, shared by the driver and the simulator.
+
+A core batch asks to persist some state (hard state, log entries, commit index) and
+carries effects that may only happen once that state, and everything asked before it,
+is on disk: its messages (a vote, an append's acknowledgement, a log chunk), the
+entries it applied and the attempts it starts. `WriteQueue` stages what batches ask to
+persist into one write at a time (group commit: whatever the cycles ask while a write
+is in flight goes into the next one), and holds each batch's effects until the write
+that covers it lands; batches come out in the order they went in. A leader's appends
+(`CoreReady.early`) need none of it and leave at once; the leader counts its own copy
+of an entry only when the write of it landed (`Replicator.persisted`).
+
+A refused write (a full disk) is staged again under whatever came after it, and its
+batches wait for that retry.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from election import HardState
+from peer.protocol.cycle import CoreReady
+from peer.protocol.log import Entry, Log
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One transaction: hard state, the log rewritten from `entries_from` with
+    `entries` (a copy, taken when the write started), the commit index."""
+
+    number: int
+    hard_state: HardState | None
+    entries_from: int | None
+    entries: tuple[Entry, ...]
+    commit_index: int | None
+
+    @property
+    def last_entry(self) -> Entry | None:
+        return self.entries[-1] if self.entries else None
+
+
+class WriteQueue:
+    def __init__(self) -> None:
+        self._hard_state: HardState | None = None  # staged for the next write
+        self._entries_from: int | None = None
+        self._commit_index: int | None = None
+        self._next = 1  # number of the next write
+        self.in_flight: Write | None = None
+        self._held: deque[tuple[int, CoreReady]] = deque()  # (write it needs, batch)
+
+    @property
+    def staged(self) -> bool:
+        return self._hard_state is not None or self._entries_from is not None
+
+    @property
+    def holding(self) -> int:
+        """Batches waiting for a write."""
+        return len(self._held)
+
+    def add(self, batch: CoreReady) -> list[CoreReady]:
+        """Stage what `batch` asks to persist; return the batches whose effects may be
+        carried out now (`batch` itself when nothing is staged or in flight)."""
+        self._stage(batch.hard_state, batch.entries_from, batch.commit_index)
+        if self.staged:
+            needs = self._next
+        elif self.in_flight is not None:
+            needs = self.in_flight.number
+        else:
+            return [batch]
+        self._held.append((needs, batch))
+        return []
+
+    def take_write(self, log: Log) -> Write | None:
+        """Start the next write, if none is in flight and something is staged."""
+        if self.in_flight is not None or not self.staged:
+            return None
+        start = self._entries_from
+        entries = () if start is None else log.slice(start, max(0, log.last_index - start + 1))
+        write = Write(self._next, self._hard_state, start, entries, self._commit_index)
+        self._next += 1
+        self._hard_state = self._entries_from = self._commit_index = None
+        self.in_flight = write
+        return write
+
+    def landed(self) -> list[CoreReady]:
+        """The write in flight is on disk: the batches it released, in order."""
+        write, self.in_flight = self.in_flight, None
+        assert write is not None, "no write in flight"
+        released = []
+        while self._held and self._held[0][0] <= write.number:
+            released.append(self._held.popleft()[1])
+        return released
+
+    def refused(self) -> None:
+        """The write in flight failed: its state goes back in front of what was staged
+        since, and the batches that waited for it wait for the next write."""
+        write, self.in_flight = self.in_flight, None
+        assert write is not None, "no write in flight"
+        later = (self._hard_state, self._entries_from, self._commit_index)
+        self._hard_state = self._entries_from = self._commit_index = None
+        self._stage(write.hard_state, write.entries_from, write.commit_index)
+        self._stage(*later)
+        self._held = deque((max(n, self._next), b) for n, b in self._held)
+
+    def _stage(
+        self, hard_state: HardState | None, entries_from: int | None, commit: int | None
+    ) -> None:
+        if hard_state is not None:
+            self._hard_state = hard_state
+        if entries_from is not None:
+            start = self._entries_from
+            self._entries_from = entries_from if start is None else min(start, entries_from)
+        if commit is not None:
+            self._commit_index = commit
