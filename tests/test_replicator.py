@@ -200,25 +200,30 @@ def test_earlier_term_entry_commits_only_through_an_entry_of_the_current_term() 
     assert peer.commit_index == 2  # and peer 2 is told at once
 
 
-def test_idle_follower_is_told_a_new_commit_at_once_a_busy_one_with_its_reply() -> None:
-    """Module docstring (`_announce_commit`): a new commit index goes to idle followers
-    at once, not at the next heartbeat; a busy follower learns it when its reply comes."""
+def test_a_follower_waiting_for_a_commit_is_told_at_once_others_with_their_next_append() -> None:
+    """Module docstring (`_announce_commit`): a new commit index goes at once to an idle
+    follower that waits for it (it forwarded the write, or runs what it assigns), not at
+    the next heartbeat; a busy one learns it when its reply comes; the others with their
+    next append or heartbeat."""
     p2, p3 = follower(2, peers=FIVE), follower(3, peers=FIVE)
     machine, net = serving_leader(p2, p3, peers=FIVE)  # peers 4 and 5 are away
     out = machine.take_messages()
     assert out == []
-    (c1,) = machine.propose(1.0, ["c1"])
+    (c1,) = machine.propose(1.0, ["c1"], notify=(3, 4))
     net.deliver(1.0, machine.take_messages())
     net.deliver(1.0, p2.take_messages())
     assert machine.commit_index == 1  # 2 of 5: c1 not yet committed
     assert machine.take_messages() == []
     net.deliver(1.0, p3.take_messages())
     assert machine.commit_index == 2
-    out = machine.take_messages()  # 4 and 5 have c1's Append in flight: not told yet
-    assert out == [(2, Append(1, 1, 2, 1, (), 2)), (3, Append(1, 1, 2, 1, (), 2))]
+    out = machine.take_messages()  # 4 waits too, but has c1's Append in flight
+    assert out == [(3, Append(1, 1, 2, 1, (), 2))]
     net.run(1.0, out)
-    assert p2.commit_index == p3.commit_index == 2
-    assert p2.take_committed()[-1] == c1
+    assert p3.commit_index == 2 and p3.take_committed()[-1] == c1
+    assert p2.commit_index == 1  # told with its next append
+    machine.heartbeat(1.05, 2)
+    net.run(1.05)
+    assert p2.commit_index == 2
     machine.on_append_reply(1.1, AppendReply(1, 4, True, 2))  # busy 4 answers at last
     assert machine.take_messages() == [(4, Append(1, 1, 2, 1, (), 2))]
 

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role
-from peer.protocol.commands import Command, SchedulePut, ScheduleSpec, encode_command
+from peer.protocol.commands import Assign, Command, SchedulePut, ScheduleSpec, encode_command
 from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Received
 from peer.protocol.dispatch import Dispatcher
 from peer.protocol.events import CoreEvent, PeerRestarted
@@ -130,7 +130,8 @@ class PeerCore:
             elif isinstance(item, Persisted):
                 self.replicator.persisted(now, item.index, item.term)
             else:
-                proposed.append((item.ref, self.propose(now, list(item.commands))))
+                entries = self.propose(now, list(item.commands), item.origin)
+                proposed.append((item.ref, entries))
         if self.tick_due(now) if tick is None else tick:
             self.tick(now, wall)
         else:
@@ -211,12 +212,17 @@ class PeerCore:
             return self.replicator.reply_is_news(message)
         return True
 
-    def propose(self, now: float, commands: list[Command]) -> list[Entry]:
-        """Append commands to the log; empty unless this peer is a ready leader."""
+    def propose(
+        self, now: float, commands: list[Command], origin: int | None = None
+    ) -> list[Entry]:
+        """Append commands to the log; empty unless this peer is a ready leader. The
+        peer the write came from (`origin`, when a follower forwarded it) hears of the
+        commit at once."""
         self._now = now
         if not self.is_ready_leader:
             return []
-        return self.replicator.propose(now, [encode_command(c) for c in commands])
+        texts = [encode_command(c) for c in commands]
+        return self.replicator.propose(now, texts, () if origin is None else (origin,))
 
     def complete(self, now: float, item: ResultItem) -> None:
         """This peer finished running an attempt (ok or not)."""
@@ -325,7 +331,9 @@ class PeerCore:
             workers = [w for w in self._workers(Status.ALIVE) if w.id not in drained]
             commands += self.dispatcher.round(self._wall, self.tasks, workers, live, judge_lost)
         if commands:
-            self.replicator.propose(self._now, [encode_command(c) for c in commands])
+            assignees = {a.worker for c in commands if isinstance(c, Assign) for a in c.items}
+            texts = [encode_command(c) for c in commands]
+            self.replicator.propose(self._now, texts, assignees)  # they start at once
 
     def _declare_schedules(self) -> list[Command]:
         """The schedules of `cluster.toml`, put by whoever leads when missing or

@@ -25,10 +25,12 @@ class Received:
 
 @dataclass(frozen=True, slots=True)
 class Proposal:
-    """Commands a client write wants in the log; `ref` names it in `CoreReady.proposed`."""
+    """Commands a client write wants in the log; `ref` names it in `CoreReady.proposed`;
+    `origin` is the follower that forwarded it (it hears of the commit at once)."""
 
     ref: int
     commands: tuple[Command, ...]
+    origin: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,7 @@ class Replicator:
         self.leader_commit = 0  # follower: the commit index the leader last told us
         self.in_sync = False  # follower: the last Append matched
         self._followers: dict[int, _Follower] = {}
+        self._notify: dict[int, int] = {}  # peer -> index it wants to hear committed at once
         self._persist_from: int | None = None
         self._outbox: list[tuple[int, Append | AppendReply | FetchLog | LogChunk]] = []
 
@@ -80,6 +81,7 @@ class Replicator:
         self.sync_lost = False
         self.sync_at_least = best_index
         self._followers = {}
+        self._notify = {}
         if best_peer != self.id:
             self.sync_from = best_peer
             self.fetch_from = self.commit_index + 1
@@ -92,6 +94,7 @@ class Replicator:
         self.leading = self.serving = False
         self.sync_from = None
         self._followers = {}
+        self._notify = {}
 
     def _start_serving(self, now: float) -> None:
         self.sync_from = None
@@ -101,11 +104,17 @@ class Replicator:
             self._send_append(peer, now)
         self._advance_commit()
 
-    def propose(self, now: float, commands: list[str]) -> list[Entry]:
-        """Append commands as entries of this term; empty unless serving."""
+    def propose(self, now: float, commands: list[str], notify: Iterable[int] = ()) -> list[Entry]:
+        """Append commands as entries of this term; empty unless serving. The peers in
+        `notify` (one that forwarded the write, a worker it assigns to) hear of the
+        commit at once; the others with their next append or heartbeat."""
         if not self.serving:
             return []
         entries = [self._append(c) for c in commands]
+        if entries:
+            for peer in notify:
+                if peer in self._followers:
+                    self._notify[peer] = entries[-1].index
         for peer, follower in self._followers.items():
             if not follower.inflight_last or now >= follower.inflight_until:
                 self._send_append(peer, now)
@@ -227,11 +236,16 @@ class Replicator:
         return True
 
     def _announce_commit(self, now: float) -> None:
-        """Tell idle followers the new commit index now, not at the next heartbeat, so
-        a follower that forwarded a write can read it back at once. (A busy one learns
-        it when its reply comes back.)"""
-        for peer, follower in self._followers.items():
-            if not follower.inflight_last:
+        """Tell a follower waiting for a commit (it forwarded the write, or is to run
+        what it assigns) the new commit index now, not at the next heartbeat, if it is
+        idle (a busy one learns it when its reply comes back). The others learn it with
+        their next append: one message fewer each way per commit."""
+        for peer, index in list(self._notify.items()):
+            if index > self.commit_index:
+                continue
+            del self._notify[peer]
+            follower = self._followers.get(peer)
+            if follower is not None and not follower.inflight_last:
                 self._send_append(peer, now)
 
     # ---------------------------------------------------------------- follower

@@ -14,6 +14,7 @@ import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -136,14 +137,16 @@ def _take_frame(node: Node, frame: bytes) -> str | None:
 async def post_peer_writes(request: web.Request) -> web.Response:
     """Writes a follower forwards to this leader, answered in order."""
     body = await verified_body(request)
+    signer = request.headers[SENDER]  # signed: the peer that forwarded these writes
+    origin = int(signer) if signer.isdigit() else None
     try:
-        writes = [Write.from_json(w) for w in orjson.loads(body)]
+        writes = [replace(Write.from_json(w), origin=origin) for w in orjson.loads(body)]
         for write in writes:  # a signed peer is trusted, but what enters the log is checked
             check_forwarded(write, request.app[REGISTRY])
     except (orjson.JSONDecodeError, KeyError, TypeError, BadRequest) as exc:
         return error(400, "bad_message", f"malformed forwarded writes: {exc!r}")
     service = request.app[WRITES]
-    replies = await asyncio.gather(*(service.write(w, forwarded=True) for w in writes))
+    replies = await asyncio.gather(*(service.write(w) for w in writes))
     return json_response([[r.status, r.body] for r in replies])
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import logging
 import os
@@ -44,6 +45,10 @@ from peer.runtime.worker import TaskRunner
 log = logging.getLogger(__name__)
 
 MAX_INBOX = 50_000
+# the follower a write being handled was forwarded by (set per request by the service)
+FORWARDED_BY: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "forwarded_by", default=None
+)
 RECENT_EVENTS = 20  # core events `/cluster` shows, newest last
 
 
@@ -122,7 +127,8 @@ class Node:
 
     async def propose(self, command: Command) -> Applied:
         """Append `command` through the log (at the driver's next cycle) and wait until
-        it is applied here.
+        it is applied here. A follower that forwarded the write (`FORWARDED_BY`) hears
+        of the commit at once, so it can answer its client with the write applied.
 
         Raises `NotLeader` when this peer is not a ready leader, `LeadershipLost` when
         the entry was replaced by another leader's (the caller may retry safely).
@@ -132,7 +138,7 @@ class Node:
         self._proposals += 1
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
         self._proposed[self._proposals] = future
-        self._inbox.append(Proposal(self._proposals, (command,)))
+        self._inbox.append(Proposal(self._proposals, (command,), FORWARDED_BY.get()))
         self._wake.set()
         return await future
 

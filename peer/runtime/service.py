@@ -21,7 +21,7 @@ from typing import Any
 from peer.protocol.commands import Cancel, Submit, TaskSpec
 from peer.protocol.records import TERMINAL, Applied
 from peer.runtime.forwarding import Forwarder
-from peer.runtime.node import LeadershipLost, Node, NotLeader
+from peer.runtime.node import FORWARDED_BY, LeadershipLost, Node, NotLeader
 from peer.runtime.schedule_writes import SCHEDULE_OPS, schedule_settled, write_schedule
 from peer.runtime.task_writes import TASK_OPS, write_task_op
 from peer.runtime.validation import BadRequest
@@ -53,6 +53,7 @@ class Write:
     schedule: dict[str, Any] | None = None
     name: str = ""
     flag: bool = False
+    origin: int | None = None  # the follower that forwarded it (not sent: the signer)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,13 +112,16 @@ class WriteService:
     async def close(self) -> None:
         await self.forwarder.close()
 
-    async def write(self, write: Write, forwarded: bool = False) -> Reply:
+    async def write(self, write: Write) -> Reply:
         """Carry out `write` here when leading, else through the leader.
 
         A write forwarded to this peer waits only briefly for it to be a ready leader:
         if it is not (it just stepped down), the sender hears 503 soon enough to try the
         new leader within its own `submit_wait`.
         """
+        forwarded = write.origin is not None
+        if forwarded:  # (this request's own context: `Node.propose` reads it)
+            FORWARDED_BY.set(write.origin)
         wait = FORWARDED_WAIT if forwarded else self.node.config.submit_wait
         deadline = time.monotonic() + min(wait, self.node.config.submit_wait)
         while True:
