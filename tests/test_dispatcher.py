@@ -360,37 +360,41 @@ def test_a_follower_leaves_nothing_behind_in_the_scheduler() -> None:
     (task,) = peer.submit()
     peer.apply(Assign(1.0, (Assignment(task, 1, 2, 1),)))
     peer.apply(Finish(2.0, (Outcome(task, 1, False, "boom", 9.0),)))
-    assert not peer.scheduler.has_pending()
+    assert not peer.scheduler.has_ready(float("inf"))
     assert peer.scheduler.next_release() is None
     peer.dispatcher.lead(peer.table)
-    assert peer.scheduler.has_pending()
+    assert peer.scheduler.has_ready(float("inf"))
     commands = peer.dispatcher.round(1.0, peer.table, [W1, W2, W3], LIVE, False)
     assert len(assigned(commands)) == 3 * 4  # every slot filled from the rebuilt schedule
 
 
-# ----------------------------------------------------------------------- has_work
+# -------------------------------------------------------------------- needs_round
 
 
-def test_has_work_is_false_when_nothing_is_queued_waiting_running_or_reported() -> None:
+def test_no_round_is_needed_when_nothing_is_ready_running_or_reported() -> None:
     peer = Peer()
-    assert not peer.dispatcher.has_work(peer.table)
+    assert peer.dispatcher.needs_round(1.0, peer.table, judging=True) == (False, False)
     (task,) = peer.submit()
     peer.run(workers=(W2,))
     peer.accept(2, peer.result(task))
     peer.run(wall=2.0)
     assert peer.table.tasks[task].state == "succeeded"
-    assert not peer.dispatcher.has_work(peer.table)
+    assert peer.dispatcher.needs_round(3.0, peer.table, judging=True) == (False, False)
 
 
-@pytest.mark.parametrize("case", ["queued", "waiting", "running", "reported"])
-def test_has_work_is_true_while_anything_is_queued_waiting_running_or_reported(
-    case: str,
-) -> None:
+def test_a_task_waiting_for_its_time_needs_a_round_only_once_it_is_due() -> None:
     peer = Peer()
+    peer.submit(echo(delay=30.0), at=1.0)
+    assert peer.dispatcher.needs_round(2.0, peer.table, judging=True) == (False, False)
+    assert peer.dispatcher.needs_round(31.0, peer.table, judging=False) == (True, False)
+
+
+@pytest.mark.parametrize("case", ["queued", "running", "reported"])
+def test_a_round_is_needed_while_anything_is_queued_running_or_reported(case: str) -> None:
+    peer = Peer()
+    judge = False
     if case == "queued":
         peer.submit()
-    elif case == "waiting":
-        peer.submit(echo(delay=30.0))
     else:
         (task,) = peer.submit()
         peer.run(workers=(W2,))
@@ -398,7 +402,10 @@ def test_has_work_is_true_while_anything_is_queued_waiting_running_or_reported(
             peer.accept(2, peer.result(task))
             peer.apply(Cancel(2.5, task))
             assert not any(peer.table.running.values())
-    assert peer.dispatcher.has_work(peer.table)
+        else:  # running attempts are judged on ticks only
+            judge = True
+            assert peer.dispatcher.needs_round(2.0, peer.table, judging=False) == (False, False)
+    assert peer.dispatcher.needs_round(2.0, peer.table, judging=True) == (True, judge)
 
 
 # ------------------------------------------------------------------------ overdue

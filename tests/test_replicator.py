@@ -197,7 +197,9 @@ def test_earlier_term_entry_commits_only_through_an_entry_of_the_current_term() 
     assert machine.commit_index == 2  # the no-op of term 3 commits the old entry with it
     assert machine.serving
     assert machine.take_committed() == [old, noop]
-    assert peer.commit_index == 2  # and peer 2 is told at once
+    machine.heartbeat(0.1, 2)  # peer 2 is told with the next heartbeat
+    net.run(0.1)
+    assert peer.commit_index == 2
 
 
 def test_a_follower_waiting_for_a_commit_is_told_at_once_others_with_their_next_append() -> None:
@@ -319,7 +321,10 @@ def test_leader_backs_up_next_index_on_refusal_until_the_follower_is_in_sync() -
     replies = sent(carried, AppendReply, 1)
     assert replies[0] == AppendReply(4, 2, False, 2)
     assert peer.log.entries == machine.log.entries == [*mine, Entry(4, 6, NOOP)]
-    assert machine.commit_index == peer.commit_index == 6
+    assert machine.commit_index == 6
+    machine.heartbeat(0.1, 2)  # the commit goes with the next heartbeat
+    Network(machine, peer).run(0.1)
+    assert peer.commit_index == 6
     assert peer.in_sync
 
 

@@ -413,12 +413,17 @@ def test_retry_at_is_capped_by_retry_max() -> None:
 def test_an_idle_leader_has_no_round_to_run_until_work_arrives() -> None:
     c = Cluster()
     dispatcher = Dispatcher(9, 1, c.scheduler)
-    assert not dispatcher.has_work(c.table)
+
+    def needed(wall: float = 0.0, judging: bool = True) -> bool:
+        return dispatcher.needs_round(wall, c.table, judging)[0]
+
+    assert not needed()
     (task,) = c.submit(echo())
-    assert dispatcher.has_work(c.table)  # queued
+    assert needed(judging=False)  # queued
     c.run([W1])
-    assert dispatcher.has_work(c.table)  # running on a worker: timeouts and losses to watch
+    assert needed()  # running on a worker: timeouts and losses to watch, on ticks
+    assert not needed(judging=False)
     c.finish(task)
-    assert not dispatcher.has_work(c.table)
+    assert not needed()
     c.submit(echo(delay=5.0))
-    assert dispatcher.has_work(c.table)  # waiting for its time
+    assert not needed() and needed(wall=1e10)  # waiting for its time

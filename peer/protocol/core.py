@@ -105,6 +105,7 @@ class PeerCore:
         self._serving_since: float | None = None
         self._next_resend = 0.0
         self._last_tick = float("-inf")
+        self._ticked = False
         self._wall = 0.0
         self._now = 0.0
         self._out: list[tuple[int, PeerMessage]] = []
@@ -153,6 +154,7 @@ class PeerCore:
         """Advance the clocks and run the timers."""
         self.advance(now, wall)
         self._last_tick = now
+        self._ticked = True  # the leader's next round judges running attempts
         self._sync_log()
         self.election.tick(now, self.membership.live(now))
         self._sync_roles()
@@ -324,12 +326,18 @@ class PeerCore:
             commands += self._declare_schedules()
         if self.tasks.schedules.schedules:
             commands += self.ticks.plan(self._wall, self.tasks.schedules, self._unended)
-        if self.dispatcher.has_work(self.tasks):  # else nothing to run or record
+        ticked, self._ticked = self._ticked, False
+        needed, judge = self.dispatcher.needs_round(self._wall, self.tasks, ticked)
+        if needed:  # else nothing to run or record this cycle
             judge_lost = self._now - self._serving_since > self.settings.failure_timeout
-            live = {w.id: w.incarnation for w in self._workers(Status.ALIVE, Status.SUSPECT)}
+            live = {}
+            if judge:
+                live = {w.id: w.incarnation for w in self._workers(Status.ALIVE, Status.SUSPECT)}
             drained = self.tasks.drained
             workers = [w for w in self._workers(Status.ALIVE) if w.id not in drained]
-            commands += self.dispatcher.round(self._wall, self.tasks, workers, live, judge_lost)
+            commands += self.dispatcher.round(
+                self._wall, self.tasks, workers, live, judge_lost, judge
+            )
         if commands:
             assignees = {a.worker for c in commands if isinstance(c, Assign) for a in c.items}
             texts = [encode_command(c) for c in commands]

@@ -58,10 +58,13 @@ class Dispatcher:
             retry_at = 0.0 if item.ok else self.scheduler.retry_at(wall, task.attempt)
             self._finishes.append(Outcome(task.id, task.attempt, item.ok, value, retry_at))
 
-    def has_work(self, table: TaskTable) -> bool:
-        """Whether a round could propose anything: results to record, tasks that are
-        or will be ready, attempts running somewhere."""
-        return bool(self._finishes or self.scheduler.has_pending() or any(table.running.values()))
+    def needs_round(self, wall: float, table: TaskTable, judging: bool) -> tuple[bool, bool]:
+        """Whether a round could propose anything, and whether it must judge running
+        attempts: results to record, tasks ready at `wall`, or (when `judging`, on a
+        timer tick) attempts running somewhere that may be overdue."""
+        judge = judging and any(table.running.values())
+        ready = self.scheduler.has_ready(wall)
+        return bool(self._finishes) or ready or judge, judge
 
     def round(
         self,
@@ -70,13 +73,15 @@ class Dispatcher:
         workers: list[Worker],
         live: dict[int, int],
         judge_lost: bool,
+        judge: bool = True,
     ) -> list[Command]:
         """The leader's commands for this round: finishes first, then assignments.
 
         `workers` may take new work (alive); `live` maps every peer not held dead to its
-        incarnation (a suspect peer keeps its running attempts).
+        incarnation (a suspect peer keeps its running attempts). Running attempts are
+        judged (timed out, lost) only when `judge`: the driver's ticks, not every cycle.
         """
-        for task, reason in self.scheduler.overdue(wall, table, live, judge_lost):
+        for task, reason in self.scheduler.overdue(wall, table, live, judge_lost) if judge else ():
             retry_at = self.scheduler.retry_at(wall, task.attempt)
             self._finishes.append(Outcome(task.id, task.attempt, False, reason, retry_at))
         commands: list[Command] = []

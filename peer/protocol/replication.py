@@ -33,7 +33,6 @@ class _Follower:
     match_index: int = 0
     inflight_last: int = 0  # last index of the Append in flight (0: none)
     inflight_until: float = 0.0  # after this the in-flight Append counts as lost
-    told: int = 0  # the commit index last sent to it
 
 
 class Replicator:
@@ -146,7 +145,6 @@ class Replicator:
         self._outbox.append(
             (peer, Append(self.term, self.id, prev, prev_term, entries, self.commit_index))
         )
-        follower.told = self.commit_index
         if entries:
             follower.inflight_last = entries[-1].index
             follower.inflight_until = now + self.resend_after
@@ -171,15 +169,13 @@ class Replicator:
             follower.next_index = max(follower.match_index + 1, retry_at)
             follower.inflight_last = 0
         idle = not follower.inflight_last
-        if idle and (
-            follower.next_index <= self.log.last_index or follower.told < self.commit_index
-        ):
+        if idle and (follower.next_index <= self.log.last_index or self._waits(msg.sender)):
             self._send_append(msg.sender, now)
 
     def reply_is_news(self, msg: AppendReply) -> bool:
         """Whether a reply could change anything here: False only for the leader's usual
         idle answer (accepted, nothing new matched, nothing in flight or left to send,
-        the commit index already told)."""
+        no commit it waits to hear of)."""
         follower = self._followers.get(msg.sender)
         if not self.leading or follower is None or msg.term != self.term or not msg.ok:
             return True
@@ -187,7 +183,7 @@ class Replicator:
             msg.match_index > follower.match_index
             or follower.inflight_last != 0
             or follower.next_index <= self.log.last_index
-            or follower.told < self.commit_index
+            or self._notify.get(msg.sender, self.commit_index + 1) <= self.commit_index
         )
 
     def on_log_chunk(self, now: float, msg: LogChunk) -> None:
@@ -235,17 +231,21 @@ class Replicator:
             self.serving = True
         return True
 
+    def _waits(self, peer: int) -> bool:
+        """Whether `peer` waits to hear of a commit that has happened (and is told now)."""
+        index = self._notify.get(peer)
+        if index is None or index > self.commit_index:
+            return False
+        del self._notify[peer]
+        return True
+
     def _announce_commit(self, now: float) -> None:
         """Tell a follower waiting for a commit (it forwarded the write, or is to run
         what it assigns) the new commit index now, not at the next heartbeat, if it is
         idle (a busy one learns it when its reply comes back). The others learn it with
         their next append: one message fewer each way per commit."""
-        for peer, index in list(self._notify.items()):
-            if index > self.commit_index:
-                continue
-            del self._notify[peer]
-            follower = self._followers.get(peer)
-            if follower is not None and not follower.inflight_last:
+        for peer, follower in self._followers.items():
+            if not follower.inflight_last and self._waits(peer):
                 self._send_append(peer, now)
 
     # ---------------------------------------------------------------- follower

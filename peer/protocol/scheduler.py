@@ -89,9 +89,9 @@ class Scheduler:
         """The earliest `not_before` (wall clock) of a task waiting for its time."""
         return self._waiting[0][0] if self._waiting else None
 
-    def has_pending(self) -> bool:
-        """Tasks waiting for their time or ready to assign (some may have gone stale)."""
-        return bool(self._waiting) or any(self._ready.values())
+    def has_ready(self, wall: float) -> bool:
+        """Tasks ready to assign at `wall`, or due by then (some may have gone stale)."""
+        return any(self._ready.values()) or bool(self._waiting and self._waiting[0][0] <= wall)
 
     def _push(self, task: Task) -> None:
         heapq.heappush(self._waiting, (task.not_before, task.id, task.attempt))
