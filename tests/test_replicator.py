@@ -420,9 +420,9 @@ def test_no_append_carries_more_than_max_batch_entries() -> None:
 
 
 def test_reply_is_news_only_unless_it_is_the_idle_answer() -> None:
-    """Module docstring (`reply_is_news`): only an accepted reply that matches nothing
-    new, to a follower with nothing in flight, nothing to send and the commit told,
-    cannot change anything."""
+    """Module docstring (`reply_is_news`): an accepted reply that matches nothing beyond
+    the commit index, to a follower with nothing to send and no commit it waits for,
+    needs no cycle of its own."""
     machine, _ = serving_leader(follower(2), follower(3))
     idle = AppendReply(1, 2, True, 1)
     assert not machine.reply_is_news(idle)
@@ -431,6 +431,11 @@ def test_reply_is_news_only_unless_it_is_the_idle_answer() -> None:
     assert machine.reply_is_news(AppendReply(2, 2, True, 1))
     machine.propose(1.0, ["c1"])
     assert machine.reply_is_news(idle)  # c1 is in flight to peer 2
+    written(machine)
+    machine.on_append_reply(1.0, AppendReply(1, 2, True, 2))
+    assert machine.commit_index == 2
+    late = AppendReply(1, 3, True, 2)  # peer 3's ack of c1, after it committed
+    assert not machine.reply_is_news(late)
 
 
 # ------------------------------------------------------------------ new leader: log sync

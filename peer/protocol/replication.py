@@ -173,16 +173,16 @@ class Replicator:
             self._send_append(msg.sender, now)
 
     def reply_is_news(self, msg: AppendReply) -> bool:
-        """Whether a reply could change anything here: False only for the leader's usual
-        idle answer (accepted, nothing new matched, nothing in flight or left to send,
-        no commit it waits to hear of)."""
+        """Whether a reply needs a cycle now: False for the leader's usual idle answer
+        and for a late one (accepted, matching nothing beyond the commit index, nothing
+        left to send it, no commit it waits to hear of). Such a reply waits for the
+        leader's next cycle, which takes it in (its match index, its in-flight Append)."""
         follower = self._followers.get(msg.sender)
         if not self.leading or follower is None or msg.term != self.term or not msg.ok:
             return True
         return (
-            msg.match_index > follower.match_index
-            or follower.inflight_last != 0
-            or follower.next_index <= self.log.last_index
+            msg.match_index > max(follower.match_index, self.commit_index)  # may commit
+            or follower.next_index <= self.log.last_index  # entries wait for it
             or self._notify.get(msg.sender, self.commit_index + 1) <= self.commit_index
         )
 
