@@ -430,11 +430,21 @@ def test_reply_is_news_only_unless_it_is_the_idle_answer() -> None:
     assert machine.reply_is_news(AppendReply(1, 2, True, 2))
     assert machine.reply_is_news(AppendReply(2, 2, True, 1))
     machine.propose(1.0, ["c1"])
-    assert machine.reply_is_news(idle)  # c1 is in flight to peer 2
+    assert not machine.reply_is_news(idle)  # c1 is in flight to peer 2: its reply counts
+    assert machine.reply_is_news(AppendReply(1, 2, True, 2))
+    machine.propose(1.0, ["c2"])
+    assert machine.reply_is_news(idle)  # c2 waits for peer 2 to answer for c1
     written(machine)
     machine.on_append_reply(1.0, AppendReply(1, 2, True, 2))
     assert machine.commit_index == 2
-    late = AppendReply(1, 3, True, 2)  # peer 3's ack of c1, after it committed
+    machine.on_append_reply(1.0, AppendReply(1, 2, True, 3))
+    assert machine.commit_index == 3  # the leader and peer 2 are a majority of 3
+    acked_c1 = AppendReply(1, 3, True, 2)  # peer 3, late: but c2 waits to be sent to it
+    assert machine.reply_is_news(acked_c1)
+    machine.take_messages()
+    machine.on_append_reply(1.0, acked_c1)
+    assert [a.entries for a in loaded(machine.take_messages(), 3)] == [(Entry(1, 3, "c2"),)]
+    late = AppendReply(1, 3, True, 3)  # its ack of c2, after c2 committed
     assert not machine.reply_is_news(late)
 
 

@@ -182,7 +182,8 @@ class Replicator:
             return True
         return (
             msg.match_index > max(follower.match_index, self.commit_index)  # may commit
-            or follower.next_index <= self.log.last_index  # entries wait for it
+            # entries wait for it beyond those in flight
+            or max(follower.next_index, follower.inflight_last + 1) <= self.log.last_index
             or self._notify.get(msg.sender, self.commit_index + 1) <= self.commit_index
         )
 

@@ -120,7 +120,8 @@ def test_only_news_wakes_an_idle_leader():
     assert leader.needs_cycle(AppendReply(term + 1, 1, False, 0))  # a newer term: step down
     assert leader.needs_cycle(Results(term, 1, ()))
     leader.propose(sim.now, [Noop()])
-    assert leader.needs_cycle(idle_reply)  # an entry is in flight to peer 1
+    assert not leader.needs_cycle(idle_reply)  # (its answer to the entry in flight counts)
+    assert leader.needs_cycle(AppendReply(term, 1, True, last + 1))  # may commit the entry
 
 
 def test_a_follower_takes_every_append_at_once():
