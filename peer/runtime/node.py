@@ -153,12 +153,14 @@ class Node:
 
     async def _drive_forever(self) -> None:
         loop = asyncio.get_running_loop()
+        next_tick = 0.0
         while True:
             self._finish_write()
-            inbox, self._inbox = self._inbox, []
-            batch = self.core.cycle(time.monotonic(), time.time(), inbox)
-            self._await_proposed(batch)
-            self._carry_out(batch)
+            if self._worth_a_cycle(next_tick):
+                inbox, self._inbox = self._inbox, []
+                batch = self.core.cycle(time.monotonic(), time.time(), inbox)
+                self._await_proposed(batch)
+                self._carry_out(batch)
             self._start_write(loop)
             next_tick = self.core.next_tick()
             if not self._wake.is_set():
@@ -173,6 +175,14 @@ class Node:
                 # and frames carry more per syscall
                 await asyncio.sleep(0)
             self._wake.clear()
+
+    def _worth_a_cycle(self, next_tick: float) -> bool:
+        """False when all that woke the driver is a landed write on a peer that does not
+        lead: its news (`Persisted`) waits for the next cycle, which is all it needs
+        there (the leader counts its own copy at once)."""
+        if self.core.replicator.leading or time.monotonic() >= next_tick:
+            return True
+        return any(not isinstance(item, Persisted) for item in self._inbox)
 
     def _await_proposed(self, batch: CoreReady) -> None:
         """Each proposal of this cycle waits for its entry, or learns it was refused."""
