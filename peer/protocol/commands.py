@@ -60,24 +60,16 @@ class TaskSpec:
 
     @classmethod
     def from_json(cls, data: Any) -> TaskSpec:
+        """The spec a JSON object holds, every field checked; only the fields present
+        are looked at (most specs carry two or three), unknown ones are ignored."""
         if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
             raise CommandError("tasks: a spec needs a kind")
-        timeout = data.get("timeout")
-        return cls(
-            kind=data["kind"],
-            args=data.get("args"),
-            queue=_typed(data.get("queue", "default"), str, "queue"),
-            priority=_integer(data.get("priority", 0), "priority"),
-            max_attempts=_integer(data.get("max_attempts", 3), "max_attempts"),
-            timeout=None if timeout is None else _number(timeout, "timeout"),
-            delay=_number(data.get("delay", 0.0), "delay"),
-            depends_on=tuple(_integer(d, "depends_on") for d in _list(data, "depends_on")),
-            key=_optional_text(data.get("key"), "key"),
-            ref=_optional_text(data.get("ref"), "ref"),
-            after=tuple(_typed(r, str, "after") for r in _list(data, "after")),
-            schedule=_optional_text(data.get("schedule"), "schedule"),
-            due=None if data.get("due") is None else _number(data["due"], "due"),
-        )
+        fields: dict[str, Any] = {}
+        for name, value in data.items():
+            check = _SPEC_CHECKS.get(name)
+            if check is not None:
+                fields[name] = check(value, name)
+        return cls(**fields)
 
 
 _SPEC_DEFAULTS: dict[str, Any] = {
@@ -93,6 +85,48 @@ _SPEC_DEFAULTS: dict[str, Any] = {
     "after": (),
     "schedule": None,
     "due": None,
+}
+
+
+def _as_is(value: Any, name: str) -> Any:
+    return value
+
+
+def _text(value: Any, name: str) -> str:
+    return _typed(value, str, name)  # type: ignore[no-any-return]
+
+
+def _optional_number(value: Any, name: str) -> float | None:
+    return None if value is None else _number(value, name)
+
+
+def _integers(value: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise CommandError(f"{name}: must be a list")
+    return tuple(_integer(v, name) for v in value)
+
+
+def _texts(value: Any, name: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise CommandError(f"{name}: must be a list")
+    return tuple(_typed(v, str, name) for v in value)
+
+
+# how each field of a task spec is checked (and converted) from JSON
+_SPEC_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "kind": _text,
+    "args": _as_is,
+    "queue": _text,
+    "priority": lambda v, n: _integer(v, n),
+    "max_attempts": lambda v, n: _integer(v, n),
+    "timeout": _optional_number,
+    "delay": lambda v, n: _number(v, n),
+    "depends_on": _integers,
+    "key": lambda v, n: _optional_text(v, n),
+    "ref": lambda v, n: _optional_text(v, n),
+    "after": _texts,
+    "schedule": lambda v, n: _optional_text(v, n),
+    "due": _optional_number,
 }
 
 CATCH_UP = ("all", "latest", "none")

@@ -41,7 +41,7 @@ from peer.protocol.messages import (
     ResultItem,
     Results,
 )
-from peer.protocol.records import TERMINAL
+from peer.protocol.records import TERMINAL, Applied
 from peer.protocol.replication import Replicator
 from peer.protocol.scheduler import Scheduler, Worker
 from peer.protocol.schedules import TickPlanner
@@ -109,6 +109,7 @@ class PeerCore:
         self._wall = 0.0
         self._now = 0.0
         self._out: list[tuple[int, PeerMessage]] = []
+        self._own: dict[int, tuple[str, Command]] = {}  # index -> (text, command) proposed
         self._events: list[CoreEvent] = []
         self._persisted_commit = self.replicator.commit_index
         self._published: tuple[str, int, int | None, int, int] | None = None
@@ -223,8 +224,25 @@ class PeerCore:
         self._now = now
         if not self.is_ready_leader:
             return []
+        return self._propose(commands, () if origin is None else (origin,))
+
+    def _propose(self, commands: list[Command], notify: Iterable[int] = ()) -> list[Entry]:
+        """Encode and append `commands`; each is kept typed until applied here, so the
+        leader does not decode what it has just encoded (`_apply`)."""
         texts = [encode_command(c) for c in commands]
-        return self.replicator.propose(now, texts, () if origin is None else (origin,))
+        entries = self.replicator.propose(self._now, texts, notify)
+        for entry, command in zip(entries, commands, strict=True):
+            self._own[entry.index] = (entry.command, command)
+        return entries
+
+    def _apply(self, entry: Entry) -> Applied:
+        """Apply a committed entry: the typed command this leader proposed for it if
+        that very text is what committed there, else the decoded text (the codec
+        round-trips every command exactly: tests/test_commands.py)."""
+        own = self._own.pop(entry.index, None)
+        if own is not None and own[0] is entry.command:
+            return self.tasks.apply_typed(entry.index, own[1])
+        return self.tasks.apply(entry.index, entry.command)
 
     def complete(self, now: float, item: ResultItem) -> None:
         """This peer finished running an attempt (ok or not)."""
@@ -260,7 +278,9 @@ class PeerCore:
         self._sync_roles()
         beats = []
         for entry in self.replicator.take_committed():
-            batch.applied.append(self.tasks.apply(entry.index, entry.command))
+            batch.applied.append(self._apply(entry))
+        if self._own and not self.replicator.leading:
+            self._own.clear()  # what it proposed and did not commit is another's now
         orders = self.dispatcher.on_applied(self.tasks, batch.applied, self.is_ready_leader)
         batch.starts, batch.stops = orders.starts, orders.stops
         self._send_results()
@@ -340,8 +360,7 @@ class PeerCore:
             )
         if commands:
             assignees = {a.worker for c in commands if isinstance(c, Assign) for a in c.items}
-            texts = [encode_command(c) for c in commands]
-            self.replicator.propose(self._now, texts, assignees)  # they start at once
+            self._propose(commands, assignees)  # they start at once
 
     def _declare_schedules(self) -> list[Command]:
         """The schedules of `cluster.toml`, put by whoever leads when missing or

@@ -92,6 +92,11 @@ class TaskTable:
             return Applied(index, "invalid", outcome="invalid")
         return self.apply_command(index, command)
 
+    def apply_typed(self, index: int, command: Command) -> Applied:
+        """Apply one committed entry given as the command its text encodes."""
+        self.applied_index = index
+        return self.apply_command(index, command)
+
     def apply_command(self, index: int, command: Command) -> Applied:
         self._ready, self._ended = [], []
         applied = self._dispatch(index, command)
