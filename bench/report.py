@@ -376,6 +376,76 @@ SECTIONS: dict[str, Callable[..., list[str]]] = {
 }
 
 
+def compare_section(parts: Parts) -> list[str]:
+    """The cluster's figures of this run next to Huey on Redis's, as ratios."""
+    huey = parts["compare"]
+    if "skipped" in huey or "error" in huey:
+        return ["## Against Huey on Redis", "", f"Not measured: {huey.get('skipped')}.", ""]
+
+    def at(part: str, *keys: str) -> float | None:
+        value: Any = parts.get(part)
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value if isinstance(value, int | float) else None
+
+    rows_spec = [  # (figure, cluster, Huey, lower is better)
+        (
+            "one client: submit p50, ms",
+            at("latency", "latency_leader", "p50_ms"),
+            at("compare", "latency", "enqueue_p50_ms"),
+            True,
+        ),
+        (
+            "one client: submit p99, ms",
+            at("latency", "latency_leader", "p99_ms"),
+            at("compare", "latency", "enqueue_p99_ms"),
+            True,
+        ),
+        (
+            "one client: submit to result p50, ms",
+            at("latency", "done_leader", "done_p50_ms"),
+            at("compare", "latency", "done_p50_ms"),
+            True,
+        ),
+        (
+            "concurrent single submits to the leader, /s",
+            at("submit", "single_leader", "per_second"),
+            at("compare", "enqueue", "per_second"),
+            False,
+        ),
+        (
+            "concurrent single submits spread over peers, /s",
+            at("submit", "single_random", "per_second"),
+            at("compare", "enqueue", "per_second"),
+            False,
+        ),
+        (
+            "end to end, echo tasks, /s",
+            at("e2e", "per_second"),
+            at("compare", "e2e", "per_second"),
+            False,
+        ),
+    ]
+    rows = []
+    for name, ours, theirs, lower in rows_spec:
+        if ours is None or theirs is None or not theirs:
+            ratio = "—"
+        else:
+            ratio = f"{ours / theirs:.2f}x" + (" (lower is better)" if lower else "")
+        rows.append([name, _num(ours, 1), _num(theirs, 1), ratio])
+    lines = ["## Against Huey on Redis", ""]
+    lines += _table(["figure", "this cluster", "Huey on Redis", "ratio"], rows)
+    lines += [
+        f"Huey {huey.get('version', '')} with {huey['workers']} worker threads on a "
+        "redis-server with persistence off (nothing fsynced, nothing replicated); this "
+        "cluster fsyncs every acknowledged write on a majority of its peers. Same machine, "
+        "same run, loads of the same shape (Huey's client is its own, synchronous one; "
+        "its end-to-end tasks are enqueued one by one, the cluster's in batches).",
+        "",
+    ]
+    return lines
+
+
 def render(result: dict[str, Any], charts: dict[str, str] | str, rel: str) -> str:
     lines = header(result) + targets_section(result)
     if isinstance(charts, str):
@@ -388,6 +458,8 @@ def render(result: dict[str, Any], charts: dict[str, str] | str, rel: str) -> st
             lines += [f"## {name}: FAILED", "", "```", part["error"][:1500], "```", ""]
             continue
         lines += section(part, charts, rel)
+    if "compare" in result["parts"]:
+        lines += compare_section(result["parts"])
     if "profile" in result["parts"] or any(t["status"] == "missed" for t in result["targets"]):
         lines += where_the_time_goes(result)
     config = ", ".join(f"{k} {v}" for k, v in result["config"].items())

@@ -1,6 +1,6 @@
 """One command for every benchmark of issue 5: speed, size and recovery, in one report.
 
-    python bench/run.py [--quick] [--only failover,submit,...,profile] [sizes...]
+    python bench/run.py [--quick] [--compare] [--only failover,submit,...,profile] [sizes...]
 
 Each part starts its own local cluster on free loopback ports (tests/harness.py, log
 level WARNING) and reuses the measuring functions of the single benches:
@@ -14,7 +14,9 @@ level WARNING) and reuses the measuring functions of the single benches:
   end-to-end throughput of `--scale-tasks`, failover over `--scale-kills` kills;
 - loss: SIGKILL a busy worker until its tasks run elsewhere (bench/e2e.py);
 - profile: where an idle leader's CPU goes, under cProfile for `--idle` seconds
-  (bench/idle_profile.py).
+  (bench/idle_profile.py);
+- compare (with `--compare`): the latency, `--clients` and `--tasks` loads against Huey
+  on Redis (bench/compare.py), each figure of this run as a ratio to Huey's.
 
 Load comes from client processes separate from the peers (their CPU is reported apart).
 `--quick` shrinks every size so the whole run takes about two minutes. Writes
@@ -44,6 +46,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # for `tests.harness`
 sys.path.insert(0, str(BENCH))  # for the single benches
 
+import compare  # noqa: E402
 import e2e  # noqa: E402
 import failover  # noqa: E402
 import idle_profile  # noqa: E402
@@ -52,7 +55,8 @@ import submit  # noqa: E402
 
 from tests.harness import Cluster, base_config  # noqa: E402
 
-PARTS = ("failover", "submit", "latency", "e2e", "scale", "loss", "profile")
+PARTS = ("failover", "submit", "latency", "e2e", "scale", "loss", "profile", "compare")
+DEFAULT_PARTS = PARTS[:-1]  # `compare` runs with --compare (or --only compare)
 START_TIMEOUT = 60.0  # a cold start of 15 peers on a busy 2-core box is slow
 SIZES: dict[str, tuple[Any, Any]] = {  # name: (full run, quick run)
     "nodes": (5, 5),
@@ -93,7 +97,15 @@ E2E_POSTERS = 4
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="every size small (~2 minutes)")
-    parser.add_argument("--only", default=",".join(PARTS), help="parts to run: " + ",".join(PARTS))
+    parser.add_argument(
+        "--only", default=",".join(DEFAULT_PARTS), help="parts to run: " + ",".join(PARTS)
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run the same loads against Huey on Redis (bench/compare.py) and report "
+        "each figure as a ratio to it (needs redis-server and `pip install -e '.[compare]'`)",
+    )
     for name, (full, quick) in SIZES.items():
         flag = "--" + name.replace("_", "-")
         kind = type(full)
@@ -106,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     args.only = [p.strip() for p in args.only.split(",") if p.strip()]
+    if args.compare and "compare" not in args.only:
+        args.only.append("compare")
     unknown = sorted(set(args.only) - set(PARTS))
     if unknown:
         parser.error(f"unknown parts {unknown}; choose from {','.join(PARTS)}")
@@ -235,6 +249,15 @@ def part_e2e(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     return {"nodes": args.nodes, **result}
 
 
+def part_compare(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    """Huey on Redis under the same loads, with as many worker threads as a peer has
+    slots; {"skipped": why} when it is not installed."""
+    slots = base_config().slots
+    sizes = (args.clients, args.seconds, args.latency, args.tasks)
+    result: dict[str, Any] = compare.run(*sizes, slots)
+    return result
+
+
 def part_loss(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     samples = []
     with started(args.nodes, data_dir) as cluster:
@@ -324,6 +347,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, Path], dict[str, Any]]] = {
     "scale": part_scale,
     "loss": part_loss,
     "profile": part_profile,
+    "compare": part_compare,
 }
 
 
