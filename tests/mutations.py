@@ -62,6 +62,8 @@ class Outcome:
 BULLY = "election/bully.py"
 REPLICATION = "peer/protocol/replication.py"
 SCHEDULES = "peer/protocol/schedules.py"
+CORE = "peer/protocol/core.py"
+WRITES = "peer/protocol/writes.py"
 
 MUTATIONS = [
     Mutation(
@@ -190,6 +192,30 @@ MUTATIONS = [
         "",
         "a queue's rate budget is not kept from the applied assignments",
         "ring 1 test_queues",
+    ),
+    Mutation(
+        "own_copy_before_write",
+        REPLICATION,
+        "[self.durable_index] + [f.match_index for f in self._followers.values()],",
+        "[self.log.last_index] + [f.match_index for f in self._followers.values()],",
+        "a leader counts its own copy of an entry before its write of it landed",
+        "ring 1 test_replicator / ring 2 sims (commit on a majority of disks)",
+    ),
+    Mutation(
+        "early_ack",
+        CORE,
+        "early = isinstance(message, Append) and self.replicator.leading",
+        "early = isinstance(message, Append | AppendReply)",
+        "a follower's acknowledgement leaves before its write of the entries landed",
+        "ring 2 sims (an ack with fewer entries on disk)",
+    ),
+    Mutation(
+        "release_before_write",
+        WRITES,
+        "        if self.staged:\n            needs = self._next",
+        "        if False:\n            needs = self._next",
+        "a batch's messages and effects go out before the write that covers it",
+        "ring 2 sims (vote and ack before disk)",
     ),
 ]
 
