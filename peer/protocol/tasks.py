@@ -350,7 +350,9 @@ class TaskTable:
 
     def _count(self, queue: str, state: TaskState, change: int) -> None:
         self.counts[state] += change
-        by_state = self.queue_counts.setdefault(queue, dict.fromkeys(STATES, 0))
+        by_state = self.queue_counts.get(queue)
+        if by_state is None:
+            by_state = self.queue_counts[queue] = dict.fromkeys(STATES, 0)
         by_state[state] += change
 
     # ------------------------------------------------------------------ query

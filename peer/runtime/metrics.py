@@ -132,6 +132,7 @@ class PeerMetrics:
             ["route", "method", "status"],
             registry=self.registry,
         )
+        self._routes: dict[tuple[str, str, int], Histogram] = {}  # labelled children
         self.disk = Histogram(
             "bullyq_disk_write_seconds", "Time to write a batch to disk", registry=self.registry
         )
@@ -152,7 +153,11 @@ class PeerMetrics:
             resource = request.match_info.route.resource
             route = resource.canonical if resource is not None else "unmatched"
             elapsed = time.perf_counter() - started
-            self.http.labels(route, request.method, str(status)).observe(elapsed)
+            key = (route, request.method, status)
+            child = self._routes.get(key)
+            if child is None:  # (routes are patterns, so the keys are few)
+                child = self._routes[key] = self.http.labels(route, request.method, str(status))
+            child.observe(elapsed)
 
 
 async def get_metrics(request: web.Request, metrics: PeerMetrics) -> web.Response:
