@@ -30,6 +30,15 @@ def _paused_everywhere(sim: SimCluster) -> bool:
     )
 
 
+def _put_again(sim: SimCluster, spec: ScheduleSpec) -> bool:
+    """True once a leader holds the schedule (a client retrying its put until then)."""
+    if any("s" in n.tasks.schedules.schedules for n in sim.nodes.values() if n.is_ready_leader):
+        return True
+    if sim.now % 0.5 < 0.01:  # a client retry every half second; a put is idempotent
+        sim.propose_command(SchedulePut(sim.now, spec))
+    return False
+
+
 def _ticks(sim: SimCluster, node_id: int) -> list[float]:
     tasks = sim.nodes[node_id].tasks.tasks.values()
     return sorted(t.due for t in tasks if t.schedule == "s" and t.due is not None)
@@ -44,7 +53,11 @@ def test_every_tick_fires_exactly_once_through_faults(seed: int) -> None:
     spec = ScheduleSpec("s", TaskSpec("echo", {"tick": True}), every=EVERY, catch_up="all")
     try:
         assert sim.run_until(lambda: sim.propose_command(SchedulePut(sim.now, spec)), 5.0)
-        sim.run(0.2)
+        put = f"cmd{sim.proposals}"
+        # the client's put is acknowledged (committed) before the faults start; on a
+        # lossy network that can take a few resends, so it is proposed again meanwhile
+        acked = sim.run_until(lambda: put in sim.acked or _put_again(sim, spec), 5.0)
+        assert acked, "the schedule was never acknowledged"
         run_random_faults(sim, rng, history, (2, 6), propose_rate=0.0)
         history.append(f"t={sim.now:.2f} heal, restart all")
         sim.run(SETTLE)
