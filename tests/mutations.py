@@ -152,14 +152,12 @@ MUTATIONS = [
         "ring 1 test_bully / ring 2 election sim (partitions)",
     ),
     Mutation(
-        "one_inflight",
+        "window_ignored",
         REPLICATION,
-        "            if not follower.inflight_last or now >= follower.inflight_until:\n"
-        "                self._send_append(peer, now)\n",
-        "            if True:  # mutation: ignore what is in flight\n"
-        "                self._send_append(peer, now)\n",
-        "more than one Append is in flight to a follower",
-        "ring 1 test_replicator / ring 2 gossip relay",
+        "room = len(follower.inflight) < (1 if follower.probing else self.window)",
+        "room = True  # mutation: ignore the window",
+        "more Appends in flight to a follower than its window (or than one while probing)",
+        "ring 1 test_replicator",
     ),
     Mutation(
         "serve_from_a_wiped_source",

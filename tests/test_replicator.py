@@ -352,37 +352,55 @@ def test_follower_commit_never_exceeds_what_it_has_matched() -> None:
 # ------------------------------------------------------------------ leader: flow control
 
 
-def test_one_append_with_entries_in_flight_per_follower_then_group_commit() -> None:
-    """Module docstring: one Append in flight per follower; what is proposed meanwhile
-    goes out together in the next one, once the reply comes."""
+def test_a_window_of_appends_in_flight_per_follower_then_group_commit() -> None:
+    """Module docstring: up to `window` Appends in flight per follower; what is proposed
+    while the window is full goes out together in the next one, once a reply comes."""
     p2, p3 = follower(2), follower(3)
-    machine, net = serving_leader(p2, p3)
+    machine, net = serving_leader(p2, p3)  # the no-op's reply opened both windows
+    machine.window = 2
     (c1,) = machine.propose(1.0, ["c1"])
-    first = machine.take_messages()
-    assert [a.entries for a in loaded(first)] == [(c1,), (c1,)]
     (c2,) = machine.propose(1.05, ["c2"])
+    first = machine.take_messages()
+    assert [a.entries for a in loaded(first, 2)] == [(c1,), (c2,)]  # two in flight
     (c3,) = machine.propose(1.1, ["c3"])
-    assert machine.take_messages() == []  # nothing while c1 is in flight
+    (c4,) = machine.propose(1.1, ["c4"])
+    assert machine.take_messages() == []  # the window is full
     machine.heartbeat(1.15, 3)
     beat = machine.take_messages()
-    assert [a.entries for a in sent(beat, Append)] == [()]
+    assert [(a.prev_index, a.entries) for a in sent(beat, Append)] == [(1, ())]  # as matched
     net.deliver(1.15, beat)
     net.deliver(1.15, p3.take_messages())  # p3 answers the beat, not c1's Append
-    assert machine.take_messages() == []  # c1 is still in flight to p3
-    net.deliver(1.2, [s for s in first if s[0] == 2])
+    assert machine.take_messages() == []  # its window is still full
+    net.deliver(1.2, [s for s in first if s[0] == 2][:1])  # c1 reaches p2
     net.deliver(1.2, p2.take_messages())
     batch = machine.take_messages()
-    assert [a.entries for a in loaded(batch, 2)] == [(c2, c3)]  # c2 and c3 together
+    assert [a.entries for a in loaded(batch, 2)] == [(c3, c4)]  # c3 and c4 together
     assert loaded(batch, 3) == []
-    net.run(1.2, batch)
+    net.run(1.2, [s for s in first if s[0] == 2][1:] + batch)
     assert p2.log.entries == machine.log.entries
-    assert machine.commit_index == 4
+    assert machine.commit_index == 5
+
+
+def test_after_a_refusal_one_append_probes_until_one_is_accepted() -> None:
+    """Module docstring: a follower whose log's end is unknown (after a refusal) gets one
+    Append at a time until one is accepted; then the window opens again."""
+    machine, _ = serving_leader(follower(2), follower(3))
+    machine.take_messages()
+    machine.on_append_reply(1.0, AppendReply(1, 2, False, 0))  # say it lost its log
+    probe = loaded(machine.take_messages(), 2)
+    assert [(a.prev_index, len(a.entries)) for a in probe] == [(0, 1)]  # from the start
+    machine.propose(1.0, ["c1"])
+    machine.propose(1.0, ["c2"])
+    assert loaded(machine.take_messages(), 2) == []  # one at a time while probing
+    machine.on_append_reply(1.01, AppendReply(1, 2, True, 1))
+    assert [len(a.entries) for a in loaded(machine.take_messages(), 2)] == [2]
 
 
 def test_append_in_flight_counts_as_lost_after_resend_after() -> None:
     """Module docstring: an Append in flight holds back the next only for `resend_after`;
     after that, a proposal or a heartbeat sends again from the follower's next index."""
     machine, _ = serving_leader(follower(2), follower(3), resend_after=0.25)
+    machine.window = 1  # (the loss rule alone; the window has its own test)
     (c1,) = machine.propose(1.0, ["c1"])
     machine.take_messages()  # lost
     (c2,) = machine.propose(1.2, ["c2"])
@@ -424,6 +442,7 @@ def test_reply_is_news_only_unless_it_is_the_idle_answer() -> None:
     the commit index, to a follower with nothing to send and no commit it waits for,
     needs no cycle of its own."""
     machine, _ = serving_leader(follower(2), follower(3))
+    machine.window = 1  # one Append in flight: entries then wait for a reply
     idle = AppendReply(1, 2, True, 1)
     assert not machine.reply_is_news(idle)
     assert machine.reply_is_news(AppendReply(1, 2, False, 0))

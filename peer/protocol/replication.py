@@ -1,11 +1,13 @@
 """Log replication, Raft-style, as a pure machine: `Replicator`.
 
-Leader: one `Append` in flight per follower; entries proposed meanwhile go out together
-in the next one (group commit), at most `max_batch` per message. An index of the
-leader's own term is committed once a majority holds it on disk, and everything below
-with it. The leader sends its entries while its own write of them is still in flight
-(Raft thesis 10.2.1): its own copy counts only from `persisted`, when the driver says
-the write landed, as a follower's counts only from its reply, sent after its write.
+Leader: up to `window` Appends in flight per follower (one while probing: at the start,
+after a refusal or a loss, until one is accepted); entries proposed while the window is
+full go out together in the next one (group commit), at most `max_batch` per message.
+An index of the leader's own term is committed once a majority holds it on disk, and
+everything below with it. The leader sends its entries while its own write of them is
+still in flight (Raft thesis 10.2.1): its own copy counts only from `persisted`, when
+the driver says the write landed, as a follower's counts only from its reply, sent
+after its write.
 A new leader first fetches the most up-to-date log among its acking majority (log sync),
 then appends a no-op of its term, and serves writes only once that no-op is committed.
 
@@ -19,8 +21,9 @@ committed entries to apply. No I/O, no clock reads: `now` comes in.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peer.protocol.commands import NOOP_TEXT
 from peer.protocol.log import Entry, Log
@@ -29,10 +32,11 @@ from peer.protocol.messages import Append, AppendReply, FetchLog, LogChunk
 
 @dataclass(slots=True)
 class _Follower:
-    next_index: int
+    next_index: int  # the next entry to send it (past what is in flight)
     match_index: int = 0
-    inflight_last: int = 0  # last index of the Append in flight (0: none)
-    inflight_until: float = 0.0  # after this the in-flight Append counts as lost
+    # (last index, resend after) of each Append with entries in flight, oldest first
+    inflight: deque[tuple[int, float]] = field(default_factory=deque)
+    probing: bool = True  # its log's end is unknown: one Append in flight, not a window
 
 
 class Replicator:
@@ -44,6 +48,7 @@ class Replicator:
         commit_index: int = 0,
         max_batch: int = 512,
         resend_after: float = 0.25,
+        window: int = 4,
     ) -> None:
         self.id = node_id
         self.others = tuple(sorted(set(peers) - {node_id}))
@@ -54,6 +59,7 @@ class Replicator:
         self.durable_index = log.last_index  # own log on disk up to here, as it is now
         self.max_batch = max_batch
         self.resend_after = resend_after
+        self.window = window
         self.term = 0
         self.leading = False
         self.serving = False  # leader whose no-op of this term is committed
@@ -115,7 +121,8 @@ class Replicator:
                 if peer in self._followers:
                     self._notify[peer] = entries[-1].index
         for peer, follower in self._followers.items():
-            if not follower.inflight_last or now >= follower.inflight_until:
+            self._expire(follower, now)
+            if self._may_send(follower):
                 self._send_append(peer, now)
         self._advance_commit()
         return entries
@@ -128,8 +135,10 @@ class Replicator:
             if self.sync_from is not None and peer == self.sync_from:
                 self._outbox.append((peer, FetchLog(self.term, self.id, self.fetch_from)))
             return
-        if follower.inflight_last and now < follower.inflight_until:
-            prev = follower.next_index - 1
+        self._expire(follower, now)
+        if follower.inflight and not self._may_send(follower):
+            # entries are on their way: affirm leadership from what it surely holds
+            prev = follower.match_index
             prev_term = self.log.term_at(prev) or 0
             self._outbox.append(
                 (peer, Append(self.term, self.id, prev, prev_term, (), self.commit_index))
@@ -137,7 +146,23 @@ class Replicator:
         else:
             self._send_append(peer, now)
 
+    def _may_send(self, follower: _Follower) -> bool:
+        """Entries wait for it and its window has room: one Append in flight while
+        probing (after a refusal, a loss or at the start), `window` once it matched."""
+        room = len(follower.inflight) < (1 if follower.probing else self.window)
+        return room and follower.next_index <= self.log.last_index
+
+    def _expire(self, follower: _Follower, now: float) -> None:
+        """The oldest Append in flight has waited `resend_after`: count everything in
+        flight as lost and probe again from what it matched."""
+        if follower.inflight and now >= follower.inflight[0][1]:
+            follower.inflight.clear()
+            follower.next_index = follower.match_index + 1
+            follower.probing = True
+
     def _send_append(self, peer: int, now: float) -> None:
+        """The next Append to `peer`: the entries from its next index on (none when it
+        has them all: then it carries the commit index alone)."""
         follower = self._followers[peer]
         prev = follower.next_index - 1
         entries = self.log.slice(follower.next_index, self.max_batch)
@@ -146,8 +171,8 @@ class Replicator:
             (peer, Append(self.term, self.id, prev, prev_term, entries, self.commit_index))
         )
         if entries:
-            follower.inflight_last = entries[-1].index
-            follower.inflight_until = now + self.resend_after
+            follower.inflight.append((entries[-1].index, now + self.resend_after))
+            follower.next_index = entries[-1].index + 1
 
     def on_append_reply(self, now: float, msg: AppendReply) -> None:
         follower = self._followers.get(msg.sender)
@@ -156,8 +181,9 @@ class Replicator:
         if msg.ok:
             follower.match_index = max(follower.match_index, msg.match_index)
             follower.next_index = max(follower.next_index, follower.match_index + 1)
-            if msg.match_index >= follower.inflight_last:
-                follower.inflight_last = 0
+            while follower.inflight and follower.inflight[0][0] <= follower.match_index:
+                follower.inflight.popleft()
+            follower.probing = False  # its log matches up to there: the window opens
             if self._advance_commit():
                 self._announce_commit(now)
         else:
@@ -167,10 +193,13 @@ class Replicator:
                 follower.match_index = msg.match_index
             retry_at = min(follower.next_index - 1, msg.match_index + 1)
             follower.next_index = max(follower.match_index + 1, retry_at)
-            follower.inflight_last = 0
-        idle = not follower.inflight_last
-        if idle and (follower.next_index <= self.log.last_index or self._waits(msg.sender)):
+            follower.inflight.clear()
+            follower.probing = True
+        self._expire(follower, now)
+        if self._may_send(follower):
             self._send_append(msg.sender, now)
+        elif not follower.inflight and self._waits(msg.sender):
+            self._send_append(msg.sender, now)  # the commit index alone
 
     def reply_is_news(self, msg: AppendReply) -> bool:
         """Whether a reply needs a cycle now: False for the leader's usual idle answer
@@ -182,8 +211,7 @@ class Replicator:
             return True
         return (
             msg.match_index > max(follower.match_index, self.commit_index)  # may commit
-            # entries wait for it beyond those in flight
-            or max(follower.next_index, follower.inflight_last + 1) <= self.log.last_index
+            or follower.next_index <= self.log.last_index  # entries not yet sent to it
             or self._notify.get(msg.sender, self.commit_index + 1) <= self.commit_index
         )
 
@@ -246,7 +274,7 @@ class Replicator:
         idle (a busy one learns it when its reply comes back). The others learn it with
         their next append: one message fewer each way per commit."""
         for peer, follower in self._followers.items():
-            if not follower.inflight_last and self._waits(peer):
+            if not follower.inflight and self._waits(peer):
                 self._send_append(peer, now)
 
     # ---------------------------------------------------------------- follower
