@@ -376,6 +376,16 @@ SECTIONS: dict[str, Callable[..., list[str]]] = {
 }
 
 
+COMPARED = (  # figure, this cluster's (part.keys), Huey's (keys), 1 if lower is better
+    ("one client: submit p50, ms", "latency.latency_leader.p50_ms", "latency.enqueue_p50_ms", 1),
+    ("one client: submit p99, ms", "latency.latency_leader.p99_ms", "latency.enqueue_p99_ms", 1),
+    ("one client: to result p50, ms", "latency.done_leader.done_p50_ms", "latency.done_p50_ms", 1),
+    ("32 clients, to the leader, /s", "submit.single_leader.per_second", "enqueue.per_second", 0),
+    ("32 clients, spread, /s", "submit.single_random.per_second", "enqueue.per_second", 0),
+    ("end to end, echo tasks, /s", "e2e.per_second", "e2e.per_second", 0),
+)
+
+
 def compare_section(parts: Parts) -> list[str]:
     """The cluster's figures of this run next to Huey on Redis's, as ratios."""
     huey = parts["compare"]
@@ -388,43 +398,9 @@ def compare_section(parts: Parts) -> list[str]:
             value = value.get(key) if isinstance(value, dict) else None
         return value if isinstance(value, int | float) else None
 
-    rows_spec = [  # (figure, cluster, Huey, lower is better)
-        (
-            "one client: submit p50, ms",
-            at("latency", "latency_leader", "p50_ms"),
-            at("compare", "latency", "enqueue_p50_ms"),
-            True,
-        ),
-        (
-            "one client: submit p99, ms",
-            at("latency", "latency_leader", "p99_ms"),
-            at("compare", "latency", "enqueue_p99_ms"),
-            True,
-        ),
-        (
-            "one client: submit to result p50, ms",
-            at("latency", "done_leader", "done_p50_ms"),
-            at("compare", "latency", "done_p50_ms"),
-            True,
-        ),
-        (
-            "concurrent single submits to the leader, /s",
-            at("submit", "single_leader", "per_second"),
-            at("compare", "enqueue", "per_second"),
-            False,
-        ),
-        (
-            "concurrent single submits spread over peers, /s",
-            at("submit", "single_random", "per_second"),
-            at("compare", "enqueue", "per_second"),
-            False,
-        ),
-        (
-            "end to end, echo tasks, /s",
-            at("e2e", "per_second"),
-            at("compare", "e2e", "per_second"),
-            False,
-        ),
+    rows_spec = [  # (figure, this run's figure, Huey's, lower is better)
+        (name, at(*ours.split(".")), at("compare", *theirs.split(".")), lower)
+        for name, ours, theirs, lower in COMPARED
     ]
     rows = []
     for name, ours, theirs, lower in rows_spec:
