@@ -7,6 +7,7 @@ from election import HardState
 from peer.protocol.cycle import CoreReady
 from peer.protocol.log import Entry, Log
 from peer.protocol.messages import AppendReply
+from peer.protocol.records import Applied
 from peer.protocol.writes import WriteQueue
 
 
@@ -15,14 +16,18 @@ def log_of(*terms: int) -> Log:
 
 
 def batch(
-    entries_from: int | None = None, hard: HardState | None = None, tag: int = 0
+    entries_from: int | None = None,
+    hard: HardState | None = None,
+    tag: int = 0,
+    applied: int | None = None,
 ) -> CoreReady:
     """A batch asking to persist from `entries_from` (and `hard`), with one message
-    naming it by `tag`."""
+    naming it by `tag`, and the entry at `applied` applied."""
     return CoreReady(
         hard_state=hard,
         entries_from=entries_from,
         messages=[(2, AppendReply(1, 1, True, tag))],
+        applied=[] if applied is None else [Applied(applied, "noop")],
     )
 
 
@@ -82,14 +87,16 @@ def test_what_is_staged_meanwhile_goes_in_one_write() -> None:
     assert write is not None and write.entries_from == 2 and write.hard_state == HardState(3, 3)
 
 
-def test_a_refused_write_is_written_again_with_what_came_after_and_holds_its_batches() -> None:
+def test_a_refused_write_is_written_again_with_what_came_after_and_holds_what_applied() -> None:
     queue, log = WriteQueue(), log_of(1, 1, 1)
-    queue.add(batch(entries_from=2, hard=HardState(1, 1), tag=1))
+    queue.add(batch(entries_from=2, hard=HardState(1, 1), tag=1, applied=1))
     queue.take_write(log)
-    queue.add(batch(entries_from=3, tag=2))
+    queue.add(batch(entries_from=3, tag=2, applied=2))
     queue.refused()
-    assert queue.holding == 2 and queue.staged
+    assert queue.holding == 1 and queue.staged
     retry = queue.take_write(log)
     assert retry is not None and retry.entries_from == 2 and retry.hard_state == HardState(1, 1)
     assert [e.index for e in retry.entries] == [2, 3]
-    assert tags(queue.landed()) == [1, 2]
+    (released,) = queue.landed()
+    assert released.messages == []  # dropped: the protocol resends what matters
+    assert [a.index for a in released.applied] == [1, 2]  # what was applied, in order

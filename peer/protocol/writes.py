@@ -11,8 +11,8 @@ that covers it lands; batches come out in the order they went in. A leader's app
 (`CoreReady.early`) need none of it and leave at once; the leader counts its own copy
 of an entry only when the write of it landed (`Replicator.persisted`).
 
-A refused write (a full disk) is staged again under whatever came after it, and its
-batches wait for that retry.
+A refused write (a full disk) is staged again under whatever came after it; what its
+batches applied waits for that retry, their messages are dropped.
 """
 
 from __future__ import annotations
@@ -95,14 +95,23 @@ class WriteQueue:
 
     def refused(self) -> None:
         """The write in flight failed: its state goes back in front of what was staged
-        since, and the batches that waited for it wait for the next write."""
+        since, and what waited for it waits for the next write. The messages that
+        waited are dropped (the protocol resends what matters, and a long outage must
+        not pile them up); what was applied, started or stopped is kept, in order, as
+        one batch."""
         write, self.in_flight = self.in_flight, None
         assert write is not None, "no write in flight"
         later = (self._hard_state, self._entries_from, self._commit_index)
         self._hard_state = self._entries_from = self._commit_index = None
         self._stage(write.hard_state, write.entries_from, write.commit_index)
         self._stage(*later)
-        self._held = deque((max(n, self._next), b) for n, b in self._held)
+        kept = CoreReady()
+        for _, batch in self._held:
+            kept.applied += batch.applied
+            kept.starts += batch.starts
+            kept.stops += batch.stops
+            kept.events += batch.events
+        self._held = deque([(self._next, kept)])
 
     def _stage(
         self, hard_state: HardState | None, entries_from: int | None, commit: int | None
