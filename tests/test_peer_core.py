@@ -226,6 +226,24 @@ def test_a_proposal_to_a_ready_leader_gets_its_entries_and_is_applied() -> None:
     assert core.tasks.tasks[1].kind == "echo"
 
 
+def test_the_follower_a_write_came_from_hears_of_its_commit_at_once_the_other_later() -> None:
+    """A proposal forwarded by follower 1 (`origin`): once it commits, the leader's next
+    batch tells peer 1 the new commit index at once; peer 2 learns it with its next
+    append or heartbeat (no cycle here ticks)."""
+    net = settled()
+    leader = the_leader(net)
+    first, second = sorted(set(net.cores) - {leader.id})
+    parked = submit(TaskSpec("echo", "x", delay=3600.0))  # (nothing to assign meanwhile)
+    batch = net.cycle(leader.id, Proposal(7, parked, origin=first), tick=False)
+    ((_, (entry,)),) = batch.proposed
+    net.cycle(first, tick=False)
+    net.cycle(second, tick=False)
+    batch = net.cycle(leader.id, tick=False)  # its own write landed, and both replies
+    assert leader.replicator.commit_index >= entry.index
+    told = [to for to, m in batch.early if isinstance(m, Append) and m.commit >= entry.index]
+    assert told == [first]
+
+
 def test_a_proposal_to_a_follower_gets_no_entries() -> None:
     net = settled()
     follower = net.cores[1]
