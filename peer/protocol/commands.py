@@ -12,9 +12,9 @@ The JSON shapes (kept stable, as they are on disk):
   {"op": "finish", "at": T, "items": [[id, attempt, ok, value, retry_at], ...]}
   {"op": "cancel", "at": T, "id": N}
 
-Decoding checks every field's type and raises `CommandError` on anything else, so a
-malformed entry is refused whole (the table skips it the same way on every peer) and
-never half-applied. Pure: orjson only, no I/O.
+Decoding checks every field's type (the checks are in `peer.protocol.fields`) and raises
+`CommandError` on anything else, so a malformed entry is refused whole (the table skips
+it the same way on every peer) and never half-applied. Pure: orjson only, no I/O.
 """
 
 from __future__ import annotations
@@ -25,9 +25,15 @@ from typing import Any
 
 import orjson
 
-
-class CommandError(ValueError):
-    """Text that is not a well-formed log command."""
+from peer.protocol.fields import SPEC_CHECKS as _SPEC_CHECKS
+from peer.protocol.fields import CommandError as CommandError  # (re-exported)
+from peer.protocol.fields import at as _at
+from peer.protocol.fields import integer as _integer
+from peer.protocol.fields import list_field as _list
+from peer.protocol.fields import number as _number
+from peer.protocol.fields import optional_text as _optional_text
+from peer.protocol.fields import row as _row
+from peer.protocol.fields import typed as _typed
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,47 +93,6 @@ _SPEC_DEFAULTS: dict[str, Any] = {
     "due": None,
 }
 
-
-def _as_is(value: Any, name: str) -> Any:
-    return value
-
-
-def _text(value: Any, name: str) -> str:
-    return _typed(value, str, name)  # type: ignore[no-any-return]
-
-
-def _optional_number(value: Any, name: str) -> float | None:
-    return None if value is None else _number(value, name)
-
-
-def _integers(value: Any, name: str) -> tuple[int, ...]:
-    if not isinstance(value, list):
-        raise CommandError(f"{name}: must be a list")
-    return tuple(_integer(v, name) for v in value)
-
-
-def _texts(value: Any, name: str) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise CommandError(f"{name}: must be a list")
-    return tuple(_typed(v, str, name) for v in value)
-
-
-# how each field of a task spec is checked (and converted) from JSON
-_SPEC_CHECKS: dict[str, Callable[[Any, str], Any]] = {
-    "kind": _text,
-    "args": _as_is,
-    "queue": _text,
-    "priority": lambda v, n: _integer(v, n),
-    "max_attempts": lambda v, n: _integer(v, n),
-    "timeout": _optional_number,
-    "delay": lambda v, n: _number(v, n),
-    "depends_on": _integers,
-    "key": lambda v, n: _optional_text(v, n),
-    "ref": lambda v, n: _optional_text(v, n),
-    "after": _texts,
-    "schedule": lambda v, n: _optional_text(v, n),
-    "due": _optional_number,
-}
 
 CATCH_UP = ("all", "latest", "none")
 
@@ -442,44 +407,3 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Command]] = {
         _typed(data.get("reason"), str, "reason"),
     ),
 }
-
-
-def _at(data: dict[str, Any]) -> float:
-    return _number(data.get("at"), "at")
-
-
-def _row(item: Any, width: int) -> list[Any]:
-    if not isinstance(item, list) or len(item) != width:
-        raise CommandError(f"items: each item is a list of {width}")
-    return item
-
-
-def _list(data: dict[str, Any], name: str, required: bool = False) -> list[Any]:
-    if required and name not in data:
-        raise CommandError(f"{name}: missing")
-    value = data.get(name, [])
-    if not isinstance(value, list):
-        raise CommandError(f"{name}: must be a list")
-    return value
-
-
-def _typed(value: Any, kind: type, name: str) -> Any:
-    if not isinstance(value, kind):
-        raise CommandError(f"{name}: must be {kind.__name__}")
-    return value
-
-
-def _integer(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CommandError(f"{name}: must be an integer")
-    return value
-
-
-def _number(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CommandError(f"{name}: must be a number")
-    return float(value)
-
-
-def _optional_text(value: Any, name: str) -> str | None:
-    return None if value is None else _typed(value, str, name)
