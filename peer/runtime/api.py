@@ -25,6 +25,7 @@ from peer.runtime.auth import SENDER, unseal, verify
 from peer.runtime.forwarding import PATH as FORWARD_PATH
 from peer.runtime.metrics import PeerMetrics, get_metrics
 from peer.runtime.node import Node
+from peer.runtime.openapi import add_openapi_routes
 from peer.runtime.service import Reply, Write, WriteService, bad_request_reply, wait_terminal
 from peer.runtime.transport import MAX_FRAME, STREAM_PATH
 from peer.runtime.transport import PATH as PEER_PATH
@@ -339,6 +340,7 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     app.router.add_get(STREAM_PATH, peer_stream)
     app.router.add_post(FORWARD_PATH, post_peer_writes)
     add_ui_routes(app, node)
+    add_openapi_routes(app)
     app[STREAMS] = weakref.WeakSet()
     app.on_shutdown.append(close_streams)
     app.on_cleanup.append(lambda app: app[WRITES].close())
