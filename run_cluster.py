@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
 
+from peer.client.asynchronous import TOKEN_ENV
 from peer.config import ConfigError, load_config
 from peer.ops.dashboard import ClusterWatch
-from peer.ops.launcher import STOP_SIGNALS, Launcher, busy_ports, effective_config, write_config
+from peer.ops.launcher import (
+    STOP_SIGNALS,
+    Launcher,
+    busy_ports,
+    effective_config,
+    launch_token,
+    write_config,
+)
 
 DEFAULT_CONFIG = Path(__file__).resolve().with_name("cluster.toml")
 
@@ -45,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         config = effective_config(
             load_config(args.config), args.nodes, args.base_port, args.data_dir
         )
+        config, token = launch_token(config)
     except ConfigError as exc:
         print(f"run_cluster: {exc}", file=sys.stderr)
         return 2
@@ -58,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     try:
         launcher.start_all()
-        asyncio.run(ClusterWatch(launcher, args.headless).run())
+        token = token or os.environ.get(TOKEN_ENV)
+        asyncio.run(ClusterWatch(launcher, args.headless, token=token).run())
     except KeyboardInterrupt:
         pass
     finally:

@@ -6,12 +6,14 @@ A bad file raises `ConfigError` naming the field and the reason.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from peer.protocol.settings import POLICIES, QueuePolicy, Settings
+from peer.tokens import AuthConfig, AuthConfigError, dump_auth, parse_auth
 
 _DEFAULTS = Settings()
 
@@ -54,6 +56,7 @@ class ClusterConfig:
     queues: tuple[tuple[str, QueuePolicy], ...] = ()  # [queues.NAME] tables
     schedules: tuple[dict[str, Any], ...] = ()  # [[schedule]] tables, checked at serve
     log_format: str = "auto"  # console | json | auto (console on a terminal)
+    auth: AuthConfig = AuthConfig()  # [auth]: API tokens (peer/tokens.py)
 
     def settings(self) -> Settings:
         """The core's settings: every field of `Settings` this file sets, else its
@@ -73,6 +76,28 @@ class ClusterConfig:
 
     def node_dir(self, node_id: int) -> Path:
         return Path(self.data_dir) / f"node-{node_id}"
+
+
+def exposure_problem(config: ClusterConfig, node_id: int) -> str | None:
+    """Why peer `node_id` must not serve as configured, or None: a non-loopback address
+    with auth off needs `auth.insecure = true`."""
+    host = config.node(node_id).host
+    if config.auth.enabled or config.auth.insecure or _is_loopback(host):
+        return None
+    return (
+        f"node {node_id} would serve {host}, which is not a loopback address, with no API "
+        "tokens: add [[auth.token]] tables (see peer/tokens.py), or set "
+        "auth.insecure = true to serve it open anyway"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
 
 
 def _seconds(key: str, value: Any) -> float:
@@ -197,9 +222,17 @@ def _check_schedule_tables(raw: Any) -> tuple[dict[str, Any], ...]:
     return tuple(raw)
 
 
-def parse_config(data: dict[str, Any]) -> ClusterConfig:
-    """Build a validated config from an already-parsed TOML document."""
-    unknown = set(data) - {"cluster", "node", "schedule", "queues"}
+def _check_auth(table: Any, base_dir: Path | None) -> AuthConfig:
+    try:
+        return parse_auth(table, base_dir)
+    except AuthConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def parse_config(data: dict[str, Any], base_dir: Path | None = None) -> ClusterConfig:
+    """Build a validated config from an already-parsed TOML document (`base_dir`: where
+    relative paths inside it, such as `auth.tokens_file`, are read from)."""
+    unknown = set(data) - {"cluster", "node", "schedule", "queues", "auth"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown table")
     table = data.get("cluster", {})
@@ -209,6 +242,7 @@ def parse_config(data: dict[str, Any]) -> ClusterConfig:
         nodes=_check_nodes(data.get("node")),
         schedules=_check_schedule_tables(data.get("schedule", [])),
         queues=_check_queue_tables(data.get("queues", {})),
+        auth=_check_auth(data.get("auth", {}), base_dir),
         **_check_cluster_table(table),
     )
     if not config.heartbeat_interval < config.suspect_after <= config.failure_timeout:
@@ -226,7 +260,7 @@ def load_config(path: str | Path) -> ClusterConfig:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from exc
-    return parse_config(data)
+    return parse_config(data, Path(path).parent)
 
 
 def with_nodes(config: ClusterConfig, count: int, base_port: int | None = None) -> ClusterConfig:
@@ -266,7 +300,7 @@ def dump_config(config: ClusterConfig) -> str:
     """The TOML text of `config`; `load_config` of it gives the same config back."""
     lines = ["[cluster]"]
     for name in ClusterConfig.__dataclass_fields__:
-        if name not in ("nodes", "schedules", "queues"):
+        if name not in ("nodes", "schedules", "queues", "auth"):
             lines.append(f"{name} = {_toml_value(getattr(config, name))}")
     for node in config.nodes:
         lines += ["", "[[node]]", f"id = {node.id}", f'host = "{node.host}"', f"port = {node.port}"]
@@ -278,4 +312,5 @@ def dump_config(config: ClusterConfig) -> str:
     for schedule in config.schedules:
         lines += ["", "[[schedule]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in schedule.items() if v is not None]
+    lines += dump_auth(config.auth)
     return "\n".join(lines) + "\n"

@@ -109,6 +109,7 @@ class Cluster:
         self.config_path.write_text(dump_config(self.config), encoding="utf-8")
         self.config_path.chmod(0o600)
         self.log_level = log_level
+        self.token: str | None = None  # sent with every request when the cluster has auth
         self._peers: dict[int, _Peer] = {}
         self._conns: dict[int, http.client.HTTPConnection] = {}
         self.last_views: dict[int, View | None] = {}
@@ -251,8 +252,11 @@ class Cluster:
             conn.timeout = timeout
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)
+            sent = dict(headers or {})
+            if self.token is not None:
+                sent.setdefault("Authorization", f"Bearer {self.token}")
             try:
-                conn.request(method, path, body=body, headers=headers or {})
+                conn.request(method, path, body=body, headers=sent)
                 resp = conn.getresponse()
                 return resp.status, resp.read()
             except (OSError, http.client.HTTPException) as exc:

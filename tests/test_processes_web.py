@@ -113,3 +113,40 @@ def test_the_page_follows_the_cluster_live_keeps_its_filters_and_retries_a_task(
     browser.save_screenshot(str(shot))
     print(f"screenshot: {shot}")
     assert shot.stat().st_size > 10_000
+
+
+def test_with_tokens_the_page_asks_for_one_and_then_shows_the_cluster_live(
+    cluster_factory: ClusterFactory, browser: Any
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    from peer.tokens import AuthConfig
+
+    token = "web-" + "t" * 30
+    auth = AuthConfig().with_token("viewer", "read", token)
+    cluster = cluster_factory(3, start=False, auth=auth)
+    cluster.token = token
+    cluster.start_all()
+    cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
+    browser.get(cluster.url(1) + "/")
+    login = browser.find_element(By.ID, "login")
+    _until(browser, login.is_displayed, "the sign-in form")
+    assert "token" in _text(browser, "#login-message")
+    assert _text(browser, "#members tbody") == ""  # nothing shown without a token
+
+    browser.find_element(By.ID, "token").send_keys("wrong-" + "x" * 20)
+    browser.find_element(By.CSS_SELECTOR, "#login button").click()
+    _until(browser, lambda: "unknown token" in _text(browser, "#login-message"), "a refusal")
+
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#login button").click()
+    _until(browser, lambda: _text(browser, "#leader").startswith("leader 3 "), "leader 3 shown")
+    _until(browser, lambda: _text(browser, "#live") == "live", "the live stream")
+    assert not login.is_displayed()
+    rows = browser.find_elements(By.CSS_SELECTOR, "#members tbody tr")
+    assert len(rows) == 3
+    browser.refresh()  # the token lives in this tab's session: a reload keeps it
+    _until(browser, lambda: _text(browser, "#leader").startswith("leader 3 "), "after a reload")
+    assert not browser.find_element(By.ID, "login").is_displayed()
+    stored = browser.execute_script("return sessionStorage.getItem('bullyq-token')")
+    assert stored == token

@@ -17,10 +17,14 @@ a task id this client has already been given retries a 404 briefly instead of fa
         task = await client.wait(task["id"], timeout=30)
 
 A cancel retried after a lost reply may answer 409 (the first attempt did cancel it).
+
+A cluster with API tokens wants one: `token=`, else `$BULLYQ_TOKEN`; it goes in every
+request's `Authorization: Bearer` header. A 401 or 403 is not retried.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
@@ -45,6 +49,7 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_LONG_POLL = 60.0  # seconds: the most a peer holds one `GET /tasks/{id}?wait=S`
 MAX_BACKOFF = 2.0  # seconds: the longest pause between two attempts
+TOKEN_ENV = "BULLYQ_TOKEN"  # where a client finds its API token when given none
 
 Task = dict[str, Any]
 TaskList = list[Task]
@@ -139,8 +144,11 @@ class AsyncClient:
         *,
         retries: int = 8,
         retry_time: float = 15.0,
+        token: str | None = None,
     ) -> None:
         self.peers = _peer_list(peers)
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
         self.retries = retries
         self.retry_time = retry_time
@@ -387,7 +395,7 @@ class AsyncClient:
         index = self._current
         url = self.peers[index] + path
         timeout = aiohttp.ClientTimeout(total=self.timeout + extra_time)
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        headers = self._auth if data is None else {"Content-Type": "application/json", **self._auth}
         try:
             async with self._open().request(
                 method, url, params=params, data=data, headers=headers, timeout=timeout

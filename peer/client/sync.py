@@ -52,10 +52,13 @@ class Client:
         *,
         retries: int = 8,
         retry_time: float = 15.0,
+        token: str | None = None,
     ) -> None:
         self._runner = asyncio.Runner()
         self._closed = False
-        self._client = AsyncClient(peers, timeout, retries=retries, retry_time=retry_time)
+        self._client = AsyncClient(
+            peers, timeout, retries=retries, retry_time=retry_time, token=token
+        )
 
     @property
     def peers(self) -> list[str]:

@@ -2,9 +2,10 @@
 talk to a running cluster through `peer.client`.
 
 Client commands take `--peer URL` (repeatable; default `$PEER_URL`, a comma-separated
-list, else http://127.0.0.1:7001) and `--json` (plain JSON on stdout, for scripts; rich
-tables otherwise, drawn by `peer.ops.render`). Exit codes: 0 ok, 1 the cluster refused the
-request (the reason on stderr), 2 usage error, 3 no peer could serve the request.
+list, else http://127.0.0.1:7001), `--token` (default `$BULLYQ_TOKEN`) and `--json`
+(plain JSON on stdout, for scripts; rich tables otherwise, drawn by `peer.ops.render`).
+Exit codes: 0 ok, 1 the cluster refused the request (the reason on stderr), 2 usage
+error, 3 no peer could serve the request.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import orjson
 from rich.console import Console
 
 from peer.client import Client, ClientError, Unavailable
-from peer.config import ConfigError, load_config
+from peer.client.asynchronous import TOKEN_ENV
+from peer.config import ConfigError, exposure_problem, load_config
 from peer.ops import render
 from peer.runtime.logs import FORMATS
 
@@ -55,6 +57,9 @@ def _client_options() -> argparse.ArgumentParser:
         action="append",
         metavar="URL",
         help=f"a peer to talk to, repeatable (default: $PEER_URL or {DEFAULT_PEER})",
+    )
+    common.add_argument(
+        "--token", help="the API token (default: $BULLYQ_TOKEN; run_cluster.py prints one)"
     )
     common.add_argument("--json", action="store_true", help="print plain JSON")
     common.add_argument(
@@ -116,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="the live dashboard of a running cluster")
     watch.add_argument("--config", default="cluster.toml", help="its cluster file")
     watch.add_argument("--headless", action="store_true", help="print events, no dashboard")
+    watch.add_argument("--token", help="an API token with role read (default: $BULLYQ_TOKEN)")
     return parser
 
 
@@ -132,7 +138,8 @@ def _watch(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch, nothing else
-        asyncio.run(ClusterWatch(RemotePeers(config), args.headless).run())
+        token = args.token or os.environ.get(TOKEN_ENV)
+        asyncio.run(ClusterWatch(RemotePeers(config), args.headless, token=token).run())
     return EXIT_OK
 
 
@@ -182,6 +189,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         config.node(args.id)
+        problem = exposure_problem(config, args.id)
+        if problem is not None:
+            raise ConfigError(problem)
         declared_schedules(config, Registry(config.task_modules, config.allow_shell))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -299,7 +309,7 @@ def _run(args: argparse.Namespace) -> int:
         print("error: --peer: no peer URL given", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with Client(peers, retry_time=RETRY_TIME) as client:
+        with Client(peers, retry_time=RETRY_TIME, token=args.token) as client:
             data = command(client, args)
     except Unavailable as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from peer.client.asynchronous import TOKEN_ENV
 from peer.config import ClusterConfig
 from peer.ops import render as render_text
 from peer.ops.events import Event, EventFeed, Snapshot, Snapshots, agreed_leadership, reference_view
@@ -74,12 +75,22 @@ def peer_lines(config: ClusterConfig) -> list[str]:
     return lines + [f"  peer {n.id}  {n.url}  log {log_path(config, n.id)}" for n in config.nodes]
 
 
-def usage_lines(url: str) -> list[str]:
+def usage_lines(url: str, token: str | None = None, auth: bool = False) -> list[str]:
+    """What a newcomer copies: the token (when this launch made one), a submit and a
+    status command, the web page."""
     body = '{"kind":"echo","args":{"hello":"world"}}'
-    return [
-        f"API (any peer; writes go to the leader): {url}",
+    lines = [f"API (any peer; writes go to the leader): {url}   web page: {url}/"]
+    header = ""
+    if token is not None:
+        lines += ["API token of this launch (admin; the web page asks for it):"]
+        lines += [f"  export {TOKEN_ENV}={token}"]
+    if token is not None or auth:
+        header = f' -H "Authorization: Bearer ${TOKEN_ENV}"'
+    if auth and token is None:
+        lines += [f"API tokens are configured: export {TOKEN_ENV}=<yours>"]
+    return lines + [
         "submit a task:",
-        f"  curl -s -X POST {url}/tasks -H 'content-type: application/json' -d '{body}'",
+        f"  curl -s -X POST {url}/tasks{header} -H 'content-type: application/json' -d '{body}'",
         "cluster status:",
         f"  python -m peer status --peer {url}",
     ]
@@ -207,9 +218,11 @@ def render(
     launcher: PeerProcesses,
     feed: EventFeed,
     pending: str,
+    token: str | None = None,
 ) -> Group:
     title = f"bullyq: {len(config.nodes)} local peers · state and logs in {config.data_dir}"
-    usage = [Text(line) for line in usage_lines(api_url(config, snapshots))]
+    lines = usage_lines(api_url(config, snapshots), token, config.auth.enabled)
+    usage = [Text(line) for line in lines]
     footer = Text.assemble(("> ", "bold"), pending, ("▏", "blink"), "   ", (HELP, "dim"))
     return Group(
         Text(title, style="bold cyan"),
@@ -229,8 +242,15 @@ def render(
 class ClusterWatch:
     """One `run_cluster.py` session: polls the peers and applies k/r/q until stopped."""
 
-    def __init__(self, launcher: PeerProcesses, headless: bool, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self,
+        launcher: PeerProcesses,
+        headless: bool,
+        out: TextIO = sys.stdout,
+        token: str | None = None,
+    ) -> None:
         self.launcher = launcher
+        self.token = token
         self.config = launcher.config
         self.headless = headless
         self.out = out
@@ -249,7 +269,8 @@ class ClusterWatch:
         try:
             with stdin_commands(self.obey, keys=not self.headless) as editor:
                 self._editor = editor
-                async with aiohttp.ClientSession() as session:
+                auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+                async with aiohttp.ClientSession(headers=auth) as session:
                     with self._screen():
                         await self._loop(session)
         finally:
@@ -317,7 +338,8 @@ class ClusterWatch:
         if self._live is not None:
             pending = self._editor.pending if self._editor else ""
             self._live.update(
-                render(self.config, self.snapshots, self.launcher, self.feed, pending), refresh=True
+                render(self.config, self.snapshots, self.launcher, self.feed, pending, self.token),
+                refresh=True,
             )
 
     def _print(self, event: Event) -> None:
@@ -327,7 +349,8 @@ class ClusterWatch:
     @contextlib.contextmanager
     def _screen(self) -> Iterator[None]:
         if self.headless:
-            for line in peer_lines(self.config) + usage_lines(self.config.nodes[0].url):
+            url, auth = self.config.nodes[0].url, self.config.auth.enabled
+            for line in peer_lines(self.config) + usage_lines(url, self.token, auth):
                 print(line, file=self.out)
             print(f"commands on stdin: {HELP}", file=self.out, flush=True)
             yield

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from peer.config import ClusterConfig, ConfigError, NodeAddress, dump_config, with_nodes
+from peer.tokens import new_token
 
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops the whole cluster
@@ -56,6 +57,22 @@ def effective_config(
     if not out.secret:
         out = replace(out, secret=make_secret())
     return out
+
+
+LAUNCH_TOKEN_NAME = "run_cluster"
+
+
+def launch_token(
+    config: ClusterConfig, make_token: Callable[[], str] = new_token
+) -> tuple[ClusterConfig, str | None]:
+    """With no API tokens configured, a fresh admin token for this launch: the config
+    holding its digest, and the token itself (shown once, never written down). With
+    tokens configured, the config unchanged and None: the user holds theirs."""
+    if config.auth.enabled:
+        return config, None
+    token = make_token()
+    auth = config.auth.with_token(LAUNCH_TOKEN_NAME, "admin", token)
+    return replace(config, auth=auth), token
 
 
 def write_config(config: ClusterConfig) -> Path:

@@ -21,6 +21,8 @@ import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from peer.registry import Registry
+from peer.runtime.access import SHELL as SHELL_KIND
+from peer.runtime.access import TOKEN, Denied, check_token, demand, demand_for_kinds
 from peer.runtime.auth import SENDER, unseal, verify
 from peer.runtime.forwarding import PATH as FORWARD_PATH
 from peer.runtime.metrics import PeerMetrics, get_metrics
@@ -181,12 +183,14 @@ async def read_json(request: web.Request) -> Any:
 async def post_task(request: web.Request) -> web.Response:
     data = await read_json(request)
     spec = check_spec(data, request.app[REGISTRY])
+    demand_for_kinds(request, [spec["kind"]])
     return reply(await request.app[WRITES].write(Write("submit", [spec])))
 
 
 async def post_batch(request: web.Request) -> web.Response:
     data = await read_json(request)
     specs, order = check_batch(data, request.app[REGISTRY])
+    demand_for_kinds(request, {spec["kind"] for spec in specs})
     return reply(await request.app[WRITES].write(Write("submit", specs, order)))
 
 
@@ -233,12 +237,17 @@ async def cancel_task(request: web.Request) -> web.Response:
 
 
 async def retry_task(request: web.Request) -> web.Response:
-    write = Write("retry", task_id=task_id_of(request))
+    task_id = task_id_of(request)
+    task = request.app[NODE].core.tasks.get(task_id)
+    demand_for_kinds(request, [task.kind] if task is not None else [])
+    write = Write("retry", task_id=task_id)
     return reply(await request.app[WRITES].write(write))
 
 
 async def requeue_tasks(request: web.Request) -> web.Response:
     query = check_requeue(await read_json(request))
+    if SHELL_KIND in request.app[REGISTRY] and query.get("kind") in (None, SHELL_KIND):
+        demand(request, "admin", "a requeue that may match shell tasks (give another kind)")
     return reply(await request.app[WRITES].write(Write("requeue", [query])))
 
 
@@ -259,6 +268,7 @@ async def post_schedule(request: web.Request) -> web.Response:
     if replace not in ("0", "1"):
         raise BadRequest("replace", "must be 0 or 1")
     schedule = check_schedule(await read_json(request), request.app[REGISTRY])
+    demand_for_kinds(request, [schedule["task"]["kind"]])
     write = Write("schedule_put", schedule=schedule, flag=replace == "1")
     return reply(await request.app[WRITES].write(write))
 
@@ -297,6 +307,8 @@ async def errors_as_json(
         return bad_request(exc)
     except Unauthorized as exc:
         return error(401, "unauthorized", str(exc))
+    except Denied as exc:
+        return error(exc.status, exc.code, exc.message, **exc.headers)
     except web.HTTPRequestEntityTooLarge:
         return error(413, "too_large", f"body over {request.app[NODE].config.max_body} bytes")
     except web.HTTPException as exc:
@@ -315,8 +327,10 @@ async def close_streams(app: web.Application) -> None:
 def build_app(node: Node, registry: Registry) -> web.Application:
     metrics = PeerMetrics(node)
     app = web.Application(
-        client_max_size=node.config.max_body, middlewares=[metrics.timing, errors_as_json]
+        client_max_size=node.config.max_body,
+        middlewares=[metrics.timing, errors_as_json, check_token],
     )
+    app[TOKEN] = node.config.auth
     app[NODE] = node
     app[REGISTRY] = registry
     app[WRITES] = WriteService(node)

@@ -1,5 +1,7 @@
 // The cluster's web page: live over server-sent events (GET /events pushes this peer's
 // view of the cluster whenever it changes); tasks and actions through the public API.
+// A cluster with API tokens answers 401 until the user signs in: the token is kept in
+// this tab's sessionStorage and sent as `Authorization: Bearer` on every request.
 "use strict";
 
 const FILTERS = ["state", "queue", "kind", "schedule", "search"];
@@ -8,6 +10,7 @@ const samples = []; // [seconds, tasks finished], for the throughput chart
 let lastCommit = -1;
 let refreshing = false;
 
+const TOKEN_KEY = "bullyq-token";
 const $ = (selector) => document.querySelector(selector);
 const clock = (t) => (t == null ? "-" : new Date(t * 1000).toLocaleTimeString());
 
@@ -26,13 +29,46 @@ function fill(tbody, rows) {
   }));
 }
 
+// ------------------------------------------------------------------ signing in
+
+function authHeaders() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+function showLogin(reason) {
+  $("#login").hidden = false;
+  $("#logout").hidden = true;
+  $("#login-message").textContent = reason || "";
+}
+
+function setUpLogin() {
+  $("#login").onsubmit = (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, $("#token").value.trim());
+    $("#token").value = "";
+    $("#login").hidden = true;
+    $("#logout").hidden = false;
+    connect();
+    refresh();
+  };
+  $("#logout").onclick = () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin("signed out");
+  };
+  $("#logout").hidden = !sessionStorage.getItem(TOKEN_KEY);
+}
+
 async function api(method, path, body) {
+  const headers = authHeaders();
+  if (body) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
-    headers: body ? { "Content-Type": "application/json" } : {},
+    headers,
     body: body ? JSON.stringify(body) : undefined,
   });
   const data = await response.json();
+  if (response.status === 401) showLogin(data.error ? data.error.message : "sign in");
   if (!response.ok) throw new Error(data.error ? data.error.message : response.status);
   return data;
 }
@@ -98,13 +134,46 @@ function chart(finished) {
   ctx.fillText(`${top.toFixed(0)}/s`, 4, 12);
 }
 
-function connect() {
-  const source = new EventSource("/events");
-  source.addEventListener("cluster", (message) => {
-    $("#live").textContent = "live";
-    showCluster(JSON.parse(message.data));
-  });
-  source.onerror = () => { $("#live").textContent = "reconnecting…"; };
+// The event stream is read with fetch, not EventSource, which cannot send a token.
+let streamGeneration = 0;
+
+async function connect() {
+  const generation = ++streamGeneration;
+  while (generation === streamGeneration) {
+    try {
+      const response = await fetch("/events", { headers: authHeaders() });
+      if (response.status === 401) {
+        const data = await response.json();
+        showLogin(data.error ? data.error.message : "sign in");
+        $("#live").textContent = "signed out";
+        return;
+      }
+      if (!response.ok) throw new Error(String(response.status));
+      $("#live").textContent = "live";
+      await readEvents(response.body.getReader(), generation);
+    } catch (e) {
+      $("#live").textContent = "reconnecting…";
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+async function readEvents(reader, generation) {
+  const decoder = new TextDecoder();
+  let buffer = "";
+  while (generation === streamGeneration) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const message = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = message.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6));
+      if (message.startsWith("event: cluster") && data.length) showCluster(JSON.parse(data.join("\n")));
+    }
+  }
+  reader.cancel();
 }
 
 // ------------------------------------------------------------------ tasks
@@ -239,6 +308,7 @@ function setUp() {
   window.onpopstate = () => { setUp(); refresh(); };
 }
 
+setUpLogin();
 setUp();
 connect();
 refresh();
