@@ -1,5 +1,6 @@
-"""The driver against a failing disk: a write the disk refuses is never acknowledged,
-nothing crashes, and everything completes once the disk takes writes again."""
+"""The driver against a failing disk: a write the disk refuses is never acknowledged
+(its proposal hears `DiskRefused`, and so does every new one), nothing crashes, and
+the refused entry is written and applied once the disk takes writes again."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from peer.config import ClusterConfig, NodeAddress
 from peer.protocol.commands import Submit, TaskSpec
 from peer.registry import Registry
-from peer.runtime.node import Node
+from peer.runtime.node import DiskRefused, Node
 from tests.harness import free_ports
 
 
@@ -30,14 +33,21 @@ async def _scenario(tmp: Path) -> None:
 
         node.storage.save = full_disk  # type: ignore[method-assign]
         command = Submit(1.0, (TaskSpec("echo"),))
-        proposal = asyncio.create_task(node.propose(command))
-        await asyncio.sleep(0.3)  # many driver cycles, each retrying the write
-        assert not proposal.done(), "acknowledged a write the disk refused"
+        async with asyncio.timeout(5):
+            with pytest.raises(DiskRefused) as refused:
+                await node.propose(command)
+        assert refused.value.proposed, "the entry was in the log when the disk refused"
         assert node.disk_error and "full" in node.disk_error
+        await asyncio.sleep(0.3)  # many driver cycles, each retrying the write
+        assert len(node.core.tasks.tasks) == 0, "applied a write the disk refused"
+        with pytest.raises(DiskRefused) as at_once:
+            await node.propose(Submit(2.0, (TaskSpec("echo"),)))
+        assert not at_once.value.proposed
         node.storage.save = real_save  # type: ignore[method-assign]
         async with asyncio.timeout(5):
-            applied = await proposal
-        assert applied.op == "submit" and node.disk_error is None
+            while not node.core.tasks.tasks:
+                await node.wait_changed(0.05)
+        assert node.disk_error is None and len(node.core.tasks.tasks) == 1
         entries, _ = node.storage.load_log()
         assert any('"submit"' in e.command for e in entries)
     finally:

@@ -7,7 +7,9 @@ while the driver goes on cycling; what a batch sends or hands out waits for the 
 that covers it (`peer.protocol.writes`), except a leader's appends, which leave at once.
 A failed write to disk (a full disk) holds the peer back instead of crashing it: it
 sends nothing that depends on the unsaved state and retries the write after every
-cycle (to its peers it looks down), so it never acknowledges what is not on its disk.
+cycle (to its peers it looks down), so it never acknowledges what is not on its disk;
+meanwhile a proposal is refused at once (`DiskRefused`), and one waiting for its entry
+when the disk refuses is told so (the entry may still commit once the disk recovers).
 """
 
 from __future__ import annotations
@@ -133,6 +135,8 @@ class Node:
         Raises `NotLeader` when this peer is not a ready leader, `LeadershipLost` when
         the entry was replaced by another leader's (the caller may retry safely).
         """
+        if self.disk_error:
+            raise DiskRefused(self.disk_error, proposed=False)
         if not self.core.is_ready_leader:
             raise NotLeader()
         self._proposals += 1
@@ -252,6 +256,7 @@ class Node:
                 log.error("cannot write state to disk (%s); holding back until it can", error)
             self.disk_error = str(error)
             self.writes.refused()
+            self._refuse_waiters(DiskRefused(self.disk_error, proposed=True))
             return
         self.on_disk_write(time.perf_counter() - self._write_started)
         if self.disk_error:
@@ -264,6 +269,14 @@ class Node:
             self._inbox.append(Persisted(last.index, last.term))
         for batch in self.writes.landed():
             self._release(batch)
+
+    def _refuse_waiters(self, exc: DiskRefused) -> None:
+        """Proposals waiting for their entries hear that the disk refused it (their
+        entries stay in the log and are written once the disk takes writes again)."""
+        for _, future in self._waiters.values():
+            if not future.done():
+                future.set_exception(exc)
+        self._waiters.clear()
 
     def _completed(self, item: ResultItem) -> None:
         self.done += 1
@@ -309,6 +322,16 @@ class NotLeader(Exception):
 
 class LeadershipLost(Exception):
     """The proposed entry was replaced by another leader's before it committed."""
+
+
+class DiskRefused(Exception):
+    """This peer's disk refuses writes (`reason`): a proposal is refused before it
+    enters the log (`proposed` False), or after (its entry may still commit)."""
+
+    def __init__(self, reason: str, proposed: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.proposed = proposed
 
 
 def secret(config: ClusterConfig) -> bytes:

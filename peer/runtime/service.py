@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from peer.protocol.commands import Cancel, Submit, TaskSpec
 from peer.protocol.records import TERMINAL, Applied
 from peer.runtime.forwarding import Forwarder
-from peer.runtime.node import FORWARDED_BY, LeadershipLost, Node, NotLeader
+from peer.runtime.node import FORWARDED_BY, DiskRefused, LeadershipLost, Node, NotLeader
 from peer.runtime.schedule_writes import SCHEDULE_OPS, schedule_settled, write_schedule
 from peer.runtime.task_writes import TASK_OPS, write_task_op
 from peer.runtime.validation import BadRequest
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 FORWARDED_WAIT = 0.5  # seconds a forwarded write waits for this peer to lead
 ERROR_FIELD = "X-Error-Field"  # response header: the request field a 400 refuses
+MAX_LONG_POLLS = 256  # `GET /tasks/{id}?wait=` requests one peer holds at once
+DISK_RETRY_AFTER = "5"  # seconds a client is told to wait while the disk refuses writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,29 @@ def unavailable(message: str) -> Reply:
     return Reply(503, {"error": {"code": "unavailable", "message": message}}, {"Retry-After": "1"})
 
 
+def disk_refused_reply(exc: DiskRefused) -> Reply:
+    """503 while this leader's disk refuses writes: `disk_full` when it is out of space
+    (SQLite's SQLITE_FULL, or ENOSPC), `disk_error` for any other refusal."""
+    full = "full" in exc.reason or "No space" in exc.reason
+    outcome = (
+        "the write may still be applied once the disk takes writes again (retry with its key)"
+        if exc.proposed
+        else "nothing was changed"
+    )
+    message = f"this peer cannot write to its disk ({exc.reason}); {outcome}"
+    body = {"error": {"code": "disk_full" if full else "disk_error", "message": message}}
+    return Reply(503, body, {"Retry-After": DISK_RETRY_AFTER})
+
+
+class LimitReached(Exception):
+    """A request over one of the peer's limits, with its answer (`peer.runtime.server`
+    turns it into the response)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.body["error"]["message"])
+        self.reply = reply
+
+
 def error_reply(status: int, code: str, message: str) -> Reply:
     return Reply(status, {"error": {"code": code, "message": message}})
 
@@ -131,6 +157,8 @@ class WriteService:
                     return await self._execute(write)
             except (NotLeader, LeadershipLost):
                 pass  # lost the lead mid-request; the rid makes a retry safe
+            except DiskRefused as exc:
+                return disk_refused_reply(exc)
             leader = core.leader
             if not forwarded and leader is not None and leader != self.node.id:
                 answer = await self.forwarder.forward(leader, write.to_json(), deadline)
@@ -212,11 +240,35 @@ class WriteService:
         return Reply(200, task.to_json())
 
 
+_long_polls: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
+
+
+def long_polls(node: Node) -> int:
+    """The long polls waiting on `node` now."""
+    return _long_polls.get(node, 0)
+
+
 async def wait_terminal(node: Node, task_id: int, seconds: float) -> None:
-    """Long-poll: return once the task is terminal here, or after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
-        task = node.core.tasks.get(task_id)
-        if task is None or task.state in TERMINAL:
-            return
-        await node.wait_changed(left)
+    """Long-poll: return once the task is terminal here, or after `seconds`.
+
+    At most `MAX_LONG_POLLS` wait on one peer at once; one more raises `LimitReached`
+    (503 `too_many_waiters` with `Retry-After`), unless it has nothing to wait for.
+    """
+    task = node.core.tasks.get(task_id)
+    if task is None or task.state in TERMINAL or seconds <= 0:
+        return
+    held = long_polls(node)
+    if held >= MAX_LONG_POLLS:
+        message = f"{held} long polls already wait on this peer (at most {MAX_LONG_POLLS})"
+        body = {"error": {"code": "too_many_waiters", "message": message}}
+        raise LimitReached(Reply(503, body, {"Retry-After": "1"}))
+    _long_polls[node] = held + 1
+    try:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            task = node.core.tasks.get(task_id)
+            if task is None or task.state in TERMINAL:
+                return
+            await node.wait_changed(left)
+    finally:
+        _long_polls[node] -= 1

@@ -8,6 +8,7 @@ may then send what depends on it. Writes are batched per round, never per entry.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,16 +57,29 @@ class Storage:
             meta += [("term", state.term), ("voted_for", state.voted_for)]
         if commit_index is not None:
             meta.append(("commit_index", commit_index))
-        with self.db:
-            self.db.execute("BEGIN")
-            if meta:
-                self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta)
-            if entries_from is not None:
-                self.db.execute("DELETE FROM log WHERE idx >= ?", (entries_from,))
-                self.db.executemany(
-                    "INSERT INTO log (idx, term, command) VALUES (?, ?, ?)",
-                    [(e.index, e.term, e.command) for e in entries],
-                )
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                if meta:
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta
+                    )
+                if entries_from is not None:
+                    self.db.execute("DELETE FROM log WHERE idx >= ?", (entries_from,))
+                    self.db.executemany(
+                        "INSERT INTO log (idx, term, command) VALUES (?, ?, ?)",
+                        [(e.index, e.term, e.command) for e in entries],
+                    )
+        except sqlite3.Error:
+            self._end_failed_transaction()
+            raise
+
+    def _end_failed_transaction(self) -> None:
+        """A refused write (a full disk) may leave its transaction open when the COMMIT
+        itself failed; roll it back so that the retry starts a clean one."""
+        if self.db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # (then SQLite rolled it back itself)
+                self.db.rollback()
 
     def load_log(self) -> tuple[list[Entry], int]:
         """Every entry in order, and the last commit index written."""

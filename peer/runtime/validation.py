@@ -2,7 +2,10 @@
 
 Every function either returns a normalised value or raises `BadRequest` naming the
 field and the reason. Nothing here reads or changes cluster state, so a refused request
-changes nothing.
+changes nothing. A task's `args` nest at most `MAX_ARGS_DEPTH` levels and encode to at
+most `MAX_ARGS_BYTES` (every peer's log holds them); a batch has at most
+`MAX_BATCH_TASKS` tasks; the body as a whole is bounded by `max_body` (413) before any
+of this runs.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
 
 from peer.config import ClusterConfig, ConfigError
 from peer.protocol.commands import CATCH_UP, ScheduleSpec
@@ -21,6 +26,8 @@ from peer.registry import Registry
 MAX_BATCH_TASKS = 10_000
 MAX_DEPENDS = 1_000
 MAX_TEXT = 256
+MAX_ARGS_DEPTH = 32  # levels of lists and objects in a task's args
+MAX_ARGS_BYTES = 256 << 10  # bytes of a task's args as JSON
 SPEC_FIELDS = frozenset(
     {"kind", "args", "queue", "priority", "max_attempts", "timeout", "delay", "depends_on", "key"}
 )
@@ -89,6 +96,7 @@ def check_spec(
     if kind not in registry:
         raise BadRequest(prefix + "kind", f"unknown task kind {kind!r}")
     out: dict[str, Any] = {"kind": kind, "args": data.get("args")}
+    _check_args_bounds(prefix + "args", data.get("args"))
     reason = registry.check_args(kind, data.get("args"))
     if reason:
         raise BadRequest(prefix + "args", reason)
@@ -103,6 +111,34 @@ def check_spec(
     if batch and data.get("after") is not None:
         out["after"] = _check_after(prefix, data["after"])
     return out
+
+
+def nesting(value: Any, limit: int) -> int:
+    """How many levels of lists and objects `value` has (a scalar: 0), counted without
+    recursion, and only up to `limit + 1`."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if depth > limit:
+            break
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _check_args_bounds(field: str, args: Any) -> None:
+    if nesting(args, MAX_ARGS_DEPTH) > MAX_ARGS_DEPTH:
+        raise BadRequest(field, f"nests deeper than {MAX_ARGS_DEPTH} levels of lists and objects")
+    try:
+        size = len(orjson.dumps(args))
+    except TypeError:  # (a value JSON cannot hold: only possible from inside a peer)
+        raise BadRequest(field, "must be JSON") from None
+    if size > MAX_ARGS_BYTES:
+        raise BadRequest(field, f"is {size} bytes as JSON, over the limit of {MAX_ARGS_BYTES}")
 
 
 def _check_after(prefix: str, after: Any) -> list[str]:
@@ -180,7 +216,7 @@ def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high
     raw = query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise BadRequest(name, f"must be an integer in {low}..{high}")
     return int(raw)
 
@@ -212,7 +248,7 @@ def check_schedule(data: Any, registry: Registry) -> dict[str, Any]:
     if unknown:
         raise BadRequest(unknown[0], "unknown field")
     name = data.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise BadRequest("name", "must be 1 to 100 letters, digits, '_', '.' or '-'")
     out: dict[str, Any] = {"name": name, **_check_rhythm(data)}
     if "task" not in data:

@@ -5,8 +5,10 @@ the loop, sync ones in a thread pool), at most `slots` at once (attempts assigne
 beyond that wait their turn here: the leader may hand a worker `slots x prefetch`
 attempts so the next ones are ready when a slot frees), bounded by the task's timeout
 from when it starts running, and hands the outcome to `on_done` as a `ResultItem`.
-A result that orjson cannot serialise fails the attempt with a clear error. `stop`
-cancels an attempt (cancelled, or ended elsewhere); a stopped attempt reports nothing.
+A result that orjson cannot serialise, or whose JSON is over `MAX_RESULT` bytes (it
+would be replicated to every peer's log), fails the attempt with a clear error; an
+error's text is cut to `MAX_ERROR` characters. `stop` cancels an attempt (cancelled,
+or ended elsewhere); a stopped attempt reports nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from peer.protocol.records import Task
 from peer.registry import Registry, TaskFailed
 
 log = logging.getLogger(__name__)
+
+MAX_RESULT = 1 << 20  # bytes of a result's JSON
+MAX_ERROR = 4096  # characters of an attempt's error kept
 
 
 class TaskRunner:
@@ -69,9 +74,9 @@ class TaskRunner:
         except TimeoutError:
             item = ResultItem(task.id, task.attempt, False, f"timeout after {task.timeout:g}s")
         except TaskFailed as exc:
-            item = ResultItem(task.id, task.attempt, False, str(exc))
+            item = ResultItem(task.id, task.attempt, False, _cut(str(exc)))
         except Exception as exc:  # a task's own failure, whatever it is
-            item = ResultItem(task.id, task.attempt, False, f"{type(exc).__name__}: {exc}")
+            item = ResultItem(task.id, task.attempt, False, _cut(f"{type(exc).__name__}: {exc}"))
         if self._running.pop(key, None) is not None:
             self.on_done(item)
 
@@ -94,6 +99,15 @@ class TaskRunner:
 
 def _encode(value: Any) -> str:
     try:
-        return orjson.dumps(value).decode()
+        encoded = orjson.dumps(value)
     except TypeError as exc:
         raise TaskFailed(f"result is not JSON-serialisable: {exc}") from None
+    if len(encoded) > MAX_RESULT:
+        raise TaskFailed(f"result too large: {len(encoded)} bytes over {MAX_RESULT}")
+    return encoded.decode()
+
+
+def _cut(error: str) -> str:
+    if len(error) <= MAX_ERROR:
+        return error
+    return f"{error[:MAX_ERROR]}... ({len(error) - MAX_ERROR} more characters)"
