@@ -3,7 +3,8 @@
 Checks the bully rule end to end (the highest live id leads; a crash hands leadership to
 the next highest), that a minority never leads and says so on `/health?ready=1`, and that
 the signed peer endpoint refuses forged, unsigned, stale and malformed messages without
-any change of term or leader.
+any change of term or leader, and that a captured message replayed (a request, or a
+stream frame on a new stream) or redirected to another peer is refused too.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from collections.abc import Callable
 import orjson
 
 from election.messages import Coordinator, LogPosition
-from peer.runtime.auth import sign
+from peer.runtime.auth import seal, sign
 from peer.runtime.transport import PATH as PEER_PATH
+from peer.runtime.transport import STREAM_PATH
 from peer.runtime.wire import encode_batch
 from tests.conftest import ClusterFactory
 from tests.harness import Cluster
 
+Headers = dict[str, str]
 START_TIMEOUT = 15.0  # cold start of five Python processes on a slow CI box, then election
 FAILOVER_TIMEOUT = 8.0  # failure_timeout (0.5 s) plus election rounds, with a wide margin
 
@@ -104,13 +107,24 @@ def test_forged_unsigned_stale_or_malformed_messages_are_refused_and_change_noth
 
     forged = encode_batch([Coordinator(term=10**12, sender=1, log=LogPosition())])
     now = time.time()
-    refused = {
-        "unsigned": {},
-        "wrong secret": sign(b"not-the-cluster-secret", 1, now, forged),
-        "stale (1 h old)": sign(cluster.secret, 1, now - 3600, forged),
-        "future (1 h ahead)": sign(cluster.secret, 1, now + 3600, forged),
-        "body swapped": sign(cluster.secret, 1, now, encode_batch([])),
-    }
+    seq = time.time_ns() // 1000  # as a restarted peer 1 would count ("messages": tools only)
+
+    def signed(n: int, body: bytes, secret: bytes = cluster.secret, at: float = now) -> Headers:
+        nonlocal seq
+        seq += 1
+        return sign(secret, 1, n, "messages", seq, at, body)
+
+    def refused(n: int) -> dict[str, Headers]:
+        return {
+            "unsigned": {},
+            "wrong secret": signed(n, forged, b"not-the-cluster-secret"),
+            "stale (1 h old)": signed(n, forged, at=now - 3600),
+            "future (1 h ahead)": signed(n, forged, at=now + 3600),
+            "body swapped": signed(n, encode_batch([])),
+            "for another peer": signed(n % len(cluster.ids) + 1, forged),
+            "for another channel": sign(cluster.secret, 1, n, "writes", seq + 7, now, forged),
+        }
+
     malformed = [
         b"not json",
         b'{"kind": "Coordinator"}',
@@ -120,15 +134,17 @@ def test_forged_unsigned_stale_or_malformed_messages_are_refused_and_change_noth
         encode_batch([Coordinator(term=10**12, sender=2, log=LogPosition())]),  # not sender 1
     ]
     for n in cluster.ids:
-        for why, headers in refused.items():
+        for why, headers in refused(n).items():
             assert _post(cluster, n, forged, headers) == 401, f"peer {n} accepted: {why}"
         for body in malformed:
-            headers = sign(cluster.secret, 1, time.time(), body)
+            headers = signed(n, body, at=time.time())
             assert _post(cluster, n, body, headers) == 400, f"peer {n} accepted {body[:60]!r}"
         # Control: the same signing, fresh and well-formed, is accepted, so the refusals
         # above are for the defect each one carries and not for the way the test signs.
         empty = encode_batch([])
-        assert _post(cluster, n, empty, sign(cluster.secret, 1, time.time(), empty)) == 204
+        captured = signed(n, empty, at=time.time())
+        assert _post(cluster, n, empty, captured) == 204
+        assert _post(cluster, n, empty, captured) == 401, f"peer {n} accepted a replay"
 
     # Settle: a refused message that leaked through would show within a few heartbeats
     # as a huge term or a lost leader; watch for 10 heartbeat intervals (bounded).
@@ -138,3 +154,52 @@ def test_forged_unsigned_stale_or_malformed_messages_are_refused_and_change_noth
     _hold(10 * cluster.config.heartbeat_interval, unchanged)
     assert cluster.agreed_leader() == 5
     assert orjson.loads(cluster.request(5, "GET", "/health?ready=1")[1])["leader"] == 5  # type: ignore[index]
+
+
+def test_a_captured_stream_frame_replayed_is_refused_even_on_a_new_stream(
+    cluster_factory: ClusterFactory,
+) -> None:
+    import asyncio
+
+    import aiohttp
+
+    cluster = cluster_factory(3)
+    cluster.wait_for_leader(3, timeout=START_TIMEOUT)
+    stranger = 9  # not a member: its empty frames deliver nothing, and its numbers are its own
+    seq = time.time_ns() // 1000
+    url = cluster.url(1) + STREAM_PATH
+
+    def frame() -> bytes:
+        nonlocal seq
+        seq += 1
+        return seal(cluster.secret, stranger, 1, seq, time.time(), encode_batch([]))
+
+    async def send(session: aiohttp.ClientSession, frames: list[bytes]) -> str | None:
+        """Open a stream, send `frames`; the peer's reason if it closes it within 1 s."""
+        nonlocal seq
+        seq += 1
+        headers = sign(cluster.secret, stranger, 1, "open", seq, time.time(), b"")
+        async with session.ws_connect(url, headers=headers) as ws:
+            for data in frames:
+                await ws.send_bytes(data)
+            try:
+                message = await ws.receive(timeout=1.0)
+            except TimeoutError:
+                return None  # still open: every frame was taken
+            return str(ws.close_code) + " " + str(message.extra or "")
+
+    async def run() -> list[str | None]:
+        async with aiohttp.ClientSession() as session:
+            captured = frame()
+            return [
+                await send(session, [captured]),  # the original: taken
+                await send(session, [captured]),  # replayed on a new stream
+                await send(session, [frame(), frame()]),  # control: fresh frames are taken
+                await send(session, [seal(cluster.secret, stranger, 2, seq + 5, time.time(), b"")]),
+            ]
+
+    original, replayed, fresh, redirected = asyncio.run(run())
+    assert original is None and fresh is None, (original, fresh)
+    assert replayed is not None and "1008" in replayed and "replayed" in replayed, replayed
+    assert redirected is not None and "bad signature" in redirected, redirected
+    assert cluster.agreed_leader() == 3

@@ -81,17 +81,22 @@ async def get_health(request: web.Request) -> web.Response:
     return json_response({"ok": True, "id": node.id, "leader": node.core.leader})
 
 
-async def verified_body(request: web.Request) -> bytes:
-    """The body of a peer request whose signature holds; 401 otherwise."""
+async def verified_body(request: web.Request, channel: str) -> bytes:
+    """The body of a peer request whose signature holds (for this peer, this channel,
+    fresh, never seen before); 401 otherwise."""
     body = await request.read()
-    reason = verify(request.app[NODE].transport.secret, dict(request.headers), body, time.time())
+    node = request.app[NODE]
+    transport = node.transport
+    reason = verify(
+        transport.secret, node.id, channel, request.headers, body, time.time(), transport.guard
+    )
     if reason is not None:
         raise Unauthorized(reason)
     return body
 
 
 async def post_peer_messages(request: web.Request) -> web.Response:
-    body = await verified_body(request)
+    body = await verified_body(request, "messages")
     try:
         messages = decode_batch(body)
     except WireError as exc:
@@ -106,7 +111,7 @@ async def post_peer_messages(request: web.Request) -> web.Response:
 async def peer_stream(request: web.Request) -> web.StreamResponse:
     """A peer's stream of signed frames, each a batch of messages for the driver."""
     node = request.app[NODE]
-    await verified_body(request)
+    await verified_body(request, "open")
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, autoping=True)
     await ws.prepare(request)
     request.app[STREAMS].add(ws)
@@ -123,7 +128,8 @@ async def peer_stream(request: web.Request) -> web.StreamResponse:
 
 def _take_frame(node: Node, frame: bytes) -> str | None:
     """Deliver one frame's messages; the reason it is refused otherwise."""
-    opened = unseal(node.transport.secret, frame, time.time())
+    transport = node.transport
+    opened = unseal(transport.secret, node.id, frame, time.time(), transport.guard)
     if isinstance(opened, str):
         return opened
     sender, body = opened
@@ -139,7 +145,7 @@ def _take_frame(node: Node, frame: bytes) -> str | None:
 
 async def post_peer_writes(request: web.Request) -> web.Response:
     """Writes a follower forwards to this leader, answered in order."""
-    body = await verified_body(request)
+    body = await verified_body(request, "writes")
     signer = request.headers[SENDER]  # signed: the peer that forwarded these writes
     origin = int(signer) if signer.isdigit() else None
     try:

@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from peer.runtime.auth import sign
 from peer.runtime.node import Node
 
 PATH = "/peer/writes"
@@ -68,7 +67,7 @@ class Forwarder:
     async def _post(self, leader: int, writes: list[dict[str, Any]]) -> list[Answer] | None:
         assert self.session is not None
         body = orjson.dumps(writes)
-        headers = sign(self.node.transport.secret, self.node.id, time.time(), body)
+        headers = self.node.transport.signer.headers(leader, "writes", time.time(), body)
         headers["Content-Type"] = "application/json"
         url = self.node.config.node(leader).url + PATH
         timeout = aiohttp.ClientTimeout(total=self.node.config.submit_wait + 1.0)

@@ -21,7 +21,7 @@ from collections import deque
 import aiohttp
 
 from peer.protocol.messages import PeerMessage
-from peer.runtime.auth import seal, sign
+from peer.runtime.auth import ReplayGuard, Signer
 from peer.runtime.wire import encode_message, join_encoded
 
 log = logging.getLogger(__name__)
@@ -37,11 +37,11 @@ RECONNECT_AFTER = 0.1  # seconds to wait after a failed connect
 class PeerOutbox:
     """The queue, stream and sender task for one destination peer."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, sender: int, secret: bytes):
+    def __init__(self, session: aiohttp.ClientSession, url: str, to: int, signer: Signer):
         self.session = session
         self.url = url + STREAM_PATH
-        self.sender = sender
-        self.secret = secret
+        self.to = to
+        self.signer = signer
         self.queue: deque[bytes] = deque(maxlen=MAX_QUEUED)  # encoded messages
         self.wake = asyncio.Event()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -65,7 +65,7 @@ class PeerOutbox:
         ws = self.ws if self.ws is not None and not self.ws.closed else await self._connect()
         if ws is None:
             return  # unreachable: dropped; the protocol's timers resend what matters
-        frame = seal(self.secret, self.sender, time.time(), join_encoded(batch))
+        frame = self.signer.frame(self.to, time.time(), join_encoded(batch))
         try:
             await ws.send_bytes(frame)
         except (aiohttp.ClientError, ConnectionError, RuntimeError):
@@ -74,7 +74,7 @@ class PeerOutbox:
     async def _connect(self) -> aiohttp.ClientWebSocketResponse | None:
         if time.monotonic() < self._retry_at:
             return None
-        headers = sign(self.secret, self.sender, time.time(), b"")
+        headers = self.signer.headers(self.to, "open", time.time(), b"")
         try:
             self.ws = await self.session.ws_connect(
                 self.url, headers=headers, max_msg_size=MAX_FRAME, autoping=True
@@ -93,12 +93,14 @@ class PeerOutbox:
 
 
 class Transport:
-    """All outboxes of one peer."""
+    """All outboxes of one peer, its signer and the guard against replays sent to it."""
 
     def __init__(self, node_id: int, urls: dict[int, str], secret: bytes) -> None:
         self.node_id = node_id
         self.urls = urls
         self.secret = secret
+        self.signer = Signer(secret, node_id, time.time_ns() // 1000)
+        self.guard = ReplayGuard()
         self.session: aiohttp.ClientSession | None = None
         self.outboxes: dict[int, PeerOutbox] = {}
 
@@ -107,7 +109,7 @@ class Transport:
         self.session = aiohttp.ClientSession(timeout=timeout)
         for peer, url in self.urls.items():
             if peer != self.node_id:
-                self.outboxes[peer] = PeerOutbox(self.session, url, self.node_id, self.secret)
+                self.outboxes[peer] = PeerOutbox(self.session, url, peer, self.signer)
 
     def send(self, messages: list[tuple[int, PeerMessage]]) -> None:
         """Queue one cycle's messages, each encoded once however many peers it goes to."""
