@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from peer.protocol.settings import POLICIES, QueuePolicy, Settings
+from peer.tls import TlsConfig, TlsConfigError, dump_tls, parse_tls
 from peer.tokens import AuthConfig, AuthConfigError, dump_auth, parse_auth
 
 _DEFAULTS = Settings()
@@ -27,10 +28,11 @@ class NodeAddress:
     id: int
     host: str
     port: int
+    scheme: str = "http"  # https when the cluster has [tls]
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,7 @@ class ClusterConfig:
     schedules: tuple[dict[str, Any], ...] = ()  # [[schedule]] tables, checked at serve
     log_format: str = "auto"  # console | json | auto (console on a terminal)
     auth: AuthConfig = AuthConfig()  # [auth]: API tokens (peer/tokens.py)
+    tls: TlsConfig | None = None  # [tls]: HTTPS and mutual TLS (peer/tls.py)
 
     def settings(self) -> Settings:
         """The core's settings: every field of `Settings` this file sets, else its
@@ -229,17 +232,31 @@ def _check_auth(table: Any, base_dir: Path | None) -> AuthConfig:
         raise ConfigError(str(exc)) from None
 
 
+def _check_tls(table: Any, base_dir: Path | None) -> TlsConfig | None:
+    if table is None:
+        return None
+    try:
+        return parse_tls(table, base_dir)
+    except TlsConfigError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def parse_config(data: dict[str, Any], base_dir: Path | None = None) -> ClusterConfig:
     """Build a validated config from an already-parsed TOML document (`base_dir`: where
     relative paths inside it, such as `auth.tokens_file`, are read from)."""
-    unknown = set(data) - {"cluster", "node", "schedule", "queues", "auth"}
+    unknown = set(data) - {"cluster", "node", "schedule", "queues", "auth", "tls"}
     if unknown:
         raise ConfigError(f"{sorted(unknown)[0]}: unknown table")
     table = data.get("cluster", {})
     if not isinstance(table, dict):
         raise ConfigError("cluster: must be a table")
+    tls = _check_tls(data.get("tls"), base_dir)
+    nodes = _check_nodes(data.get("node"))
+    if tls is not None:
+        nodes = tuple(replace(n, scheme="https") for n in nodes)
     config = ClusterConfig(
-        nodes=_check_nodes(data.get("node")),
+        nodes=nodes,
+        tls=tls,
         schedules=_check_schedule_tables(data.get("schedule", [])),
         queues=_check_queue_tables(data.get("queues", {})),
         auth=_check_auth(data.get("auth", {}), base_dir),
@@ -272,9 +289,9 @@ def with_nodes(config: ClusterConfig, count: int, base_port: int | None = None) 
     last = config.nodes[-1]
     nodes = []
     for node_id in range(1, count + 1):
-        base = known.get(node_id, NodeAddress(node_id, last.host, last.port + node_id - last.id))
+        base = known.get(node_id, replace(last, id=node_id, port=last.port + node_id - last.id))
         port = base.port if base_port is None else base_port + node_id - 1
-        nodes.append(NodeAddress(node_id, base.host, port))
+        nodes.append(replace(base, id=node_id, port=port))
     return replace(config, nodes=tuple(nodes))
 
 
@@ -300,7 +317,7 @@ def dump_config(config: ClusterConfig) -> str:
     """The TOML text of `config`; `load_config` of it gives the same config back."""
     lines = ["[cluster]"]
     for name in ClusterConfig.__dataclass_fields__:
-        if name not in ("nodes", "schedules", "queues", "auth"):
+        if name not in ("nodes", "schedules", "queues", "auth", "tls"):
             lines.append(f"{name} = {_toml_value(getattr(config, name))}")
     for node in config.nodes:
         lines += ["", "[[node]]", f"id = {node.id}", f'host = "{node.host}"', f"port = {node.port}"]
@@ -312,5 +329,5 @@ def dump_config(config: ClusterConfig) -> str:
     for schedule in config.schedules:
         lines += ["", "[[schedule]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in schedule.items() if v is not None]
-    lines += dump_auth(config.auth)
+    lines += dump_auth(config.auth) + dump_tls(config.tls)
     return "\n".join(lines) + "\n"

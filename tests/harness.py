@@ -65,8 +65,11 @@ def base_config() -> ClusterConfig:
 def cluster_config(
     size: int, data_dir: Path, overrides: dict[str, Any] | None = None
 ) -> ClusterConfig:
-    """Nodes 1..size on free loopback ports, `data_dir`, a random secret, then `overrides`."""
-    nodes = tuple(NodeAddress(i + 1, HOST, port) for i, port in enumerate(free_ports(size)))
+    """Nodes 1..size on free loopback ports, `data_dir`, a random secret, then `overrides`
+    (with `tls`, the nodes serve https)."""
+    scheme = "https" if (overrides or {}).get("tls") is not None else "http"
+    ports = free_ports(size)
+    nodes = tuple(NodeAddress(i + 1, HOST, port, scheme) for i, port in enumerate(ports))
     config = replace(
         base_config(), nodes=nodes, data_dir=str(data_dir), secret=secrets.token_hex(16)
     )
@@ -247,8 +250,13 @@ class Cluster:
             conn = self._conns.get(n)
             reused = conn is not None
             if conn is None:
-                node = self.config.node(n)
-                conn = self._conns[n] = http.client.HTTPConnection(node.host, node.port)
+                node, tls = self.config.node(n), self.config.tls
+                if tls is None:
+                    conn = http.client.HTTPConnection(node.host, node.port)
+                else:
+                    context = tls.client_context()
+                    conn = http.client.HTTPSConnection(node.host, node.port, context=context)
+                self._conns[n] = conn
             conn.timeout = timeout
             if conn.sock is not None:
                 conn.sock.settimeout(timeout)

@@ -19,13 +19,16 @@ a task id this client has already been given retries a 404 briefly instead of fa
 A cancel retried after a lost reply may answer 409 (the first attempt did cancel it).
 
 A cluster with API tokens wants one: `token=`, else `$BULLYQ_TOKEN`; it goes in every
-request's `Authorization: Bearer` header. A 401 or 403 is not retried.
+request's `Authorization: Bearer` header. A 401 or 403 is not retried. A cluster with
+`[tls]` serves `https://` URLs; `ca=` (else `$BULLYQ_CA`) is the CA file that signed
+the peers' certificates, when the system's own CAs did not.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -50,6 +53,7 @@ RETRY_STATUSES = frozenset({502, 503, 504})
 MAX_LONG_POLL = 60.0  # seconds: the most a peer holds one `GET /tasks/{id}?wait=S`
 MAX_BACKOFF = 2.0  # seconds: the longest pause between two attempts
 TOKEN_ENV = "BULLYQ_TOKEN"  # where a client finds its API token when given none
+CA_ENV = "BULLYQ_CA"  # where it finds the CA file of a TLS cluster when given none
 
 Task = dict[str, Any]
 TaskList = list[Task]
@@ -145,8 +149,10 @@ class AsyncClient:
         retries: int = 8,
         retry_time: float = 15.0,
         token: str | None = None,
+        ca: str | None = None,
     ) -> None:
         self.peers = _peer_list(peers)
+        self.ca = ca if ca is not None else os.environ.get(CA_ENV)
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout = timeout
@@ -440,5 +446,7 @@ class AsyncClient:
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            context = ssl.create_default_context(cafile=self.ca) if self.ca else True
+            connector = aiohttp.TCPConnector(ssl=context)
+            self._session = aiohttp.ClientSession(connector=connector)
         return self._session

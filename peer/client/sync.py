@@ -53,11 +53,12 @@ class Client:
         retries: int = 8,
         retry_time: float = 15.0,
         token: str | None = None,
+        ca: str | None = None,
     ) -> None:
         self._runner = asyncio.Runner()
         self._closed = False
         self._client = AsyncClient(
-            peers, timeout, retries=retries, retry_time=retry_time, token=token
+            peers, timeout, retries=retries, retry_time=retry_time, token=token, ca=ca
         )
 
     @property

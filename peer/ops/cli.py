@@ -61,6 +61,7 @@ def _client_options() -> argparse.ArgumentParser:
     common.add_argument(
         "--token", help="the API token (default: $BULLYQ_TOKEN; run_cluster.py prints one)"
     )
+    common.add_argument("--ca", help="the CA file of a TLS cluster (default: $BULLYQ_CA)")
     common.add_argument("--json", action="store_true", help="print plain JSON")
     common.add_argument(
         "-o", "--output", choices=("table", "json"), help="json: the same as --json"
@@ -122,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--config", default="cluster.toml", help="its cluster file")
     watch.add_argument("--headless", action="store_true", help="print events, no dashboard")
     watch.add_argument("--token", help="an API token with role read (default: $BULLYQ_TOKEN)")
+    certs = sub.add_parser("certs", help="make a local CA and a certificate per peer ([tls])")
+    certs.add_argument("--config", default="cluster.toml", help="the cluster file")
+    certs.add_argument("--out", default="certs", help="where to write them (certs/)")
     return parser
 
 
@@ -140,6 +144,24 @@ def _watch(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch, nothing else
         token = args.token or os.environ.get(TOKEN_ENV)
         asyncio.run(ClusterWatch(RemotePeers(config), args.headless, token=token).run())
+    return EXIT_OK
+
+
+def _certs(args: argparse.Namespace) -> int:
+    """A local CA and every peer's certificate, and the [tls] table that uses them."""
+    from pathlib import Path
+
+    from peer.ops.certs import make_certs
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    lines = make_certs(config, Path(args.out))
+    print(f"wrote a CA and {len(config.nodes)} peer certificates to {args.out}/; add to")
+    print(f"{args.config} (and give clients --ca or $BULLYQ_CA):\n")
+    print("\n".join(lines))
     return EXIT_OK
 
 
@@ -309,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
         print("error: --peer: no peer URL given", file=sys.stderr)
         return EXIT_USAGE
     try:
-        with Client(peers, retry_time=RETRY_TIME, token=args.token) as client:
+        with Client(peers, retry_time=RETRY_TIME, token=args.token, ca=args.ca) as client:
             data = command(client, args)
     except Unavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -334,4 +356,6 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "watch":
         return _watch(args)
+    if args.command == "certs":
+        return _certs(args)
     return _run(args)

@@ -141,7 +141,7 @@ def peer_row(
     if seen.get("drained"):
         view = f"{view} (drained)"
     age = heartbeat_age(seen.get("last_seen_ms"))
-    address = launcher.config.node(node_id).url.removeprefix("http://")
+    address = launcher.config.node(node_id).url.split("://", 1)[-1]
     row = [node_id, address, own.get("pid", launcher.pid(node_id)), launcher.status(node_id), view]
     row += [own.get("role"), own.get("term"), own.get("leader")]
     row += [None if snap is None or age is None else f"{age} ms"]
@@ -270,7 +270,9 @@ class ClusterWatch:
             with stdin_commands(self.obey, keys=not self.headless) as editor:
                 self._editor = editor
                 auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-                async with aiohttp.ClientSession(headers=auth) as session:
+                tls = self.config.tls
+                connector = aiohttp.TCPConnector(ssl=tls.client_context() if tls else True)
+                async with aiohttp.ClientSession(headers=auth, connector=connector) as session:
                     with self._screen():
                         await self._loop(session)
         finally:

@@ -86,6 +86,14 @@ async def verified_body(request: web.Request, channel: str) -> bytes:
     fresh, never seen before); 401 otherwise."""
     body = await request.read()
     node = request.app[NODE]
+    tls = node.config.tls
+    connection = request.transport
+    if (
+        tls is not None
+        and tls.mutual
+        and not (connection and connection.get_extra_info("peercert"))
+    ):
+        raise Unauthorized("a peer must present its certificate (mutual TLS)")
     transport = node.transport
     reason = verify(
         transport.secret, node.id, channel, request.headers, body, time.time(), transport.guard

@@ -36,7 +36,9 @@ class Forwarder:
     async def forward(self, leader: int, write: dict[str, Any], deadline: float) -> Answer | None:
         """The leader's (status, body) for `write`, or None when it could not be asked."""
         if self._task is None:
-            self.session = aiohttp.ClientSession()
+            tls = self.node.config.tls
+            ssl = tls.client_context(self.node.id) if tls is not None else True
+            self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl))
             self._task = asyncio.create_task(self._run(), name="forwarder")
         future: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
         self._queue.append((leader, write, future))

@@ -81,7 +81,9 @@ class Node:
             amnesiac=self.storage.fresh,
             declared_schedules=declared_schedules(config, registry),
         )
-        self.transport = Transport(node_id, {n.id: n.url for n in config.nodes}, secret(config))
+        urls = {n.id: n.url for n in config.nodes}
+        context = config.tls.client_context(node_id) if config.tls is not None else None
+        self.transport = Transport(node_id, urls, secret(config), context)
         self.runner = TaskRunner(registry, config.slots, self._completed)
         self.done = 0  # attempts this peer has run to an end
         self._inbox: list[Input] = []

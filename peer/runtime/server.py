@@ -28,6 +28,7 @@ import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 from aiohttp import web
@@ -87,8 +88,8 @@ class GuardedConnection(asyncio.Protocol):
         self._linger: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # (uvloop's transports do not derive from asyncio's, but have the same methods)
+        self.transport = transport = cast(asyncio.Transport, transport)
         self.client = client_address(transport)
         self.admitted = self.guard.admit(self)
         if self.admitted:
@@ -257,7 +258,8 @@ async def serve(config: ClusterConfig, node_id: int, logs: PeerContext | None = 
     if logs is not None:
         logs.term = lambda: node.core.term
     http = HttpServer(build_app(node, registry))
-    await http.start(node.address.host, node.address.port)
+    context = config.tls.server_context(node_id) if config.tls is not None else None
+    await http.start(node.address.host, node.address.port, context)
     await node.start()
     log.info("peer %s serving on %s (incarnation %s)", node_id, node.address.url, node.incarnation)
     stop = asyncio.Event()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import deque
 
@@ -95,8 +96,15 @@ class PeerOutbox:
 class Transport:
     """All outboxes of one peer, its signer and the guard against replays sent to it."""
 
-    def __init__(self, node_id: int, urls: dict[int, str], secret: bytes) -> None:
+    def __init__(
+        self,
+        node_id: int,
+        urls: dict[int, str],
+        secret: bytes,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.node_id = node_id
+        self.ssl_context = ssl_context  # for https:// peers: the CA, and our certificate
         self.urls = urls
         self.secret = secret
         self.signer = Signer(secret, node_id, time.time_ns() // 1000)
@@ -106,7 +114,8 @@ class Transport:
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=1.0, connect=0.3)
-        self.session = aiohttp.ClientSession(timeout=timeout)
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context or True)
+        self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         for peer, url in self.urls.items():
             if peer != self.node_id:
                 self.outboxes[peer] = PeerOutbox(self.session, url, peer, self.signer)
