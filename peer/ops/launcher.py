@@ -29,7 +29,7 @@ from peer.tokens import new_token
 
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops the whole cluster
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout holding peer/
 
 
 def new_secret() -> str:
