@@ -32,7 +32,8 @@ ERRORS = {
     "404": ("no such task, schedule, peer or file", {}),
     "409": ("the request conflicts with the current state", {}),
     "413": ("the body is over `max_body` bytes", {}),
-    "503": ("no ready leader within `submit_wait`; retry", {"Retry-After": "seconds"}),
+    "429": ("too many connections from this client; retry", {"Retry-After": "seconds"}),
+    "503": ("no ready leader, a full disk or too many waiters; retry", {"Retry-After": "seconds"}),
 }
 WRITE_ERRORS = ("400", "401", "403", "413", "503")
 
@@ -72,17 +73,17 @@ def body(name: str) -> dict[str, Any]:
     }
 
 
-def path_param(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:
+def path_param(
+    name: str, description: str, pattern: str | None = None, example: str | None = None
+) -> dict[str, Any]:
     schema: Schema = {"type": "string", "minLength": 1}
     if pattern:
         schema["pattern"] = pattern
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "description": description,
-        "schema": schema,
-    }
+    out: dict[str, Any] = {"name": name, "in": "path", "required": True, "schema": schema}
+    out["description"] = description
+    if example is not None:
+        out["example"] = example
+    return out
 
 
 def query(name: str, schema: Schema, description: str) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def operation(
     request: str | None = None,
     public: bool = False,
 ) -> dict[str, Any]:
-    out: dict[str, Any] = {"summary": summary, "responses": responses}
+    out: dict[str, Any] = {"summary": summary, "responses": {**responses, **errors("429")}}
     if parameters:
         out["parameters"] = parameters
     if request:
@@ -113,9 +114,9 @@ def operation(
     return out
 
 
-TASK_ID = path_param("task_id", "a task id", r"^[0-9]{1,18}$")
-PEER = path_param("peer", "a peer id", r"^[0-9]{1,9}$")
-SCHEDULE = path_param("name", "a schedule's name")
+TASK_ID = path_param("task_id", "a task id", r"^[0-9]{1,18}$", "1")
+PEER = path_param("peer", "a peer id", r"^[0-9]{1,9}$", "1")
+SCHEDULE = path_param("name", "a schedule's name", example=EXAMPLES["ScheduleBody"]["name"])
 
 
 def task_paths() -> dict[str, Any]:
@@ -161,7 +162,7 @@ def task_paths() -> dict[str, Any]:
         "/tasks/{task_id}": {
             "get": operation(
                 "one task; `wait` holds the answer until it is terminal",
-                {"200": task, **errors("400", "401", "403", "404")},
+                {"200": task, **errors("400", "401", "403", "404", "503")},
                 parameters=[TASK_ID, wait],
             ),
         },

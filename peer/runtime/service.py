@@ -18,6 +18,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from peer.protocol.commands import Cancel, Submit, TaskSpec
 from peer.protocol.records import TERMINAL, Applied
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 FORWARDED_WAIT = 0.5  # seconds a forwarded write waits for this peer to lead
 ERROR_FIELD = "X-Error-Field"  # response header: the request field a 400 refuses
+HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 MAX_LONG_POLLS = 256  # `GET /tasks/{id}?wait=` requests one peer holds at once
 DISK_RETRY_AFTER = "5"  # seconds a client is told to wait while the disk refuses writes
 
@@ -119,7 +121,14 @@ def bad_request_reply(exc: BadRequest) -> Reply:
     """400 naming the refused field twice: in the body's `error.field` and in the
     `X-Error-Field` header."""
     body = {"error": {"code": "bad_request", "message": str(exc), "field": exc.field}}
-    return Reply(400, body, {ERROR_FIELD: exc.field})
+    return Reply(400, body, {ERROR_FIELD: header_field(exc.field)})
+
+
+def header_field(field: str) -> str:
+    """`field` as a header value: a field named by the client (an unknown query
+    parameter) may hold control characters or CR/LF, which a header must not carry, so
+    anything but printable ASCII is percent-encoded (`%` too, to keep it unambiguous)."""
+    return quote(field, safe=HEADER_SAFE)
 
 
 def forwarded_reply(status: int, body: Any) -> Reply:
@@ -127,7 +136,9 @@ def forwarded_reply(status: int, body: Any) -> Reply:
     forwarding carries status and body only)."""
     error = body.get("error") if isinstance(body, dict) else None
     field = error.get("field") if isinstance(error, dict) else None
-    return Reply(status, body, {ERROR_FIELD: field} if isinstance(field, str) else None)
+    return Reply(
+        status, body, {ERROR_FIELD: header_field(field)} if isinstance(field, str) else None
+    )
 
 
 class WriteService:
