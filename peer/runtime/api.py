@@ -109,7 +109,8 @@ async def post_peer_messages(request: web.Request) -> web.Response:
         messages = decode_batch(body)
     except WireError as exc:
         return error(400, "bad_message", str(exc))
-    sender = int(request.headers[SENDER]) if request.headers[SENDER].isdigit() else -1
+    signer = request.headers[SENDER]
+    sender = int(signer) if signer.isascii() and signer.isdigit() else -1
     if any(m.sender != sender for m in messages):
         return error(400, "bad_message", "message sender does not match the signed sender")
     request.app[NODE].deliver(messages)
@@ -155,7 +156,7 @@ async def post_peer_writes(request: web.Request) -> web.Response:
     """Writes a follower forwards to this leader, answered in order."""
     body = await verified_body(request, "writes")
     signer = request.headers[SENDER]  # signed: the peer that forwarded these writes
-    origin = int(signer) if signer.isdigit() else None
+    origin = int(signer) if signer.isascii() and signer.isdigit() else None
     try:
         writes = [replace(Write.from_json(w), origin=origin) for w in orjson.loads(body)]
         for write in writes:  # a signed peer is trusted, but what enters the log is checked
@@ -210,7 +211,7 @@ async def post_batch(request: web.Request) -> web.Response:
 
 def task_id_of(request: web.Request) -> int:
     raw = request.match_info["task_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadRequest("id", "must be a task id (a positive integer)")
     return int(raw)
 
@@ -267,7 +268,7 @@ async def requeue_tasks(request: web.Request) -> web.Response:
 
 async def drain_member(request: web.Request) -> web.Response:
     raw = request.match_info["peer"]
-    if not raw.isdigit() or len(raw) > 9:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
         raise BadRequest("peer", "must be a peer id")
     drained = request.match_info["action"] == "drain"
     write = Write("drain", task_id=int(raw), flag=drained)

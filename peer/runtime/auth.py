@@ -113,7 +113,7 @@ def _check(
         sent_at = float(timestamp)
     except ValueError:
         return "malformed timestamp"
-    if not seq.isdigit() or len(seq) > 20:
+    if not (seq.isascii() and seq.isdigit()) or len(seq) > 20:
         return "malformed sequence number"
     if not abs(now - sent_at) <= MAX_SKEW:
         return "stale or future timestamp"
