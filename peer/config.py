@@ -50,6 +50,8 @@ class ClusterConfig:
     allow_shell: bool = False
     secret: str = ""
     max_body: int = 1 << 20
+    max_connections_per_client: int = 64  # open connections one remote address may hold
+    header_timeout: float = 5.0  # seconds a request head may take to arrive (slow-loris)
     submit_wait: float = 2.0
     retry_base: float = _DEFAULTS.retry_base
     retry_max: float = _DEFAULTS.retry_max
@@ -144,6 +146,8 @@ _CHECKS = {
     "slots": _positive_int,
     "prefetch": _positive_int,
     "max_body": _positive_int,
+    "max_connections_per_client": _positive_int,
+    "header_timeout": _seconds,
     "max_catch_up": _positive_int,
     "priority_aging": _seconds,
     "data_dir": _string,

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import pytest
 
-from peer.runtime.server import HEADER_TIMEOUT, MAX_CONNECTIONS_PER_CLIENT
+from peer.runtime.server import MAX_CONNECTIONS_PER_CLIENT
 from peer.runtime.service import MAX_LONG_POLLS
 from peer.runtime.validation import MAX_ARGS_BYTES, MAX_ARGS_DEPTH, MAX_BATCH_TASKS
 from tests.chaos import START_TIMEOUT, request_once
@@ -37,6 +37,7 @@ from tests.test_limits import nested, parse_response, request_bytes
 pytestmark = pytest.mark.processes
 
 BOUND = 10.0  # seconds any single wait here may take at most
+HEADER_TIMEOUT = 2.0  # the slow-loris test's header_timeout (the default is 5 s)
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -180,7 +181,7 @@ async def answer(reader: asyncio.StreamReader) -> Any:
 def test_a_slow_loris_client_is_cut_off_and_does_not_stall_others(
     cluster_factory: ClusterFactory,
 ) -> None:
-    cluster = started(cluster_factory)
+    cluster = started(cluster_factory, header_timeout=HEADER_TIMEOUT)  # set in cluster.toml
     lasted, answered = asyncio.run(_slow_loris(cluster, sockets=8))
     assert all(HEADER_TIMEOUT - 0.5 <= t <= HEADER_TIMEOUT + 1.5 for t in lasted), lasted
     slowest = max(t for _, t in answered)

@@ -5,10 +5,11 @@ is most of what an idle peer spends) and on asyncio's own loop elsewhere.
 The HTTP server listens through a `ConnectionGuard`, which holds the limits aiohttp has
 no setting for:
 
-- open connections per client address (`MAX_CONNECTIONS_PER_CLIENT`): one more is
-  answered 429 `too_many_connections` and closed, without reaching the app;
-- a request head (request line and headers) must be complete `HEADER_TIMEOUT` seconds
-  after its first byte arrived, or the connection is closed: a client trickling its
+- open connections per client address (`max_connections_per_client` in cluster.toml,
+  64): one more is answered 429 `too_many_connections` and closed, without reaching
+  the app (peers on one host share 127.0.0.1: a big one-host cluster raises it);
+- a request head (request line and headers) must be complete `header_timeout` seconds
+  (5) after its first byte arrived, or the connection is closed: a client trickling its
   headers (slow-loris) holds one connection for that long, never a peer;
 - a kept-alive connection that sends nothing is closed after `IDLE_TIMEOUT` seconds
   (aiohttp's `keepalive_timeout`, which also starts when a connection opens).
@@ -257,7 +258,8 @@ async def serve(config: ClusterConfig, node_id: int, logs: PeerContext | None = 
     node = Node(config, node_id, registry)
     if logs is not None:
         logs.term = lambda: node.core.term
-    http = HttpServer(build_app(node, registry))
+    limits = ConnectionLimits(config.max_connections_per_client, config.header_timeout)
+    http = HttpServer(build_app(node, registry), limits)
     context = config.tls.server_context(node_id) if config.tls is not None else None
     await http.start(node.address.host, node.address.port, context)
     await node.start()
