@@ -11,7 +11,7 @@ The token itself is never logged or echoed; only its name is.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 
 from aiohttp import web
 
@@ -83,10 +83,9 @@ def demand_for_kinds(request: web.Request, kinds: Iterable[str]) -> None:
         demand(request, "admin", "a shell task")
 
 
-@web.middleware
-async def check_token(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+def check_token(request: web.Request) -> None:
+    """Before the handler runs: `Denied` unless the request may call its route (a no-op
+    with auth off). Remembers the token for `demand`."""
     auth = request.app[TOKEN]
     if auth.enabled:
         route = request.match_info.route.resource
@@ -94,4 +93,3 @@ async def check_token(
         needed = needed_role(request.method, path, auth)
         if needed is not None:
             request[REQUEST_TOKEN] = authorise(auth, needed, request.headers.get("Authorization"))
-    return await handler(request)

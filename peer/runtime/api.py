@@ -28,7 +28,14 @@ from peer.runtime.forwarding import PATH as FORWARD_PATH
 from peer.runtime.metrics import PeerMetrics, get_metrics
 from peer.runtime.node import Node
 from peer.runtime.openapi import add_openapi_routes
-from peer.runtime.service import Reply, Write, WriteService, bad_request_reply, wait_terminal
+from peer.runtime.service import (
+    LimitReached,
+    Reply,
+    Write,
+    WriteService,
+    bad_request_reply,
+    wait_terminal,
+)
 from peer.runtime.transport import MAX_FRAME, STREAM_PATH
 from peer.runtime.transport import PATH as PEER_PATH
 from peer.runtime.ui import add_ui_routes
@@ -316,10 +323,15 @@ async def pause_schedule(request: web.Request) -> web.Response:
 async def errors_as_json(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """The one middleware around every handler (one layer per request, not several):
+    the token check first, then every refusal as its JSON error."""
     try:
+        check_token(request)
         return await handler(request)
     except BadRequest as exc:
         return bad_request(exc)
+    except LimitReached as exc:
+        return reply(exc.reply)
     except Unauthorized as exc:
         return error(401, "unauthorized", str(exc))
     except Denied as exc:
@@ -343,7 +355,7 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     metrics = PeerMetrics(node)
     app = web.Application(
         client_max_size=node.config.max_body,
-        middlewares=[metrics.timing, errors_as_json, check_token],
+        middlewares=[metrics.timing, errors_as_json],
     )
     app[TOKEN] = node.config.auth
     app[NODE] = node

@@ -39,7 +39,6 @@ from peer.registry import Registry
 from peer.runtime.api import build_app
 from peer.runtime.logs import PeerContext
 from peer.runtime.node import Node
-from peer.runtime.service import LimitReached
 
 log = logging.getLogger(__name__)
 
@@ -200,28 +199,12 @@ class ConnectionGuard:
             connection.request_ended()
 
 
-@web.middleware
-async def limits_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Innermost: a limit a handler reached (`LimitReached`) as its error response."""
-    try:
-        return await handler(request)
-    except LimitReached as exc:
-        answer = exc.reply
-        return web.Response(
-            body=orjson.dumps(answer.body),
-            status=answer.status,
-            content_type="application/json",
-            headers=answer.headers,
-        )
-
-
 class HttpServer:
     """A peer's app served through a `ConnectionGuard` on one address."""
 
     def __init__(self, app: web.Application, limits: ConnectionLimits = ConnectionLimits()):
         self.guard = ConnectionGuard(limits)
         app.middlewares.insert(0, self.guard.track_requests)
-        app.middlewares.append(limits_as_json)
         self.runner = web.AppRunner(
             app, access_log=None, handle_signals=False, keepalive_timeout=limits.idle_timeout
         )
