@@ -68,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _interrupt)
     try:
         launcher.start_all()
-        token = token or os.environ.get(TOKEN_ENV)
-        asyncio.run(ClusterWatch(launcher, args.headless, token=token).run())
+        poll_with = token or os.environ.get(TOKEN_ENV)  # (a user's own token is never shown)
+        watch = ClusterWatch(launcher, args.headless, token=poll_with, shown_token=token)
+        asyncio.run(watch.run())
     except KeyboardInterrupt:
         pass
     finally:

@@ -52,6 +52,7 @@ class ClusterConfig:
     max_body: int = 1 << 20
     max_connections_per_client: int = 64  # open connections one remote address may hold
     header_timeout: float = 5.0  # seconds a request head may take to arrive (slow-loris)
+    body_timeout: float = 10.0  # seconds a request body may take to arrive
     submit_wait: float = 2.0
     retry_base: float = _DEFAULTS.retry_base
     retry_max: float = _DEFAULTS.retry_max
@@ -83,17 +84,29 @@ class ClusterConfig:
         return Path(self.data_dir) / f"node-{node_id}"
 
 
+MIN_SECRET = 16  # characters of cluster.secret a peer on a non-loopback address needs
+
+
 def exposure_problem(config: ClusterConfig, node_id: int) -> str | None:
-    """Why peer `node_id` must not serve as configured, or None: a non-loopback address
-    with auth off needs `auth.insecure = true`."""
+    """Why peer `node_id` must not serve as configured, or None: on a non-loopback
+    address, auth off or a short cluster secret (anyone could sign peer messages) needs
+    `auth.insecure = true`."""
     host = config.node(node_id).host
-    if config.auth.enabled or config.auth.insecure or _is_loopback(host):
+    if config.auth.insecure or _is_loopback(host):
         return None
-    return (
-        f"node {node_id} would serve {host}, which is not a loopback address, with no API "
-        "tokens: add [[auth.token]] tables (see peer/tokens.py), or set "
-        "auth.insecure = true to serve it open anyway"
-    )
+    where = f"node {node_id} would serve {host}, which is not a loopback address,"
+    if len(config.secret) < MIN_SECRET:
+        return (
+            f"{where} with a cluster.secret of under {MIN_SECRET} characters: anyone could "
+            "sign peer messages; set the same long random secret on every host (or "
+            "auth.insecure = true to serve it anyway)"
+        )
+    if not config.auth.enabled:
+        return (
+            f"{where} with no API tokens: add [[auth.token]] tables (see peer/tokens.py), "
+            "or set auth.insecure = true to serve it open anyway"
+        )
+    return None
 
 
 def _is_loopback(host: str) -> bool:
@@ -148,6 +161,7 @@ _CHECKS = {
     "max_body": _positive_int,
     "max_connections_per_client": _positive_int,
     "header_timeout": _seconds,
+    "body_timeout": _seconds,
     "max_catch_up": _positive_int,
     "priority_aging": _seconds,
     "data_dir": _string,

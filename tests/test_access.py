@@ -127,6 +127,12 @@ def test_the_bearer_header_is_read_strictly(header: str | None, token: str | Non
     assert bearer(header) == token
 
 
+def test_a_token_that_is_not_ascii_is_an_unknown_one() -> None:
+    with pytest.raises(Denied) as odd:
+        authorise(AUTH, "read", "Bearer \udcff\xff")
+    assert odd.value.status == 401
+
+
 def test_a_missing_or_unknown_token_is_401_and_a_weak_role_403() -> None:
     with pytest.raises(Denied) as missing:
         authorise(AUTH, "read", None)
@@ -141,9 +147,13 @@ def test_a_missing_or_unknown_token_is_401_and_a_weak_role_403() -> None:
     assert authorise(AUTH, "admin", f"Bearer {ADMIN}").name == "boss"
 
 
-def test_a_non_loopback_address_needs_tokens_or_an_explicit_insecure() -> None:
-    def config(host: str, auth: AuthConfig) -> ClusterConfig:
-        return ClusterConfig(nodes=(NodeAddress(1, host, 7001),), auth=auth)
+def test_a_non_loopback_address_needs_tokens_and_a_secret_or_an_explicit_insecure() -> None:
+    def config(host: str, auth: AuthConfig, secret: str = "s" * 32) -> ClusterConfig:
+        return ClusterConfig(nodes=(NodeAddress(1, host, 7001),), auth=auth, secret=secret)
+
+    short = exposure_problem(config("192.0.2.10", AUTH, secret="short"), 1)
+    assert short is not None and "cluster.secret" in short
+    assert exposure_problem(config("127.0.0.1", AuthConfig(), secret=""), 1) is None
 
     for host in ("127.0.0.1", "127.3.4.5", "::1", "localhost"):
         assert exposure_problem(config(host, AuthConfig()), 1) is None

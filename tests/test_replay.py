@@ -52,10 +52,29 @@ def test_the_guard_keeps_a_bounded_memory() -> None:
     assert guard.admit("1", "stream", 9_990) == "replayed message"
 
 
+def test_a_restarted_receiver_refuses_what_was_signed_before_it_started() -> None:
+    frame = Signer(SECRET, 1, 500).frame(2, NOW - 1.0, b"")  # captured before the restart
+    assert (
+        unseal(SECRET, 2, frame, NOW, ReplayGuard(since=NOW)) == "signed before this peer started"
+    )
+    fresh = Signer(SECRET, 1, 501).frame(2, NOW + 0.1, b"")
+    assert unseal(SECRET, 2, fresh, NOW + 0.2, ReplayGuard(since=NOW)) == (1, b"")
+
+
+def test_malformed_senders_and_signatures_are_refused_before_any_mac() -> None:
+    headers = Signer(SECRET, 4, 10).headers(1, "writes", NOW, b"")
+    for field, value in (("X-Peer-Id", "\xff"), ("X-Peer-Id", "²"), ("X-Peer-Signature", "é" * 64)):
+        reason = verify(SECRET, 1, "writes", {**headers, field: value}, b"", NOW, ReplayGuard())
+        assert reason is not None and reason.startswith("malformed"), (field, reason)
+
+
 def test_a_restarted_sender_counts_on_from_above() -> None:
     guard = ReplayGuard()
     before = Signer(SECRET, 1, 1_000)
     for _ in range(3):
         assert unseal(SECRET, 2, before.frame(2, NOW, b""), NOW, guard) == (1, b"")
-    after = Signer(SECRET, 1, 2_000_000)  # started later: its clock in µs is far higher
+    after = Signer(SECRET, 1, 2_000_000)  # a later incarnation: its numbers start higher
     assert unseal(SECRET, 2, after.frame(2, NOW, b""), NOW, guard) == (1, b"")
+    incarnation = 1_796_000_000_000  # a wall clock in ms, shifted as transports do
+    late = Signer(SECRET, 1, incarnation << 32)
+    assert unseal(SECRET, 2, late.frame(2, NOW, b""), NOW, guard) == (1, b"")

@@ -27,7 +27,12 @@ VALID_DAYS = 365
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    """Write a file afresh (never through a symlink), owner-only when `private` even if
+    it existed with another mode."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    mode = 0o600 if private else 0o644
+    fd = os.open(path, flags, mode)
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
 

@@ -160,7 +160,8 @@ def _certs(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     lines = make_certs(config, Path(args.out))
     print(f"wrote a CA and {len(config.nodes)} peer certificates to {args.out}/; add to")
-    print(f"{args.config} (and give clients --ca or $BULLYQ_CA):\n")
+    print(f"{args.config} (and give clients --ca or $BULLYQ_CA). Copy ca.pem and a peer's")
+    print("own node-N files to its host; keep ca.key off the peers:\n")
     print("\n".join(lines))
     return EXIT_OK
 

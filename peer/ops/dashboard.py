@@ -248,9 +248,13 @@ class ClusterWatch:
         headless: bool,
         out: TextIO = sys.stdout,
         token: str | None = None,
+        shown_token: str | None = None,
     ) -> None:
+        """`token`: what the dashboard polls with; `shown_token`: the one it prints (a
+        token this launch made, never the user's own)."""
         self.launcher = launcher
         self.token = token
+        self.shown_token = shown_token
         self.config = launcher.config
         self.headless = headless
         self.out = out
@@ -340,7 +344,9 @@ class ClusterWatch:
         if self._live is not None:
             pending = self._editor.pending if self._editor else ""
             self._live.update(
-                render(self.config, self.snapshots, self.launcher, self.feed, pending, self.token),
+                render(
+                    self.config, self.snapshots, self.launcher, self.feed, pending, self.shown_token
+                ),
                 refresh=True,
             )
 
@@ -352,7 +358,7 @@ class ClusterWatch:
     def _screen(self) -> Iterator[None]:
         if self.headless:
             url, auth = self.config.nodes[0].url, self.config.auth.enabled
-            for line in peer_lines(self.config) + usage_lines(url, self.token, auth):
+            for line in peer_lines(self.config) + usage_lines(url, self.shown_token, auth):
                 print(line, file=self.out)
             print(f"commands on stdin: {HELP}", file=self.out, flush=True)
             yield

@@ -27,6 +27,7 @@ from typing import IO, Protocol
 from peer.config import ClusterConfig, ConfigError, NodeAddress, dump_config, with_nodes
 from peer.tokens import new_token
 
+PRIVATE_ENV = ("BULLYQ_TOKEN",)  # the user's API token is none of a peer's business
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # each stops the whole cluster
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout holding peer/
@@ -104,7 +105,7 @@ def log_path(config: ClusterConfig, node_id: int) -> Path:
 
 def peer_env(base: dict[str, str]) -> dict[str, str]:
     """`base` with this project importable (so `-m peer` works from any directory)."""
-    env = dict(base)
+    env = {k: v for k, v in base.items() if k not in PRIVATE_ENV}  # peers and their tasks
     paths = [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env["PYTHONUNBUFFERED"] = "1"

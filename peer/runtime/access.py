@@ -22,6 +22,7 @@ PUBLIC = frozenset({"/health", "/openapi.json", "/", "/ui/tasks/{task_id}", "/ui
 ADMIN_ROUTES = frozenset({"/members/{peer}/{action}"})
 REQUEST_TOKEN = "api_token"  # request key: the ApiToken that authorised the request
 SHELL = "shell"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class Denied(Exception):
@@ -36,6 +37,14 @@ class Denied(Exception):
         return {"WWW-Authenticate": 'Bearer realm="bullyq"'} if self.status == 401 else {}
 
 
+def _same_origin(request: web.Request) -> bool:
+    """No `Origin` (not a browser, or the same page), or one naming this peer's host."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin.partition("://")[2].rstrip("/") == request.host
+
+
 def needed_role(method: str, path: str, auth: AuthConfig) -> str | None:
     """The role a route needs (`path` as registered, e.g. `/tasks/{task_id}`), or None
     when it is public."""
@@ -45,7 +54,7 @@ def needed_role(method: str, path: str, auth: AuthConfig) -> str | None:
         return None
     if path in ADMIN_ROUTES:
         return "admin"
-    return "read" if method in ("GET", "HEAD", "OPTIONS") else "write"
+    return "read" if method in SAFE_METHODS else "write"
 
 
 def bearer(header: str | None) -> str | None:
@@ -53,7 +62,8 @@ def bearer(header: str | None) -> str | None:
     if header is None:
         return None
     scheme, _, value = header.strip().partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
+    value = value.strip()
+    return value if scheme.lower() == "bearer" and value else None
 
 
 def authorise(auth: AuthConfig, needed: str, header: str | None) -> ApiToken:
@@ -61,7 +71,7 @@ def authorise(auth: AuthConfig, needed: str, header: str | None) -> ApiToken:
     presented = bearer(header)
     if presented is None:
         raise Denied(401, "unauthorized", "this needs a token: Authorization: Bearer <token>")
-    token = auth.identify(presented)
+    token = auth.identify(presented) if presented.isascii() else None
     if token is None:
         raise Denied(401, "unauthorized", "unknown token")
     if not allows(token.role, needed):
@@ -78,18 +88,28 @@ def demand(request: web.Request, needed: str, why: str) -> None:
         raise Denied(403, "forbidden", message)
 
 
+def is_admin(request: web.Request) -> bool:
+    """Whether the request may do what needs admin (always, with auth off)."""
+    token = request.get(REQUEST_TOKEN)
+    return not isinstance(token, ApiToken) or allows(token.role, "admin")
+
+
 def demand_for_kinds(request: web.Request, kinds: Iterable[str]) -> None:
     if SHELL in kinds:
         demand(request, "admin", "a shell task")
 
 
 def check_token(request: web.Request) -> None:
-    """Before the handler runs: `Denied` unless the request may call its route (a no-op
-    with auth off). Remembers the token for `demand`."""
+    """Before the handler runs: `Denied` unless the request may call its route; with
+    auth off, a write a browser sends from another site (its `Origin` is not this
+    peer). Remembers the token for `demand`."""
     auth = request.app[TOKEN]
-    if auth.enabled:
-        route = request.match_info.route.resource
-        path = route.canonical if route is not None else request.path
-        needed = needed_role(request.method, path, auth)
-        if needed is not None:
-            request[REQUEST_TOKEN] = authorise(auth, needed, request.headers.get("Authorization"))
+    if not auth.enabled:
+        if request.method not in SAFE_METHODS and not _same_origin(request):
+            raise Denied(403, "forbidden", "a write from another site's page is refused")
+        return
+    route = request.match_info.route.resource
+    path = route.canonical if route is not None else request.path
+    needed = needed_role(request.method, path, auth)
+    if needed is not None:
+        request[REQUEST_TOKEN] = authorise(auth, needed, request.headers.get("Authorization"))

@@ -22,8 +22,15 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from peer.registry import Registry
 from peer.runtime.access import SHELL as SHELL_KIND
-from peer.runtime.access import TOKEN, Denied, check_token, demand, demand_for_kinds
-from peer.runtime.auth import SENDER, unseal, verify
+from peer.runtime.access import (
+    TOKEN,
+    Denied,
+    check_token,
+    demand,
+    demand_for_kinds,
+    is_admin,
+)
+from peer.runtime.auth import SENDER, SIGNATURE, unseal, verify
 from peer.runtime.forwarding import PATH as FORWARD_PATH
 from peer.runtime.metrics import PeerMetrics, get_metrics
 from peer.runtime.node import Node
@@ -90,8 +97,11 @@ async def get_health(request: web.Request) -> web.Response:
 
 async def verified_body(request: web.Request, channel: str) -> bytes:
     """The body of a peer request whose signature holds (for this peer, this channel,
-    fresh, never seen before); 401 otherwise."""
-    body = await request.read()
+    fresh, never seen before); 401 otherwise. An unsigned request is refused before its
+    body is read."""
+    if SIGNATURE not in request.headers:
+        raise Unauthorized("unsigned request")
+    body = await read_body(request)
     node = request.app[NODE]
     tls = node.config.tls
     connection = request.transport
@@ -194,8 +204,21 @@ def reply(result: Reply) -> web.Response:
     return json_response(result.body, result.status, result.headers)
 
 
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
+    """The request's body, within `body_timeout` (a client trickling it is cut off: 408)
+    and `limit` bytes (413)."""
+    try:
+        async with asyncio.timeout(request.app[NODE].config.body_timeout):
+            body = await request.read()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout() from None
+    if limit is not None and len(body) > limit:
+        raise web.HTTPRequestEntityTooLarge(limit, len(body))
+    return body
+
+
 async def read_json(request: web.Request) -> Any:
-    body = await request.read()
+    body = await read_body(request, request.app[NODE].config.max_body)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -262,7 +285,7 @@ async def retry_task(request: web.Request) -> web.Response:
     task_id = task_id_of(request)
     task = request.app[NODE].core.tasks.get(task_id)
     demand_for_kinds(request, [task.kind] if task is not None else [])
-    write = Write("retry", task_id=task_id)
+    write = Write("retry", task_id=task_id, admin=is_admin(request))
     return reply(await request.app[WRITES].write(write))
 
 
@@ -270,7 +293,8 @@ async def requeue_tasks(request: web.Request) -> web.Response:
     query = check_requeue(await read_json(request))
     if SHELL_KIND in request.app[REGISTRY] and query.get("kind") in (None, SHELL_KIND):
         demand(request, "admin", "a requeue that may match shell tasks (give another kind)")
-    return reply(await request.app[WRITES].write(Write("requeue", [query])))
+    write = Write("requeue", [query], admin=is_admin(request))
+    return reply(await request.app[WRITES].write(write))
 
 
 async def drain_member(request: web.Request) -> web.Response:
@@ -354,7 +378,7 @@ async def close_streams(app: web.Application) -> None:
 def build_app(node: Node, registry: Registry) -> web.Application:
     metrics = PeerMetrics(node)
     app = web.Application(
-        client_max_size=node.config.max_body,
+        client_max_size=2 * node.config.max_body + 65536,  # forwarded writes: see forwarding
         middlewares=[metrics.timing, errors_as_json],
     )
     app[TOKEN] = node.config.auth

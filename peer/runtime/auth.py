@@ -5,11 +5,13 @@ timestamp, sequence number and body, and the refusal of replays.
 same for one frame of a peer stream. Each says why it refuses. A message is bound to
 its receiver and its channel (`stream` frames, the stream's `open`ing request,
 forwarded `writes`, posted `messages`), so a capture cannot be redirected, and carries
-its sender's sequence number: each sender counts up from the wall clock in
-microseconds at its start (`Signer`), so a restarted sender continues above what it
-sent before. A receiver's `ReplayGuard` admits each (sender, channel, number) once,
-within a window of the highest seen: a frame replayed within its freshness window is
-refused as a replay, an older one as stale. The clock reading is passed in, so the
+its sender's sequence number: each sender counts up from its incarnation shifted left
+by 32 bits (`Signer`; the incarnation is stored and grows with every start), so a
+restarted sender continues above what it sent before even if the clock stepped back.
+A receiver's `ReplayGuard` admits each (sender, channel, number) once, within a window
+of the highest seen, and nothing signed before the receiver started (its memory of
+what it admitted does not survive a restart): a frame replayed within its freshness
+window is refused as a replay, an older one as stale. The clock reading is passed in, so the
 functions are pure.
 """
 
@@ -25,6 +27,7 @@ TIMESTAMP = "X-Peer-Time"
 SEQUENCE = "X-Peer-Seq"
 SIGNATURE = "X-Peer-Signature"
 CHANNELS = ("stream", "open", "writes", "messages")
+HEX = frozenset("0123456789abcdef")
 
 
 def _mac(
@@ -77,8 +80,9 @@ class ReplayGuard:
     """What one receiver has admitted: per (sender, channel), the highest number and the
     numbers admitted within `window` below it."""
 
-    def __init__(self, window: int = WINDOW) -> None:
+    def __init__(self, window: int = WINDOW, since: float = 0.0) -> None:
         self.window = window
+        self.since = since  # the receiver's start: what was signed before may be a replay
         self._top: dict[tuple[str, str], int] = {}
         self._seen: dict[tuple[str, str], set[int]] = {}
 
@@ -109,14 +113,20 @@ def _check(
     guard: ReplayGuard,
 ) -> str | None:
     sender, timestamp, seq, signature = fields
+    if not (sender.isascii() and sender.isdigit()) or len(sender) > 10:
+        return "malformed sender"
+    if len(signature) != 64 or not signature.isascii() or set(signature) - HEX:
+        return "malformed signature"
     try:
         sent_at = float(timestamp)
     except ValueError:
         return "malformed timestamp"
-    if not (seq.isascii() and seq.isdigit()) or len(seq) > 20:
+    if not (seq.isascii() and seq.isdigit()) or len(seq) > 24:
         return "malformed sequence number"
     if not abs(now - sent_at) <= MAX_SKEW:
         return "stale or future timestamp"
+    if sent_at < guard.since:
+        return "signed before this peer started"
     if not hmac.compare_digest(signature, _mac(secret, sender, to, channel, timestamp, seq, body)):
         return "bad signature"
     return guard.admit(sender, channel, int(seq))  # only an authentic message counts

@@ -25,11 +25,14 @@ MAX_WRITES = 256
 Answer = tuple[int, Any]
 
 
+Item = tuple[int, bytes, "asyncio.Future[Answer | None]"]  # leader, encoded write, answer
+
+
 class Forwarder:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.session: aiohttp.ClientSession | None = None
-        self._queue: list[tuple[int, dict[str, Any], asyncio.Future[Answer | None]]] = []
+        self._queue: list[Item] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -41,7 +44,7 @@ class Forwarder:
             self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl))
             self._task = asyncio.create_task(self._run(), name="forwarder")
         future: asyncio.Future[Answer | None] = asyncio.get_running_loop().create_future()
-        self._queue.append((leader, write, future))
+        self._queue.append((leader, orjson.dumps(write), future))
         self._wake.set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(0.05, deadline - time.monotonic())):
@@ -53,22 +56,37 @@ class Forwarder:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                leader = self._queue[0][0]
-                batch = [item for item in self._queue[:MAX_WRITES] if item[0] == leader]
-                self._queue = [item for item in self._queue if item not in batch]
-                await self._send(leader, batch)
+                batch = self._next_batch()
+                await self._send(batch[0][0], batch)
 
-    async def _send(
-        self, leader: int, batch: list[tuple[int, dict[str, Any], asyncio.Future[Answer | None]]]
-    ) -> None:
-        answers = await self._post(leader, [write for _, write, _ in batch])
+    def _next_batch(self) -> list[Item]:
+        """The first queued writes for the first one's leader: at most `MAX_WRITES`, and
+        at most `max_body` bytes in all (a single write alone may be bigger: the leader
+        takes twice that), so a few big writes never make the leader refuse the rest."""
+        leader, budget = self._queue[0][0], self.node.config.max_body
+        batch: list[Item] = []
+        size = 0
+        for item in self._queue:
+            if item[0] != leader:
+                continue
+            if batch and (len(batch) == MAX_WRITES or size + len(item[1]) > budget):
+                break
+            batch.append(item)
+            size += len(item[1]) + 1
+        taken = {id(item) for item in batch}
+        self._queue = [item for item in self._queue if id(item) not in taken]
+        return batch
+
+    async def _send(self, leader: int, batch: list[Item]) -> None:
+        answers = await self._post(leader, b"[" + b",".join(w for _, w, _ in batch) + b"]")
+        if answers is not None and len(answers) != len(batch):
+            answers = None
         for i, (_, _, future) in enumerate(batch):
             if not future.done():
                 future.set_result(answers[i] if answers else None)
 
-    async def _post(self, leader: int, writes: list[dict[str, Any]]) -> list[Answer] | None:
+    async def _post(self, leader: int, body: bytes) -> list[Answer] | None:
         assert self.session is not None
-        body = orjson.dumps(writes)
         headers = self.node.transport.signer.headers(leader, "writes", time.time(), body)
         headers["Content-Type"] = "application/json"
         url = self.node.config.node(leader).url + PATH
@@ -80,9 +98,10 @@ class Forwarder:
                 answers = orjson.loads(await resp.read())
         except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError):
             return None
-        if not isinstance(answers, list) or len(answers) != len(writes):
-            return None
-        return [(int(a[0]), a[1]) for a in answers]
+        try:
+            return [(int(a[0]), a[1]) for a in answers]
+        except (TypeError, ValueError, IndexError, KeyError):
+            return None  # not the leader's answer shape: as if unreachable
 
     async def close(self) -> None:
         if self._task is not None:

@@ -83,7 +83,7 @@ class Node:
         )
         urls = {n.id: n.url for n in config.nodes}
         context = config.tls.client_context(node_id) if config.tls is not None else None
-        self.transport = Transport(node_id, urls, secret(config), context)
+        self.transport = Transport(node_id, urls, secret(config), context, self.incarnation)
         self.runner = TaskRunner(registry, config.slots, self._completed)
         self.done = 0  # attempts this peer has run to an end
         self._inbox: list[Input] = []

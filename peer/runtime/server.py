@@ -43,6 +43,7 @@ from peer.runtime.node import Node
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS_PER_CLIENT = 64  # open connections one remote address may hold
+MAX_CONNECTIONS = 1000  # open connections in all (under a process's usual 1024 files)
 HEADER_TIMEOUT = 5.0  # seconds from a request head's first byte to its end
 IDLE_TIMEOUT = 75.0  # seconds a kept-alive connection may send nothing
 REFUSAL_LINGER = 1.0  # seconds a refused connection waits for its client to hang up
@@ -53,8 +54,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     per_client: int = MAX_CONNECTIONS_PER_CLIENT
-    header_timeout: float = HEADER_TIMEOUT
+    header_timeout: float = HEADER_TIMEOUT  # (also the TLS handshake's)
     idle_timeout: float = IDLE_TIMEOUT
+    total: int = MAX_CONNECTIONS
 
 
 def client_address(transport: asyncio.BaseTransport) -> str:
@@ -173,6 +175,11 @@ class ConnectionGuard:
         if self.open[connection.client] >= self.limits.per_client:
             log.info("refused a connection from %s: too many open", connection.client)
             return False
+        if len(self._live) >= self.limits.total:
+            log.warning(
+                "refused a connection from %s: %d open in all", connection.client, len(self._live)
+            )
+            return False
         self.open[connection.client] += 1
         assert connection.transport is not None
         self._live[connection.transport] = connection
@@ -217,7 +224,12 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         factory = self.guard.factory(self.runner.server)
         self.listener = await loop.create_server(
-            factory, host, port, ssl=ssl_context, reuse_address=True
+            factory,
+            host,
+            port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=self.guard.limits.header_timeout if ssl_context else None,
+            reuse_address=True,
         )
         return int(self.listener.sockets[0].getsockname()[1])
 

@@ -59,6 +59,7 @@ class Write:
     name: str = ""
     flag: bool = False
     origin: int | None = None  # the follower that forwarded it (not sent: the signer)
+    admin: bool = True  # whether its token may touch shell tasks (retry, requeue)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,6 +71,7 @@ class Write:
             "schedule": self.schedule,
             "name": self.name,
             "flag": self.flag,
+            "admin": self.admin,
         }
 
     @classmethod
@@ -83,6 +85,7 @@ class Write:
             data.get("schedule"),
             data.get("name", ""),
             data.get("flag", False),
+            admin=data.get("admin") is True,
         )
 
 

@@ -102,13 +102,15 @@ class Transport:
         urls: dict[int, str],
         secret: bytes,
         ssl_context: ssl.SSLContext | None = None,
+        incarnation: int | None = None,
     ) -> None:
         self.node_id = node_id
         self.ssl_context = ssl_context  # for https:// peers: the CA, and our certificate
         self.urls = urls
         self.secret = secret
-        self.signer = Signer(secret, node_id, time.time_ns() // 1000)
-        self.guard = ReplayGuard()
+        start = time.time_ns() // 1000 if incarnation is None else incarnation << 32
+        self.signer = Signer(secret, node_id, start)
+        self.guard = ReplayGuard(since=time.time())
         self.session: aiohttp.ClientSession | None = None
         self.outboxes: dict[int, PeerOutbox] = {}
 

@@ -54,6 +54,8 @@ function setUpLogin() {
   };
   $("#logout").onclick = () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    streamGeneration++; // ends the live stream the token opened
+    $("#live").textContent = "signed out";
     showLogin("signed out");
   };
   $("#logout").hidden = !sessionStorage.getItem(TOKEN_KEY);
