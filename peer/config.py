@@ -58,6 +58,10 @@ class ClusterConfig:
     retry_max: float = _DEFAULTS.retry_max
     max_catch_up: int = _DEFAULTS.max_catch_up
     priority_aging: float = _DEFAULTS.priority_aging
+    keep_finished: float | None = _DEFAULTS.keep_finished  # retention (peer/protocol/retention.py)
+    keep_trimmed: float | None = _DEFAULTS.keep_trimmed
+    max_finished: int | None = _DEFAULTS.max_finished
+    keep_keys: float = _DEFAULTS.keep_keys
     queues: tuple[tuple[str, QueuePolicy], ...] = ()  # [queues.NAME] tables
     schedules: tuple[dict[str, Any], ...] = ()  # [[schedule]] tables, checked at serve
     log_format: str = "auto"  # console | json | auto (console on a terminal)
@@ -130,6 +134,24 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _duration(key: str, value: Any) -> float:
+    """Seconds, given as a number or as a string with a unit: "90s", "15m", "12h", "7d"."""
+    if isinstance(value, str) and value[-1:] in _UNITS:
+        try:
+            number = float(value[:-1])
+        except ValueError:
+            number = -1.0
+        if number > 0 and number != float("inf"):
+            return number * _UNITS[value[-1]]
+        raise ConfigError(f"cluster.{key}: must be a duration like 90s, 15m, 12h or 7d")
+    if isinstance(value, str):
+        raise ConfigError(f"cluster.{key}: must be a duration like 90s, 15m, 12h or 7d")
+    return _seconds(key, value)
+
+
 def _string(key: str, value: Any) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"cluster.{key}: must be a string")
@@ -164,6 +186,10 @@ _CHECKS = {
     "body_timeout": _seconds,
     "max_catch_up": _positive_int,
     "priority_aging": _seconds,
+    "keep_finished": _duration,
+    "keep_trimmed": _duration,
+    "keep_keys": _duration,
+    "max_finished": _positive_int,
     "data_dir": _string,
     "secret": _string,
     "policy": _string,
@@ -336,6 +362,8 @@ def dump_config(config: ClusterConfig) -> str:
     lines = ["[cluster]"]
     for name in ClusterConfig.__dataclass_fields__:
         if name not in ("nodes", "schedules", "queues", "auth", "tls"):
+            if getattr(config, name) is None:
+                continue  # (unset: TOML has no null)
             lines.append(f"{name} = {_toml_value(getattr(config, name))}")
     for node in config.nodes:
         lines += ["", "[[node]]", f"id = {node.id}", f'host = "{node.host}"', f"port = {node.port}"]

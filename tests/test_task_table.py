@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from peer.protocol.commands import Drain, Retry, Submit, TaskSpec
-from peer.protocol.records import STATES, Applied
+from peer.protocol.records import STATES, TERMINAL, Applied
 from peer.protocol.tasks import TaskTable
 
 
@@ -62,6 +62,10 @@ def check_consistent(table: TaskTable) -> None:
     indexed = {(w, t) for w, ids in table.running.items() for t in ids}
     running = {(t.worker, t.id) for t in table.tasks.values() if t.state == "running"}
     assert indexed == running
+    finished = {(t.queue, t.id, t.trimmed) for t in table.tasks.values() if t.state in TERMINAL}
+    ordered = {(q, i, False) for q, ids in table.finished.items() for i in ids}
+    ordered |= {(q, i, True) for q, ids in table.trimmed.items() for i in ids}
+    assert ordered == finished  # retention's orders hold exactly the finished tasks
 
 
 def echo(**extra: Any) -> dict[str, Any]:

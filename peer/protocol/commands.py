@@ -11,6 +11,8 @@ The JSON shapes (kept stable, as they are on disk):
   {"op": "assign", "at": T, "items": [[id, attempt, worker, incarnation], ...]}
   {"op": "finish", "at": T, "items": [[id, attempt, ok, value, retry_at], ...]}
   {"op": "cancel", "at": T, "id": N}
+  {"op": "trim", "at": T, "ids": [id, ...]}
+  {"op": "forget", "at": T, "ids": [id, ...], "keys_before": T}
 
 Decoding checks every field's type (the checks are in `peer.protocol.fields`) and raises
 `CommandError` on anything else, so a malformed entry is refused whole (the table skips
@@ -203,6 +205,25 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class Trim:
+    """Retention, first step: finished tasks lose their arguments, result and attempt
+    records (the leader decides which; every peer drops the same)."""
+
+    at: float
+    tasks: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Retention, last step: finished tasks leave the table; their keys keep answering
+    for a while. Keys forgotten, and request ids seen, before `keys_before` are let go."""
+
+    at: float
+    tasks: tuple[int, ...]
+    keys_before: float
+
+
+@dataclass(frozen=True, slots=True)
 class Drain:
     """No new assignments to `peer` (its running attempts finish), or again allowed."""
 
@@ -258,6 +279,8 @@ Command = (
     | ScheduleDelete
     | SchedulePause
     | ScheduleSkip
+    | Trim
+    | Forget
 )
 
 
@@ -302,6 +325,13 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
         "at": c.at,
         "name": c.name,
         "paused": c.paused,
+    },
+    Trim: lambda c: {"op": "trim", "at": c.at, "ids": list(c.tasks)},
+    Forget: lambda c: {
+        "op": "forget",
+        "at": c.at,
+        "ids": list(c.tasks),
+        "keys_before": c.keys_before,
     },
     ScheduleSkip: lambda c: {
         "op": "schedule_skip",
@@ -376,14 +406,20 @@ def _decode_finish(data: dict[str, Any]) -> Finish:
     return Finish(_at(data), tuple(items))
 
 
+def _ids(data: dict[str, Any]) -> tuple[int, ...]:
+    return tuple(_integer(i, "ids") for i in _list(data, "ids", required=True))
+
+
 _DECODERS: dict[str, Callable[[dict[str, Any]], Command]] = {
     "noop": lambda data: Noop(),
     "submit": _decode_submit,
     "assign": _decode_assign,
     "finish": _decode_finish,
     "cancel": lambda data: Cancel(_at(data), _integer(data.get("id"), "id")),
-    "retry": lambda data: Retry(
-        _at(data), tuple(_integer(i, "ids") for i in _list(data, "ids", required=True))
+    "retry": lambda data: Retry(_at(data), _ids(data)),
+    "trim": lambda data: Trim(_at(data), _ids(data)),
+    "forget": lambda data: Forget(
+        _at(data), _ids(data), _number(data.get("keys_before"), "keys_before")
     ),
     "drain": lambda data: Drain(
         _at(data), _integer(data.get("peer"), "peer"), _typed(data.get("drained"), bool, "drained")

@@ -43,6 +43,7 @@ from peer.protocol.messages import (
 )
 from peer.protocol.records import TERMINAL, Applied
 from peer.protocol.replication import Replicator
+from peer.protocol.retention import Retention
 from peer.protocol.scheduler import Scheduler, Worker
 from peer.protocol.schedules import TickPlanner
 from peer.protocol.settings import Settings
@@ -100,6 +101,7 @@ class PeerCore:
             settings.priority_aging,
         )
         self.dispatcher = Dispatcher(node_id, incarnation, scheduler)
+        self.retention = Retention(settings)
         self.ticks = TickPlanner(settings.max_catch_up)
         self.declared_schedules = tuple(declared_schedules)
         self._serving_since: float | None = None
@@ -282,6 +284,7 @@ class PeerCore:
         if self._own and not self.replicator.leading:
             self._own.clear()  # what it proposed and did not commit is another's now
         orders = self.dispatcher.on_applied(self.tasks, batch.applied, self.is_ready_leader)
+        self.retention.applied(batch.applied)
         batch.starts, batch.stops = orders.starts, orders.stops
         self._send_results()
         if self.is_ready_leader:
@@ -342,11 +345,14 @@ class PeerCore:
         if self._serving_since is None:
             self._serving_since = self._now
             self.dispatcher.lead(self.tasks)
+            self.retention.lead()
             self.ticks.reset()
             commands += self._declare_schedules()
         if self.tasks.schedules.schedules:
             commands += self.ticks.plan(self._wall, self.tasks.schedules, self._unended)
         ticked, self._ticked = self._ticked, False
+        if ticked:
+            commands += self.retention.plan(self._wall, self.tasks)
         needed, judge = self.dispatcher.needs_round(self._wall, self.tasks, ticked)
         if needed:  # else nothing to run or record this cycle
             judge_lost = self._now - self._serving_since > self.settings.failure_timeout

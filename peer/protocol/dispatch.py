@@ -125,7 +125,9 @@ class Dispatcher:
         # the table is read after the whole batch was applied: an earlier assign of a
         # task may so show its later attempt, which is started (once) by its own entry
         for task_id in task_ids:
-            task = table.tasks[task_id]
+            task = table.tasks.get(task_id)
+            if task is None:  # a later entry of the batch forgot it (it ended)
+                continue
             key = (task.id, task.attempt)
             mine = task.worker == self.id and task.incarnation == self.incarnation
             if mine and task.state is TaskState.RUNNING and key not in self._running_here:

@@ -51,6 +51,7 @@ class Task:
     dependents: list[int] = field(default_factory=list)  # tasks that depend on this one
     schedule: str | None = None  # the schedule whose tick made it
     due: float | None = None  # ... that tick's due time (lateness: submitted_at - due)
+    trimmed: bool = False  # retention dropped its args, result and attempt records
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,7 +79,18 @@ class Task:
             "lateness": None if self.due is None else self.submitted_at - self.due,
             "attempts": [dict(a) for a in self.attempts],
             "dependents": list(self.dependents),
+            "trimmed": self.trimmed,
         }
+
+
+FORGOTTEN = "forgotten"  # the state a forgotten task's key answers with
+
+
+def forgotten_json(task_id: int, kind: str, key: str | None) -> dict[str, Any]:
+    """What a submit repeating the key of a task retention forgot answers: its id and
+    state `forgotten`, in a task's shape (the rest is gone)."""
+    stub = Task(task_id, kind, None, "", 0, 0, None, (), key, 0.0, 0.0, trimmed=True)
+    return {**stub.to_json(), "state": FORGOTTEN}
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,7 +83,9 @@ class Scheduler:
     def take_ready(self, table: TaskTable, task_ids: Iterable[int]) -> None:
         """Take in tasks an applied entry made ready."""
         for task_id in task_ids:
-            self._push(table.tasks[task_id])
+            task = table.tasks.get(task_id)  # (gone if the same batch forgot it)
+            if task is not None:
+                self._push(task)
 
     def next_release(self) -> float | None:
         """The earliest `not_before` (wall clock) of a task waiting for its time."""
@@ -108,7 +110,9 @@ class Scheduler:
     def _release_due(self, wall: float, table: TaskTable) -> None:
         while self._waiting and self._waiting[0][0] <= wall:
             _, task_id, attempt = heapq.heappop(self._waiting)
-            task = table.tasks[task_id]
+            task = table.tasks.get(task_id)
+            if task is None:  # cancelled meanwhile, and forgotten by retention
+                continue
             if task.queue not in self._ready:
                 self._ready[task.queue] = []
                 self._chooser.add(task.queue)
@@ -151,8 +155,9 @@ class Scheduler:
         room: dict[str, float] = {}
         pending: dict[str, int] = {}
         for task_id in self._assigning:
-            queue = table.tasks[task_id].queue
-            pending[queue] = pending.get(queue, 0) + 1
+            task = table.tasks.get(task_id)
+            if task is not None:
+                pending[task.queue] = pending.get(task.queue, 0) + 1
         for queue, policy in self.queues.items():
             limit = table.rates.available(queue, wall) - pending.get(queue, 0)
             if policy.max_running is not None:
@@ -183,8 +188,9 @@ class Scheduler:
         """The first task of `heap` that may start (stale entries dropped), left on it."""
         while heap:
             _, task_id, attempt = heap[0]
-            task = table.tasks[task_id]
-            if task.state in READY and task.attempt == attempt and task_id not in self._assigning:
+            task = table.tasks.get(task_id)  # (None: forgotten by retention)
+            fresh = task is not None and task.state in READY and task.attempt == attempt
+            if fresh and task_id not in self._assigning:
                 return task
             heapq.heappop(heap)
         return None

@@ -47,6 +47,11 @@ class Settings:
     max_catch_up: int = 100  # ticks a schedule with catch_up = "all" fires late at most
     priority_aging: float = 60.0  # priority policy: a waiting task gains a level this often
     queues: tuple[tuple[str, QueuePolicy], ...] = ()  # per-queue policies, by name
+    keep_finished: float | None = None  # seconds a finished task is kept whole (None: ever)
+    keep_trimmed: float | None = None  # ... then kept trimmed (None: as long again)
+    max_finished: int | None = None  # finished tasks kept per queue at most (None: any)
+    keep_keys: float = 86400.0  # seconds a forgotten task's key still deduplicates
+    max_forget: int = 2000  # tasks one retention entry trims or forgets at most
 
     def election_timings(self) -> Timings:
         return Timings(self.heartbeat_interval, self.election_timeout, self.failure_timeout)

@@ -21,7 +21,7 @@ attempts ended), so nothing is left in the table for another module to drain.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from peer.protocol.commands import (
@@ -32,6 +32,7 @@ from peer.protocol.commands import (
     CommandError,
     Drain,
     Finish,
+    Forget,
     Noop,
     Outcome,
     Retry,
@@ -41,6 +42,7 @@ from peer.protocol.commands import (
     ScheduleSkip,
     Submit,
     TaskSpec,
+    Trim,
     decode_command,
 )
 from peer.protocol.queues import RateBook
@@ -48,6 +50,19 @@ from peer.protocol.records import READY, STATES, TERMINAL, Applied, Task, TaskSt
 from peer.protocol.schedules import ScheduleBook
 from peer.protocol.settings import QueuePolicy
 from peer.protocol.stats import TaskStats, failure_reason
+
+
+def _drop_older(ordered: dict[str, Any], when: Callable[[Any], float], before: float) -> list[str]:
+    """Drop the leading entries of an insertion-ordered dict whose time is before
+    `before` (they were added in log order, so the old ones lead); their keys."""
+    dropped = []
+    for key, value in ordered.items():
+        if when(value) >= before:
+            break
+        dropped.append(key)
+    for key in dropped:
+        del ordered[key]
+    return dropped
 
 
 def _ended(task: Task, at: float, outcome: str, error: Any) -> None:
@@ -75,6 +90,15 @@ class TaskTable:
         self.rates = RateBook(queues or {})
         self.stats = TaskStats()
         self.drained: set[int] = set()  # peers that get no new assignments
+        # retention: per queue, finished tasks whole in the order they ended and
+        # trimmed ones in the order they were trimmed (with when); keys of forgotten
+        # tasks (with when), when each request id was seen; the lowest id maybe held
+        self.finished: dict[str, dict[int, None]] = {}
+        self.trimmed: dict[str, dict[int, float]] = {}
+        self.forgotten_keys: dict[str, tuple[int, float]] = {}
+        self.rid_times: dict[str, float] = {}
+        self.forgotten = 0
+        self.low_id = 1
         self._running_by_queue: dict[str, int] = {}
         # what the entry being applied changes; handed out in its `Applied`, then reset
         self._ready: list[int] = []
@@ -130,6 +154,15 @@ class TaskTable:
             case Drain():
                 (self.drained.add if command.drained else self.drained.discard)(command.peer)
                 return Applied(index, "drain")
+            case Trim():
+                return Applied(index, "trim", self._trim(command.at, command.tasks))
+            case Forget():
+                return Applied(index, "forget", self._forget(command))
+            case _:
+                return self._schedule_command(index, command)
+
+    def _schedule_command(self, index: int, command: Command) -> Applied:
+        match command:
             case SchedulePut():
                 return Applied(index, "schedule_put", outcome=self.schedules.put(command))
             case ScheduleDelete():
@@ -141,6 +174,7 @@ class TaskTable:
             case ScheduleSkip():
                 found = self.schedules.skip(command)
                 return Applied(index, "schedule_skip", outcome="ok" if found else "missing")
+        return Applied(index, "invalid", outcome="invalid")
 
     def _submit_once(self, index: int, command: Submit) -> Applied:
         seen = self.by_rid.get(command.rid) if command.rid else None
@@ -149,6 +183,7 @@ class TaskTable:
         applied = self._submit(index, command.at, command.tasks)
         if command.rid:
             self.by_rid[command.rid] = applied.task_ids
+            self.rid_times[command.rid] = command.at
         return applied
 
     def _assign(self, index: int, at: float, items: tuple[Assignment, ...]) -> Applied:
@@ -225,7 +260,7 @@ class TaskTable:
         refs: dict[str, int] = {}
         ids, created = [], []
         for spec in specs:
-            existing = self.by_key.get(spec.key) if spec.key else None
+            existing = self.key_holder(spec.key) if spec.key else None
             if existing is not None:
                 ids.append(existing)
                 created.append(False)
@@ -283,10 +318,12 @@ class TaskTable:
 
     def _dependency_failed(self, task: Task) -> bool:
         failed = (TaskState.FAILED, TaskState.CANCELLED)
-        return any(self.tasks[d].state in failed for d in task.depends_on)
+        return any(d in self.tasks and self.tasks[d].state in failed for d in task.depends_on)
 
     def retry_blocker(self, task: Task) -> str | None:
         """Why `task` cannot be retried now, or None."""
+        if task.trimmed:
+            return f"task {task.id} was trimmed by retention (its arguments are gone)"
         if task.state not in (TaskState.FAILED, TaskState.CANCELLED):
             return f"task {task.id} is {task.state}: only failed or cancelled tasks are retried"
         for dep in task.depends_on:
@@ -341,9 +378,12 @@ class TaskTable:
 
     def _set_state(self, task: Task, state: TaskState) -> None:
         self._count(task.queue, task.state, -1)
+        if task.state in TERMINAL and state not in TERMINAL:  # retried
+            self.finished.get(task.queue, {}).pop(task.id, None)
         task.state = state
         self._count(task.queue, state, 1)
         if state in TERMINAL:
+            self.finished.setdefault(task.queue, {})[task.id] = None
             self.stats.finished[(task.queue, task.kind, state.value)] += 1
             if task.schedule is not None:
                 self.schedules.ended(task.schedule, state.value)
@@ -354,6 +394,56 @@ class TaskTable:
         if by_state is None:
             by_state = self.queue_counts[queue] = dict.fromkeys(STATES, 0)
         by_state[state] += change
+
+    # -------------------------------------------------------------- retention
+
+    def _trim(self, at: float, task_ids: tuple[int, ...]) -> tuple[int, ...]:
+        done = []
+        for task_id in task_ids:
+            task = self.tasks.get(task_id)
+            if task is None or task.state not in TERMINAL or task.trimmed:
+                continue
+            task.args = task.result = None
+            task.attempts = []
+            task.trimmed = True
+            self.finished.get(task.queue, {}).pop(task_id, None)
+            self.trimmed.setdefault(task.queue, {})[task_id] = at
+            done.append(task_id)
+        return tuple(done)
+
+    def _forget(self, command: Forget) -> tuple[int, ...]:
+        done = []
+        for task_id in command.tasks:
+            task = self.tasks.get(task_id)
+            if task is None or task.state not in TERMINAL:
+                continue
+            del self.tasks[task_id]
+            self._count(task.queue, task.state, -1)
+            self.finished.get(task.queue, {}).pop(task_id, None)
+            self.trimmed.get(task.queue, {}).pop(task_id, None)
+            if task.key and self.by_key.get(task.key) == task_id:
+                del self.by_key[task.key]
+                self.forgotten_keys[task.key] = (task_id, command.at)
+            for parent_id in task.depends_on:
+                parent = self.tasks.get(parent_id)
+                if parent is not None and task_id in parent.dependents:
+                    parent.dependents.remove(task_id)
+            done.append(task_id)
+        self.forgotten += len(done)
+        _drop_older(self.forgotten_keys, lambda held: held[1], command.keys_before)
+        for rid in _drop_older(self.rid_times, lambda seen: seen, command.keys_before):
+            self.by_rid.pop(rid, None)
+        while self.low_id < self.next_id and self.low_id not in self.tasks:
+            self.low_id += 1
+        return tuple(done)
+
+    def key_holder(self, key: str) -> int | None:
+        """The task a key names: one held, or one forgotten within `keep_keys`."""
+        held = self.by_key.get(key)
+        if held is not None:
+            return held
+        forgotten = self.forgotten_keys.get(key)
+        return None if forgotten is None else forgotten[0]
 
     # ------------------------------------------------------------------ query
 
@@ -375,8 +465,10 @@ class TaskTable:
         out: list[Task] = []
         wanted = {"state": state, "queue": queue, "kind": kind, "schedule": schedule}
         filters = [(name, value) for name, value in wanted.items() if value is not None]
-        for task_id in range(after + 1, self.next_id):
-            task = self.tasks[task_id]
+        for task_id in range(max(after + 1, self.low_id), self.next_id):
+            task = self.tasks.get(task_id)
+            if task is None:  # forgotten
+                continue
             if any(getattr(task, name) != value for name, value in filters):
                 continue
             if search and str(task.id) != search and search not in (task.key or ""):

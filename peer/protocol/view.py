@@ -43,7 +43,7 @@ def describe(core: PeerCore, now: float) -> dict[str, Any]:
         "catching_up": core.catching_up,
         "behind": core.behind,
         "queue_depth": core.tasks.counts[TaskState.QUEUED] + core.tasks.counts[TaskState.SCHEDULED],
-        "tasks": dict(core.tasks.counts),
+        "tasks": {**core.tasks.counts, "forgotten": core.tasks.forgotten},
         "queues": {
             queue: {state: counts[state] for state in ("queued", "scheduled", "running")}
             for queue, counts in sorted(core.tasks.queue_counts.items())

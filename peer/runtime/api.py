@@ -255,9 +255,11 @@ async def get_task(request: web.Request) -> web.Response:
     node = request.app[NODE]
     if wait:
         await wait_terminal(node, task_id, wait)
-    task = node.core.tasks.get(task_id)
+    table = node.core.tasks
+    task = table.get(task_id)
     if task is None:
-        return error(404, "not_found", f"no task {task_id}", **read_headers(node))
+        gone = " (forgotten: retention)" if task_id < table.next_id else ""
+        return error(404, "not_found", f"no task {task_id}{gone}", **read_headers(node))
     return json_response(task.to_json(), headers=read_headers(node) or None)
 
 

@@ -141,7 +141,7 @@ def task_answer() -> Schema:
             "args": {},
             "queue": {"type": "string"},
             "priority": integer(),
-            "state": {"type": "string", "enum": list(STATES)},
+            "state": {"type": "string", "enum": [*STATES, "forgotten"]},
             "attempt": integer(),
             "max_attempts": integer(),
             "timeout": number(nullable=True),
@@ -160,6 +160,7 @@ def task_answer() -> Schema:
             "lateness": number(nullable=True),
             "attempts": array({"type": "object"}),
             "dependents": array(integer()),
+            "trimmed": {"type": "boolean"},
         }
     )
 

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 from peer.protocol.commands import Cancel, Submit, TaskSpec
-from peer.protocol.records import TERMINAL, Applied
+from peer.protocol.records import TERMINAL, Applied, Task, forgotten_json
 from peer.runtime.forwarding import Forwarder
 from peer.runtime.node import FORWARDED_BY, DiskRefused, LeadershipLost, Node, NotLeader
 from peer.runtime.schedule_writes import SCHEDULE_OPS, schedule_settled, write_schedule
@@ -201,7 +201,7 @@ class WriteService:
         tasks = body.get("tasks", [body])
         newest = max((t.get("id", 0) for t in tasks if isinstance(t, dict)), default=0)
         table = self.node.core.tasks
-        while table.get(newest) is None and (left := deadline - time.monotonic()) > 0:
+        while newest >= table.next_id and (left := deadline - time.monotonic()) > 0:
             await self.node.wait_changed(left)
 
     async def _execute(self, write: Write) -> Reply:
@@ -229,11 +229,14 @@ class WriteService:
                     raise BadRequest(where, f"no task with id {dep}")
         specs = tuple(TaskSpec.from_json(spec) for spec in write.specs)
         applied = await self.node.propose(Submit(time.time(), specs, write.rid))
-        return self._submitted(applied, write.order)
+        return self._submitted(applied, write.order, specs)
 
-    def _submitted(self, applied: Applied, order: list[int] | None) -> Reply:
+    def _submitted(
+        self, applied: Applied, order: list[int] | None, specs: tuple[TaskSpec, ...]
+    ) -> Reply:
         table = self.node.core.tasks
-        tasks = [table.tasks[i].to_json() for i in applied.task_ids]
+        pairs = zip(applied.task_ids, specs, strict=True)
+        tasks = [_answer(table.tasks.get(i), i, spec) for i, spec in pairs]
         status = 201 if any(applied.created) else 200
         if order is None:
             return Reply(status, tasks[0])
@@ -252,6 +255,11 @@ class WriteService:
         if applied.outcome == "terminal":
             return error_reply(409, "conflict", f"task {task.id} is already {task.state}")
         return Reply(200, task.to_json())
+
+
+def _answer(task: Task | None, task_id: int, spec: TaskSpec) -> dict[str, Any]:
+    """A submitted task's JSON; a key whose task retention forgot names it still."""
+    return task.to_json() if task is not None else forgotten_json(task_id, spec.kind, spec.key)
 
 
 _long_polls: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()

@@ -501,7 +501,9 @@ class SimCluster:
         """A succeeded task holds what its current attempt produced (results differ
         per attempt here, so a finish recorded for the wrong attempt shows)."""
         for task_id in applied.task_ids:
-            task = node.tasks.tasks[task_id]
+            task = node.tasks.tasks.get(task_id)
+            if task is None or task.trimmed:  # retention dropped it, or its result
+                continue
             made = self.produced.get((task_id, task.attempt))
             if task.state == "succeeded" and made is not None and task.result != made:
                 raise InvariantViolation(

@@ -48,12 +48,13 @@ def _task_maker(rng: random.Random) -> Callable[[int], dict[str, Any]]:
 
 
 def _settled(sim: SimCluster) -> bool:
-    """Every peer has applied the whole log, holds every acked task, all terminal."""
+    """Every peer has applied the whole log, holds every acked task (or its key, when
+    retention forgot it), all terminal."""
     nodes = list(sim.nodes.values())
     last = max(n.log.last_index for n in nodes)
     return all(
         n.tasks.applied_index == last
-        and all(k in n.tasks.by_key for k in sim.acked)
+        and all(n.tasks.key_holder(k) is not None for k in sim.acked)
         and all(t.state in TERMINAL for t in n.tasks.tasks.values())
         for n in nodes
     )
@@ -67,8 +68,11 @@ def _check_final(sim: SimCluster) -> int:
     first_id, first = next(iter(tables.items()))
     for node_id, table in tables.items():
         assert table == first, f"peers {first_id} and {node_id} disagree on the tasks"
+    forgotten = {i: (n.tasks.forgotten, dict(n.tasks.forgotten_keys)) for i, n in sim.nodes.items()}
+    assert len(set(map(repr, forgotten.values()))) == 1, f"peers forgot differently: {forgotten}"
     for task in first.values():
-        _check_task(sim, task)
+        if not task["trimmed"]:  # (a trimmed task's args and result are gone)
+            _check_task(sim, task)
     return len(first)
 
 
@@ -109,6 +113,52 @@ def test_every_task_ends_once_and_alike_on_every_peer_under_random_faults(seed: 
         _check_final(sim)
     except AssertionError as exc:
         pytest.fail(f"seed {seed} (replay: SIM_SEED={seed}): {exc}\n  " + "\n  ".join(history))
+
+
+@pytest.mark.parametrize("seed", seeds()[::4])
+def test_retention_forgets_the_same_tasks_on_every_peer_under_random_faults(seed: int) -> None:
+    rng = random.Random(seed)
+    settings = Settings(
+        slots=2,
+        retry_base=0.05,
+        retry_max=0.2,
+        keep_finished=rng.choice([0.1, 0.5, 2.0]),
+        keep_trimmed=rng.choice([None, 0.2]),
+        max_finished=rng.choice([None, 3, 10]),
+        keep_keys=rng.choice([30.0, 600.0]),  # (beyond the run: every acked key answers)
+        max_forget=rng.choice([2, 50]),
+    )
+    sim = SimCluster(3, seed, random_faults(rng), settings, True, True)
+    sim.make_task = _task_maker(rng)
+    history = [f"retention {settings}, faults {sim.net.faults}"]
+    try:
+        run_random_faults(sim, rng, history, (2, 5), propose_rate=0.08)
+        history.append(f"t={sim.now:.2f} heal, restart all; proposals {sim.proposals}")
+        assert sim.run_until(lambda: _settled(sim), SETTLE), "tasks left unfinished"
+        forgotten = sim.run_until(lambda: _settled(sim) and _forgot_what_is_due(sim), SETTLE)
+        assert forgotten, "retention left due tasks behind"
+        _check_final(sim)
+    except AssertionError as exc:
+        pytest.fail(f"seed {seed} (replay: SIM_SEED={seed}): {exc}\n  " + "\n  ".join(history))
+
+
+def _forgot_what_is_due(sim: SimCluster) -> bool:
+    """No peer holds more finished tasks per queue than `max_finished`, nor one that
+    ended over `keep_finished` + `keep_trimmed` ago (+ slack for ticks and clock skew)."""
+    settings = sim.settings
+    keep = (settings.keep_finished or 0.0) + (settings.keep_trimmed or settings.keep_finished or 0)
+    for node in sim.nodes.values():
+        held: dict[str, int] = {}
+        for task in node.tasks.tasks.values():
+            held[task.queue] = held.get(task.queue, 0) + 1
+            if (task.finished_at or 0.0) + keep + 1.5 < sim.now:
+                return False
+        if (
+            settings.max_finished is not None
+            and max(held.values(), default=0) > settings.max_finished
+        ):
+            return False
+    return True
 
 
 def test_echo_and_fail_tasks_run_to_their_end_without_faults() -> None:
