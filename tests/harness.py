@@ -113,6 +113,7 @@ class Cluster:
         self.config_path.chmod(0o600)
         self.log_level = log_level
         self.token: str | None = None  # sent with every request when the cluster has auth
+        self.prefix: dict[int, list[str]] = {}  # a peer's command prefix (ip netns exec NS)
         self._peers: dict[int, _Peer] = {}
         self._conns: dict[int, http.client.HTTPConnection] = {}
         self.last_views: dict[int, View | None] = {}
@@ -145,7 +146,8 @@ class Cluster:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         )
-        cmd = [sys.executable, "-m", "peer", "serve", "--config", str(self.config_path)]
+        cmd = [*self.prefix.get(n, []), sys.executable, "-m", "peer", "serve"]
+        cmd += ["--config", str(self.config_path)]
         popen = subprocess.Popen(
             [*cmd, "--id", str(n), "--log-level", self.log_level],
             stdin=subprocess.DEVNULL,
