@@ -44,6 +44,7 @@ class ClusterConfig:
     failure_timeout: float = _DEFAULTS.failure_timeout
     election_timeout: float = _DEFAULTS.election_timeout
     slots: int = _DEFAULTS.slots
+    fanout: int = _DEFAULTS.fanout  # gossip targets per round beyond 9 peers
     prefetch: int = _DEFAULTS.prefetch
     policy: str = _DEFAULTS.policy
     task_modules: tuple[str, ...] = field(default_factory=tuple)
@@ -179,6 +180,7 @@ _CHECKS = {
     "retry_base": _seconds,
     "retry_max": _seconds,
     "slots": _positive_int,
+    "fanout": _positive_int,
     "prefetch": _positive_int,
     "max_body": _positive_int,
     "max_connections_per_client": _positive_int,
