@@ -1,24 +1,21 @@
-"""The HTTP surface of a peer: the public API and the signed `/peer/...` endpoints.
+"""The HTTP surface of a peer: the public API's handlers and the app that serves them
+with the signed `/peer/...` routes (`peer.runtime.peer_routes`), the web page and the
+contract.
 
 Handlers validate and translate; they never touch protocol state directly: writes go
-through `peer.runtime.service`, reads come from this peer's applied task table. Peer messages
-are verified (HMAC, freshness), decoded strictly, then queued for the driver.
+through `peer.runtime.service`, reads come from this peer's applied task table.
 Errors are `{"error": {"code", "message"}}`; a refused request changes nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import time
-import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import orjson
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
 from peer.registry import Registry
 from peer.runtime.access import SHELL as SHELL_KIND
@@ -30,21 +27,27 @@ from peer.runtime.access import (
     demand_for_kinds,
     is_admin,
 )
-from peer.runtime.auth import SENDER, SIGNATURE, unseal, verify
-from peer.runtime.forwarding import PATH as FORWARD_PATH
 from peer.runtime.metrics import PeerMetrics, get_metrics
 from peer.runtime.node import Node
 from peer.runtime.openapi import add_openapi_routes
+from peer.runtime.peer_routes import add_peer_routes
+from peer.runtime.responses import (
+    NODE,
+    REGISTRY,
+    WRITES,
+    Unauthorized,
+    bad_request,
+    error,
+    json_response,
+    read_body,
+    reply,
+)
 from peer.runtime.service import (
     LimitReached,
-    Reply,
     Write,
     WriteService,
-    bad_request_reply,
     wait_terminal,
 )
-from peer.runtime.transport import MAX_FRAME, STREAM_PATH
-from peer.runtime.transport import PATH as PEER_PATH
 from peer.runtime.ui import add_ui_routes
 from peer.runtime.validation import (
     LIST_FILTERS,
@@ -56,32 +59,9 @@ from peer.runtime.validation import (
     check_spec,
     check_wait,
 )
-from peer.runtime.wire import WireError, decode_batch
 
 log = logging.getLogger(__name__)
-
-NODE = web.AppKey("node", Node)
-WRITES = web.AppKey("writes", WriteService)
-REGISTRY = web.AppKey("registry", Registry)
-STREAMS = web.AppKey("streams", weakref.WeakSet[web.WebSocketResponse])
 CATCHING_UP = "X-Catching-Up"  # response header of a read served while catching up
-
-
-def json_response(
-    data: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(data), status=status, content_type="application/json", headers=headers
-    )
-
-
-def error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status, headers or None)
-
-
-def bad_request(exc: BadRequest) -> web.Response:
-    reply = bad_request_reply(exc)
-    return json_response(reply.body, reply.status, reply.headers)
 
 
 async def get_cluster(request: web.Request) -> web.Response:
@@ -93,128 +73,6 @@ async def get_health(request: web.Request) -> web.Response:
     if request.query.get("ready") in ("1", "true") and not node.core.leader_is_ready():
         return error(503, "not_ready", "no ready leader is known", **{"Retry-After": "1"})
     return json_response({"ok": True, "id": node.id, "leader": node.core.leader})
-
-
-async def verified_body(request: web.Request, channel: str) -> bytes:
-    """The body of a peer request whose signature holds (for this peer, this channel,
-    fresh, never seen before); 401 otherwise. An unsigned request is refused before its
-    body is read."""
-    if SIGNATURE not in request.headers:
-        raise Unauthorized("unsigned request")
-    body = await read_body(request)
-    node = request.app[NODE]
-    tls = node.config.tls
-    connection = request.transport
-    if (
-        tls is not None
-        and tls.mutual
-        and not (connection and connection.get_extra_info("peercert"))
-    ):
-        raise Unauthorized("a peer must present its certificate (mutual TLS)")
-    transport = node.transport
-    reason = verify(
-        transport.secret, node.id, channel, request.headers, body, time.time(), transport.guard
-    )
-    if reason is not None:
-        raise Unauthorized(reason)
-    return body
-
-
-async def post_peer_messages(request: web.Request) -> web.Response:
-    body = await verified_body(request, "messages")
-    try:
-        messages = decode_batch(body)
-    except WireError as exc:
-        return error(400, "bad_message", str(exc))
-    signer = request.headers[SENDER]
-    sender = int(signer) if signer.isascii() and signer.isdigit() else -1
-    if any(m.sender != sender for m in messages):
-        return error(400, "bad_message", "message sender does not match the signed sender")
-    request.app[NODE].deliver(messages)
-    return web.Response(status=204)
-
-
-async def peer_stream(request: web.Request) -> web.StreamResponse:
-    """A peer's stream of signed frames, each a batch of messages for the driver."""
-    node = request.app[NODE]
-    await verified_body(request, "open")
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, autoping=True)
-    await ws.prepare(request)
-    request.app[STREAMS].add(ws)
-    async for frame in ws:
-        if frame.type != WSMsgType.BINARY:
-            continue
-        refused = _take_frame(node, frame.data)
-        if refused is not None:
-            log.warning("closing a peer stream: %s", refused)
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=refused.encode()[:120])
-            break
-    return ws
-
-
-def _take_frame(node: Node, frame: bytes) -> str | None:
-    """Deliver one frame's messages; the reason it is refused otherwise."""
-    transport = node.transport
-    opened = unseal(transport.secret, node.id, frame, time.time(), transport.guard)
-    if isinstance(opened, str):
-        return opened
-    sender, body = opened
-    try:
-        messages = decode_batch(body)
-    except WireError as exc:
-        return str(exc)
-    if any(m.sender != sender for m in messages):
-        return "message sender does not match the signed sender"
-    node.deliver(messages)
-    return None
-
-
-async def post_peer_writes(request: web.Request) -> web.Response:
-    """Writes a follower forwards to this leader, answered in order."""
-    body = await verified_body(request, "writes")
-    signer = request.headers[SENDER]  # signed: the peer that forwarded these writes
-    origin = int(signer) if signer.isascii() and signer.isdigit() else None
-    try:
-        writes = [replace(Write.from_json(w), origin=origin) for w in orjson.loads(body)]
-        for write in writes:  # a signed peer is trusted, but what enters the log is checked
-            check_forwarded(write, request.app[REGISTRY])
-    except (orjson.JSONDecodeError, KeyError, TypeError, BadRequest) as exc:
-        return error(400, "bad_message", f"malformed forwarded writes: {exc!r}")
-    service = request.app[WRITES]
-    replies = await asyncio.gather(*(service.write(w) for w in writes))
-    return json_response([[r.status, r.body] for r in replies])
-
-
-def check_forwarded(write: Write, registry: Registry) -> None:
-    """The checks the follower made, made again by the leader (`BadRequest` if any fails)."""
-    if write.op == "requeue":
-        check_requeue(write.specs[0] if write.specs else None)
-    elif write.op == "schedule_put":
-        check_schedule(write.schedule, registry)
-    else:
-        for spec in write.specs:
-            check_spec(spec, registry, batch=True)
-
-
-class Unauthorized(Exception):
-    pass
-
-
-def reply(result: Reply) -> web.Response:
-    return json_response(result.body, result.status, result.headers)
-
-
-async def read_body(request: web.Request, limit: int | None = None) -> bytes:
-    """The request's body, within `body_timeout` (a client trickling it is cut off: 408)
-    and `limit` bytes (413)."""
-    try:
-        async with asyncio.timeout(request.app[NODE].config.body_timeout):
-            body = await request.read()
-    except TimeoutError:
-        raise web.HTTPRequestTimeout() from None
-    if limit is not None and len(body) > limit:
-        raise web.HTTPRequestEntityTooLarge(limit, len(body))
-    return body
 
 
 async def read_json(request: web.Request) -> Any:
@@ -370,13 +228,6 @@ async def errors_as_json(
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
 
 
-async def close_streams(app: web.Application) -> None:
-    """On shutdown, end the peers' incoming streams (they would hold the server open)."""
-    streams: weakref.WeakSet[web.WebSocketResponse] = app[STREAMS]
-    for ws in list(streams):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"peer stopping")
-
-
 def build_app(node: Node, registry: Registry) -> web.Application:
     metrics = PeerMetrics(node)
     app = web.Application(
@@ -403,12 +254,8 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     app.router.add_get("/schedules/{name}", get_schedule)
     app.router.add_delete("/schedules/{name}", delete_schedule)
     app.router.add_post("/schedules/{name}/{action:pause|resume}", pause_schedule)
-    app.router.add_post(PEER_PATH, post_peer_messages)
-    app.router.add_get(STREAM_PATH, peer_stream)
-    app.router.add_post(FORWARD_PATH, post_peer_writes)
+    add_peer_routes(app)
     add_ui_routes(app, node)
     add_openapi_routes(app)
-    app[STREAMS] = weakref.WeakSet()
-    app.on_shutdown.append(close_streams)
     app.on_cleanup.append(lambda app: app[WRITES].close())
     return app
