@@ -136,11 +136,12 @@ class Nemesis:
         minority = set(self.rng.sample(range(1, SIZE + 1), self.rng.choice([1, 2])))
         rest = set(range(1, SIZE + 1)) - minority
         self.lab.cut(minority, rest)
-        began = time.monotonic()
+        began = time.monotonic()  # every rule in place: the sides are apart from here
         time.sleep(hold)
+        ended = time.monotonic()  # ... to here: healing starts now
         self.lab.heal()
         with record.lock:
-            record.minorities.append((began, time.monotonic(), frozenset(minority)))
+            record.minorities.append((began, ended, frozenset(minority)))
         return f"partition {sorted(minority)} | {sorted(rest)}"
 
     def _one_way(self, peer: int, hold: float, record: Record) -> str:
@@ -206,11 +207,15 @@ def verdict(cluster: Cluster, record: Record) -> dict[str, Any]:
         lost += sum(1 for key, task_id in acked.items() if task_id not in by_key.get(key, []))
         duplicated += sum(1 for ids in by_key.values() if len(ids) > 1)
     minority = [
-        ack.key
+        f"{ack.key} (id {ack.task_id}) acknowledged by {ack.peer} in "
+        f"[{ack.started - began:.3f}, {ack.ended - began:.3f}] s of a cut of {sorted(side)} "
+        f"lasting {ended - began:.3f} s"
         for ack in record.acks
         for began, ended, side in record.minorities
         if ack.peer in side and began <= ack.started and ack.ended <= ended
     ]
+    for line in minority:
+        print(f"minority write: {line}")
     return {
         "acknowledged": len(acked),
         "refused_or_failed_attempts": record.refused,
