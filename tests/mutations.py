@@ -192,6 +192,22 @@ MUTATIONS = [
         "ring 1 test_queues",
     ),
     Mutation(
+        "forgotten_key_reused",
+        "peer/protocol/tasks.py",
+        "        forgotten = self.forgotten_keys.get(key)\n",
+        "        forgotten = None\n",
+        "a key of a task retention forgot no longer deduplicates (a late retry runs again)",
+        "ring 1 test_retention",
+    ),
+    Mutation(
+        "forgotten_task_left_in_the_heap",
+        "peer/protocol/scheduler.py",
+        "            task = table.tasks.get(task_id)  # (None: forgotten by retention)\n",
+        "            task = table.tasks[task_id]\n",
+        "the leader's scheduler looks up a task retention forgot (a crash)",
+        "ring 1 test_scheduler",
+    ),
+    Mutation(
         "own_copy_before_write",
         REPLICATION,
         "[self.durable_index] + [f.match_index for f in self._followers.values()],",

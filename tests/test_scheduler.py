@@ -427,3 +427,14 @@ def test_an_idle_leader_has_no_round_to_run_until_work_arrives() -> None:
     assert not needed()
     c.submit(echo(delay=5.0))
     assert not needed() and needed(wall=1e10)  # waiting for its time
+
+
+def test_tasks_cancelled_then_forgotten_while_in_the_heaps_are_skipped() -> None:
+    c = Cluster()
+    queued, parked, kept = c.submit(echo(), echo(delay=5.0), echo())
+    assert c.plan([], wall=1.0) == []  # no worker: queued and kept move to the ready heap
+    for task_id in (queued, parked):  # (parked still waits for its time)
+        c.apply({"op": "cancel", "at": 0.5, "id": task_id})
+    c.apply({"op": "forget", "at": 0.6, "ids": [queued, parked], "keys_before": 0.0})
+    assert c.table.get(queued) is None and c.table.get(parked) is None
+    assert tasks_of(c.plan([W1], wall=10.0)) == [kept]  # no lookup of what is gone
