@@ -50,7 +50,7 @@ from tests.netns import NetLab  # noqa: E402
 
 SIZE = 5
 PORT = 7001
-DISK = "48m"  # each peer's tmpfs
+DISK = "512m"  # each peer's tmpfs (the log is not compacted: 30 min of writes take ~100 MB)
 FAULTS = ("kill", "pause", "partition", "one-way", "loss", "disk")
 SETTLE = 60.0  # seconds allowed for the cluster to converge after the last fault
 MAX_WRITES = 1_000_000  # per client: the time limit comes first
@@ -285,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
                     lambda: verdict(cluster, record)["unfinished"] == 0, SETTLE, "every task"
                 )
                 result = verdict(cluster, record)
+                result["db_mib"] = {
+                    p: round((disks[p] / "state.sqlite3").stat().st_size / 2**20, 1)
+                    for p in cluster.ids
+                    if (disks[p] / "state.sqlite3").exists()
+                }
             finally:
                 cluster.stop_all()
     finally:
