@@ -52,7 +52,8 @@ SIZE = 5
 PORT = 7001
 DISK = "512m"  # each peer's tmpfs (the log is not compacted: 30 min of writes take ~100 MB)
 FAULTS = ("kill", "pause", "partition", "one-way", "loss", "disk")
-SETTLE = 60.0  # seconds allowed for the cluster to converge after the last fault
+SETTLE = 300.0  # seconds for the cluster to converge after the last fault (a restarted
+# peer replays its whole log: there is no compaction yet, and after 30 minutes it is long)
 MAX_WRITES = 1_000_000  # per client: the time limit comes first
 
 
@@ -280,11 +281,17 @@ def main(argv: list[str] | None = None) -> int:
                 for peer in cluster.ids:
                     if not cluster.running(peer):
                         cluster.start(peer)
-                cluster.wait_for(lambda: converged(cluster), SETTLE, "the cluster to converge")
-                cluster.wait_for(
-                    lambda: verdict(cluster, record)["unfinished"] == 0, SETTLE, "every task"
-                )
+                settled = True
+                try:
+                    cluster.wait_for(lambda: converged(cluster), SETTLE, "the cluster to converge")
+                    cluster.wait_for(
+                        lambda: verdict(cluster, record)["unfinished"] == 0, SETTLE, "every task"
+                    )
+                except AssertionError as exc:  # still check what the peers hold
+                    settled = False
+                    print(f"not settled: {str(exc).splitlines()[0]}", flush=True)
                 result = verdict(cluster, record)
+                result["settled"] = settled
                 result["db_mib"] = {
                     p: round((disks[p] / "state.sqlite3").stat().st_size / 2**20, 1)
                     for p in cluster.ids
@@ -302,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {line}")
     print("verdict: " + json.dumps(result))
     bad = result["lost"] or result["duplicated"] or result["minority_writes"]
+    bad = bad or not result["settled"]
     print("FAIL" if bad else "PASS: 0 lost, 0 duplicated, 0 minority writes")
     return 1 if bad else 0
 
