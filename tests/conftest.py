@@ -33,8 +33,9 @@ def cluster_factory(tmp_path: Path) -> Iterator[ClusterFactory]:
     """
     clusters: list[Cluster] = []
 
-    def make(size: int, start: bool = True, **overrides: Any) -> Cluster:
+    def make(size: int, start: bool = True, token: str | None = None, **overrides: Any) -> Cluster:
         cluster = Cluster(size, tmp_path / f"cluster-{len(clusters) + 1}", overrides)
+        cluster.token = token  # (for a cluster with API tokens: sent with every request)
         clusters.append(cluster)
         if start:
             cluster.start_all()

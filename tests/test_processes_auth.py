@@ -81,9 +81,7 @@ def _logs(cluster: Cluster) -> dict[int, tuple[int, int]]:
 def test_every_route_refuses_a_missing_wrong_or_weak_token_and_changes_nothing(
     cluster_factory: ClusterFactory,
 ) -> None:
-    cluster = cluster_factory(3, start=False, auth=AUTH, allow_shell=True)
-    cluster.token = ADMIN
-    cluster.start_all()
+    cluster = cluster_factory(3, token=ADMIN, auth=AUTH, allow_shell=True)
     cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
     routes = _routes(cluster)
     assert len(routes) >= 20, routes
@@ -133,9 +131,7 @@ def test_every_route_refuses_a_missing_wrong_or_weak_token_and_changes_nothing(
 
 
 def test_the_cli_takes_its_token_from_the_environment(cluster_factory: ClusterFactory) -> None:
-    cluster = cluster_factory(3, start=False, auth=AUTH)
-    cluster.token = ADMIN
-    cluster.start_all()
+    cluster = cluster_factory(3, token=ADMIN, auth=AUTH)
     cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
     peer = ["--peer", cluster.url(1)]
     [ok] = _cli(

@@ -64,9 +64,7 @@ def _call(
 def test_odd_header_bytes_are_401_and_the_leader_checks_shell_retries_itself(
     cluster_factory: ClusterFactory,
 ) -> None:
-    cluster = cluster_factory(3, start=False, auth=AUTH, allow_shell=True)
-    cluster.token = ADMIN
-    cluster.start_all()
+    cluster = cluster_factory(3, token=ADMIN, auth=AUTH, allow_shell=True)
     leader = cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
     assert leader is not None
     for header in ("Bearer \xff\xfe", "Bearer é" + "x" * 30):

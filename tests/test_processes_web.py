@@ -124,9 +124,7 @@ def test_with_tokens_the_page_asks_for_one_and_then_shows_the_cluster_live(
 
     token = "web-" + "t" * 30
     auth = AuthConfig().with_token("viewer", "read", token)
-    cluster = cluster_factory(3, start=False, auth=auth)
-    cluster.token = token
-    cluster.start_all()
+    cluster = cluster_factory(3, token=token, auth=auth)
     cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
     browser.get(cluster.url(1) + "/")
     login = browser.find_element(By.ID, "login")

@@ -22,7 +22,7 @@ from rich.console import Console
 
 from peer.client import Client, ClientError, Unavailable
 from peer.client.asynchronous import TOKEN_ENV
-from peer.config import ConfigError, exposure_problem, load_config
+from peer.config import ClusterConfig, ConfigError, exposure_problem, load_config
 from peer.ops import render
 from peer.runtime.logs import FORMATS
 
@@ -129,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config(path: str) -> ClusterConfig | None:
+    """The cluster file at `path`, or None after saying on stderr why it cannot be read."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def _watch(args: argparse.Namespace) -> int:
     """The run_cluster.py dashboard against peers started elsewhere (it starts none)."""
     import asyncio
@@ -136,10 +145,8 @@ def _watch(args: argparse.Namespace) -> int:
     from peer.ops.dashboard import ClusterWatch
     from peer.ops.remote import RemotePeers
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = _config(args.config)
+    if config is None:
         return EXIT_USAGE
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch, nothing else
         token = args.token or os.environ.get(TOKEN_ENV)
@@ -153,10 +160,8 @@ def _certs(args: argparse.Namespace) -> int:
 
     from peer.ops.certs import make_certs
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    config = _config(args.config)
+    if config is None:
         return EXIT_USAGE
     lines = make_certs(config, Path(args.out))
     print(f"wrote a CA and {len(config.nodes)} peer certificates to {args.out}/; add to")
