@@ -252,7 +252,7 @@ def test_an_oversized_result_is_recorded_as_a_failed_attempt_not_replicated(
             assert task["state"] == "failed" and task["result"] is None
             size = 2 * MAX_RESULT + 2
             assert task["error"] == f"result too large: {size} bytes over {MAX_RESULT}"
-            entries, _ = peer.node.storage.load_log()
+            entries = peer.node.storage.load_log()[0].entries
             assert max(len(e.command) for e in entries) < 4096
 
     asyncio.run(scenario())

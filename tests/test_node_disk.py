@@ -48,7 +48,7 @@ async def _scenario(tmp: Path) -> None:
             while not node.core.tasks.tasks:
                 await node.wait_changed(0.05)
         assert node.disk_error is None and len(node.core.tasks.tasks) == 1
-        entries, _ = node.storage.load_log()
+        entries = node.storage.load_log()[0].entries
         assert any('"submit"' in e.command for e in entries)
     finally:
         await node.stop()

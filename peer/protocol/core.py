@@ -26,9 +26,9 @@ from typing import Any
 
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role
 from peer.protocol.commands import Assign, Command, SchedulePut, ScheduleSpec, encode_command
-from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Received
-from peer.protocol.dispatch import Dispatcher
-from peer.protocol.events import CoreEvent, PeerRestarted
+from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Received, SnapshotStored
+from peer.protocol.dispatch import Dispatcher, WorkOrders
+from peer.protocol.events import CoreEvent, PeerRestarted, SnapshotInstalled, SnapshotRefused
 from peer.protocol.log import Entry, Log
 from peer.protocol.membership import Gossip, MembershipTable, Status
 from peer.protocol.messages import (
@@ -40,6 +40,8 @@ from peer.protocol.messages import (
     ReplicationMessage,
     ResultItem,
     Results,
+    SnapshotChunk,
+    SnapshotReply,
 )
 from peer.protocol.records import TERMINAL, Applied
 from peer.protocol.replication import Replicator
@@ -47,6 +49,13 @@ from peer.protocol.retention import Retention
 from peer.protocol.scheduler import Scheduler, Worker
 from peer.protocol.schedules import TickPlanner
 from peer.protocol.settings import Settings
+from peer.protocol.snapshot import (
+    Snapshot,
+    SnapshotError,
+    SnapshotWrite,
+    decode_table,
+    encode_table,
+)
 from peer.protocol.tasks import TaskTable
 from peer.protocol.view import describe
 
@@ -67,9 +76,12 @@ class PeerCore:
         commit_index: int = 0,
         amnesiac: bool = False,
         declared_schedules: Iterable[ScheduleSpec] = (),
+        snapshot: Snapshot | None = None,
     ) -> None:
         """`amnesiac`: this peer starts with no stored state at all (new, or its disk
-        was wiped), so it cannot know whom it acked before: see `BullyElection`."""
+        was wiped), so it cannot know whom it acked before: see `BullyElection`.
+        `snapshot`: the stored one the log's base was compacted into (the table starts
+        from it, and the committed entries after it are applied again)."""
         peers = tuple(peers)
         self.id = node_id
         self.settings = settings
@@ -87,9 +99,11 @@ class PeerCore:
             min(commit_index, self.log.last_index),
             settings.max_batch,
             resend_after=settings.failure_timeout / 2,
+            snapshot=snapshot,
+            chunk_size=settings.snapshot_chunk,
         )
         queues = dict(settings.queues)
-        self.tasks = TaskTable(queues)
+        self.tasks = TaskTable(queues) if snapshot is None else decode_table(snapshot.data, queues)
         scheduler = Scheduler(
             settings.policy,
             settings.slots,
@@ -113,6 +127,9 @@ class PeerCore:
         self._out: list[tuple[int, PeerMessage]] = []
         self._own: dict[int, tuple[str, Command]] = {}  # index -> (text, command) proposed
         self._events: list[CoreEvent] = []
+        self._snapshot_write: SnapshotWrite | None = None  # for the next batch to store
+        self._compacting: dict[int, SnapshotWrite] = {}  # own snapshots being stored
+        self._installed_orders = WorkOrders()  # after a snapshot replaced the table
         self._persisted_commit = self.replicator.commit_index
         self._published: tuple[str, int, int | None, int, int] | None = None
         for entry in self.replicator.take_committed():  # replay what is known committed
@@ -133,6 +150,8 @@ class PeerCore:
                 self.complete(now, item.item)
             elif isinstance(item, Persisted):
                 self.replicator.persisted(now, item.index, item.term)
+            elif isinstance(item, SnapshotStored):
+                self._snapshot_stored(item.index)
             else:
                 entries = self.propose(now, list(item.commands), item.origin)
                 proposed.append((item.ref, entries))
@@ -189,8 +208,13 @@ class PeerCore:
         if isinstance(message, Gossip):
             for peer in self.membership.merge(now, message):
                 self._events.append(PeerRestarted(peer))
-        elif isinstance(message, Append | AppendReply | FetchLog | LogChunk):
+        elif isinstance(
+            message, Append | AppendReply | FetchLog | LogChunk | SnapshotChunk | SnapshotReply
+        ):
             self._receive_replication(now, message)
+            received = self.replicator.take_received()
+            if received is not None:
+                self._install(*received)
         elif isinstance(message, Results):
             self.election.observe_term(now, message.term)
             if self.is_ready_leader and message.term == self.term:
@@ -268,24 +292,86 @@ class PeerCore:
             else:
                 refusal = LogChunk(self.election.term, self.id, message.from_index, (), 0)
                 self._out.append((message.sender, refusal))
+        elif isinstance(message, SnapshotChunk):
+            self._receive_part(now, message)
+        elif isinstance(message, SnapshotReply):
+            self.election.leader_ack(now, message.term, message.sender, True)
+            self.replicator.on_snapshot_reply(now, message)
         else:
             self.election.observe_term(now, message.term)
             self.replicator.on_log_chunk(now, message)
             if self.replicator.sync_lost:  # its best acker lost its log: elect again
                 self.election.resign()
 
+    def _receive_part(self, now: float, message: SnapshotChunk) -> None:
+        """A part of a snapshot: the answer to this new leader's log fetch, or its
+        leader's, sent because it lacks entries the leader compacted."""
+        if self.replicator.leading and message.sender == self.replicator.sync_from:
+            self.election.observe_term(now, message.term)
+            self.replicator.on_sync_part(now, message)
+        elif self.election.leader_contact(now, message.term, message.sender):
+            self.replicator.on_snapshot_chunk(message)
+        else:
+            reply = AppendReply(self.election.term, self.id, False, 0)
+            self._out.append((message.sender, reply))
+
+    # -------------------------------------------------------------- snapshots
+
+    def _take_snapshot(self, entry: Entry) -> None:
+        """The table as applying the log up to `entry` left it, to store; the log before
+        it (but the last `snapshot_keep` entries) goes once it is stored."""
+        snapshot = Snapshot(entry.index, entry.term, encode_table(self.tasks))
+        base = max(self.log.base_index, entry.index - self.settings.snapshot_keep)
+        base_term = self.log.term_at(base)
+        assert base_term is not None
+        self._snapshot_write = SnapshotWrite(snapshot, base, base_term)
+        self._compacting[entry.index] = self._snapshot_write
+
+    def _snapshot_stored(self, index: int) -> None:
+        """A snapshot's write landed: an own one compacts the log now."""
+        write = self._compacting.pop(index, None)
+        for older in [i for i in self._compacting if i < index]:
+            del self._compacting[older]
+        if write is not None:
+            self.replicator.compacted(write.snapshot, write.base_index)
+
+    def _install(self, snapshot: Snapshot, sender: int) -> None:
+        """A snapshot received whole from `sender`: the table becomes what it holds, the
+        log starts after it, and it is stored with the next write."""
+        try:
+            table = decode_table(snapshot.data, dict(self.settings.queues))
+        except SnapshotError as exc:
+            self._events.append(SnapshotRefused(snapshot.index, sender, str(exc)))
+            return
+        self.replicator.install(snapshot, sender)
+        if self.replicator.applied_index != snapshot.index:
+            return  # (it was not needed after all)
+        self.tasks = table
+        self._own.clear()
+        self._compacting.clear()
+        orders = self.dispatcher.installed(table)
+        self._installed_orders.starts += orders.starts
+        self._installed_orders.stops += orders.stops
+        self._snapshot_write = SnapshotWrite(snapshot, snapshot.index, snapshot.term)
+        self._events.append(SnapshotInstalled(snapshot.index, sender))
+
     def ready(self) -> CoreReady:
         out = self.election.ready()
         batch = CoreReady(hard_state=out.hard_state, events=[*self._events, *out.events])
         self._sync_roles()
         beats = []
+        every = self.settings.snapshot_every
         for entry in self.replicator.take_committed():
             batch.applied.append(self._apply(entry))
+            if every and entry.index % every == 0:
+                self._take_snapshot(entry)
         if self._own and not self.replicator.leading:
             self._own.clear()  # what it proposed and did not commit is another's now
         orders = self.dispatcher.on_applied(self.tasks, batch.applied, self.is_ready_leader)
         self.retention.applied(batch.applied)
-        batch.starts, batch.stops = orders.starts, orders.stops
+        installed, self._installed_orders = self._installed_orders, WorkOrders()
+        batch.starts = installed.starts + orders.starts
+        batch.stops = installed.stops + orders.stops
         self._send_results()
         if self.is_ready_leader:
             self._lead_round()
@@ -305,6 +391,7 @@ class PeerCore:
         persist = self.replicator.take_persist()
         if persist is not None:
             batch.entries_from, batch.entries = persist
+        batch.snapshot, self._snapshot_write = self._snapshot_write, None
         durable_write = persist is not None or batch.hard_state is not None
         if durable_write and self.replicator.commit_index != self._persisted_commit:
             batch.commit_index = self._persisted_commit = self.replicator.commit_index

@@ -13,6 +13,7 @@ from peer.protocol.events import CoreEvent
 from peer.protocol.log import Entry
 from peer.protocol.messages import PeerMessage, ResultItem
 from peer.protocol.records import Applied, Task
+from peer.protocol.snapshot import SnapshotWrite
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +49,22 @@ class Persisted:
     term: int
 
 
-Input = Received | Proposal | Completed | Persisted
+@dataclass(frozen=True, slots=True)
+class SnapshotStored:
+    """The driver's write of the snapshot at `index` (and the compaction with it) landed."""
+
+    index: int
+
+
+Input = Received | Proposal | Completed | Persisted | SnapshotStored
 
 
 @dataclass(slots=True)
 class CoreReady:
     """One batch of output, carried out in this order: persist `hard_state`, `entries`
     (rewriting the log from `entries_from`) and `commit_index`; send `messages`; then
-    hand `applied` to whoever waits on it and report `events`. `early` may leave before
+    hand `applied` to whoever waits on it and report `events`. A `snapshot` is stored
+    in the same write (and reported back as `SnapshotStored`). `early` may leave before
     the write (and any earlier one still in flight) lands: a leader's appends, whose
     own copy counts only once `Persisted` says so (`peer.protocol.writes`).
 
@@ -67,6 +76,7 @@ class CoreReady:
     entries_from: int | None = None
     entries: list[Entry] = field(default_factory=list)
     commit_index: int | None = None
+    snapshot: SnapshotWrite | None = None  # a snapshot to store, and the log to compact
     messages: list[tuple[int, PeerMessage]] = field(default_factory=list)
     early: list[tuple[int, PeerMessage]] = field(default_factory=list)
     applied: list[Applied] = field(default_factory=list)

@@ -134,6 +134,18 @@ class Dispatcher:
                 orders.starts.append(task)
                 self._running_here.add(key)
 
+    def installed(self, table: TaskTable) -> WorkOrders:
+        """The table was replaced by a snapshot: start the attempts it runs here that
+        are not running, stop those running here that it ended."""
+        orders = WorkOrders()
+        for key in sorted(self._running_here):
+            task = table.tasks.get(key[0])
+            if task is None or task.state is not TaskState.RUNNING or task.attempt != key[1]:
+                self._running_here.discard(key)
+                orders.stops.append(key)
+        self._start_mine(table, tuple(sorted(table.running.get(self.id, ()))), orders)
+        return orders
+
     def complete(self, item: ResultItem) -> None:
         """This peer finished running an attempt."""
         self.ledger.complete(item)

@@ -24,4 +24,29 @@ class PeerRestarted:
         return f"peer {self.peer} restarted"
 
 
-CoreEvent = ElectionEvent | PeerRestarted
+@dataclass(frozen=True, slots=True)
+class SnapshotInstalled:
+    """This peer started from another's snapshot (it lacked entries that one compacted)."""
+
+    name: ClassVar[str] = "snapshot_installed"
+    index: int
+    peer: int
+
+    def __str__(self) -> str:
+        return f"installed the snapshot of peer {self.peer} at index {self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRefused:
+    """A snapshot received whole did not decode; nothing was installed."""
+
+    name: ClassVar[str] = "snapshot_refused"
+    index: int
+    peer: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"refused the snapshot of peer {self.peer} at index {self.index}: {self.reason}"
+
+
+CoreEvent = ElectionEvent | PeerRestarted | SnapshotInstalled | SnapshotRefused

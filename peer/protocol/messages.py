@@ -1,9 +1,10 @@
 """Every message one peer sends another, and the union the transport carries.
 
-Owns: the replication messages (`Append`, `AppendReply`, `FetchLog`, `LogChunk`), the
-worker's `Results`, and `PeerMessage`, the union of these with the election's messages
-(`election.messages`) and membership's `Gossip`. Frozen, slotted values; the one codec
-that turns them into bytes is `peer.runtime.wire`. Pure data, no I/O.
+Owns: the replication messages (`Append`, `AppendReply`, `FetchLog`, `LogChunk`,
+`SnapshotChunk`, `SnapshotReply`), the worker's `Results`, and `PeerMessage`, the union
+of these with the election's messages (`election.messages`) and membership's `Gossip`.
+Frozen, slotted values; the one codec that turns them into bytes is
+`peer.runtime.wire`. Pure data, no I/O.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class AppendReply:
 
 @dataclass(frozen=True, slots=True)
 class FetchLog:
-    """A new leader asks the peer with the most up-to-date log for its entries."""
+    """A new leader asks the peer with the most up-to-date log for its entries; if that
+    peer compacted them, it answers with its snapshot's text from `offset` on."""
 
     term: int
     sender: int
     from_index: int
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,33 @@ class LogChunk:
     from_index: int
     entries: tuple[Entry, ...]
     last_index: int  # the responder's last index, so the fetcher knows when it is done
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Part of a snapshot (`peer.protocol.snapshot`) of the log up to `index`, whose
+    entry had `index_term`: its text from `offset` on; `done` with the last part. From
+    a leader to a follower whose next entries it compacted, or from a log sync's
+    source to the new leader that fetched them."""
+
+    term: int
+    sender: int
+    index: int
+    index_term: int
+    offset: int
+    data: str
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotReply:
+    """A follower holds `offset` characters of the leader's snapshot at `index` (0:
+    send it again from the start). Once installed it answers with an `AppendReply`."""
+
+    term: int
+    sender: int
+    index: int
+    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,5 +103,5 @@ class Results:
     items: tuple[ResultItem, ...]
 
 
-ReplicationMessage = Append | AppendReply | FetchLog | LogChunk
+ReplicationMessage = Append | AppendReply | FetchLog | LogChunk | SnapshotChunk | SnapshotReply
 PeerMessage = Message | Gossip | ReplicationMessage | Results

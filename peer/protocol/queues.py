@@ -25,7 +25,7 @@ DEFAULT_POLICY = QueuePolicy()
 
 
 @dataclass(slots=True)
-class _Bucket:
+class Bucket:
     tokens: float
     at: float | None = None  # the time of the last start taken
 
@@ -35,7 +35,7 @@ class RateBook:
     """Token buckets of the queues that have a `rate`, fed by applied assignments."""
 
     policies: Mapping[str, QueuePolicy]
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    buckets: dict[str, Bucket] = field(default_factory=dict)
 
     def started(self, queue: str, at: float) -> None:
         """An applied assignment of a task of `queue`, at the entry's time."""
@@ -53,13 +53,13 @@ class RateBook:
             return float("inf")
         return self._level(self._bucket(queue, policy), policy, wall)
 
-    def _bucket(self, queue: str, policy: QueuePolicy) -> _Bucket:
-        if queue not in self._buckets:
-            self._buckets[queue] = _Bucket(policy.capacity)
-        return self._buckets[queue]
+    def _bucket(self, queue: str, policy: QueuePolicy) -> Bucket:
+        if queue not in self.buckets:
+            self.buckets[queue] = Bucket(policy.capacity)
+        return self.buckets[queue]
 
     @staticmethod
-    def _level(bucket: _Bucket, policy: QueuePolicy, at: float) -> float:
+    def _level(bucket: Bucket, policy: QueuePolicy, at: float) -> float:
         assert policy.rate is not None
         refill = 0.0 if bucket.at is None else max(0.0, at - bucket.at) * policy.rate
         return min(policy.capacity, bucket.tokens + refill)

@@ -14,6 +14,14 @@ then appends a no-op of its term, and serves writes only once that no-op is comm
 Follower: checks (prev_index, prev_term), drops a conflicting suffix, appends, and
 answers with its match index (or a hint where to retry from on refusal).
 
+Snapshots (Raft section 7): a log may start after a base, compacted into a snapshot.
+A follower whose next entries the leader compacted gets the leader's snapshot instead,
+in parts (`SnapshotChunk`, one in flight, each answered with `SnapshotReply`), installs
+it, and answers with an `AppendReply` at its index; a log sync whose source compacted
+what the new leader lacks fetches the source's snapshot the same way (`FetchLog` with
+an offset). The machine only moves the text: the core decodes and installs the table
+(`take_received`, then `install`).
+
 Terms are checked by the election before anything reaches this machine. Outputs are
 collected for the driver: entries to persist (and where to truncate), messages, and
 committed entries to apply. No I/O, no clock reads: `now` comes in.
@@ -23,11 +31,21 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from peer.protocol.commands import NOOP_TEXT
 from peer.protocol.log import Entry, Log
-from peer.protocol.messages import Append, AppendReply, FetchLog, LogChunk
+from peer.protocol.messages import (
+    Append,
+    AppendReply,
+    FetchLog,
+    LogChunk,
+    ReplicationMessage,
+    SnapshotChunk,
+    SnapshotReply,
+)
+from peer.protocol.snapshot import Snapshot
+from peer.protocol.transfer import Assembly, part_of
 
 
 @dataclass(slots=True)
@@ -37,6 +55,8 @@ class _Follower:
     # (last index, resend after) of each Append with entries in flight, oldest first
     inflight: deque[tuple[int, float]] = field(default_factory=deque)
     probing: bool = True  # its log's end is unknown: one Append in flight, not a window
+    snapshot: int | None = None  # the index of the snapshot being sent to it
+    snapshot_offset: int = 0  # ... and where its part in flight starts
 
 
 class Replicator:
@@ -49,13 +69,20 @@ class Replicator:
         max_batch: int = 512,
         resend_after: float = 0.25,
         window: int = 4,
+        snapshot: Snapshot | None = None,
+        chunk_size: int = 1 << 18,
     ) -> None:
+        """`snapshot`: the one the log's base was compacted into (its index is applied)."""
         self.id = node_id
         self.others = tuple(sorted(set(peers) - {node_id}))
         self.majority = (len(self.others) + 1) // 2 + 1
         self.log = log
-        self.commit_index = commit_index
-        self.applied_index = 0
+        self.snapshot = snapshot
+        self.chunk_size = chunk_size
+        self.applied_index = 0 if snapshot is None else snapshot.index
+        self.commit_index = max(commit_index, self.applied_index)
+        self.received: tuple[Snapshot, int] | None = None  # whole, and from whom
+        self._assembly = Assembly()
         self.durable_index = log.last_index  # own log on disk up to here, as it is now
         self.max_batch = max_batch
         self.resend_after = resend_after
@@ -73,7 +100,7 @@ class Replicator:
         self._followers: dict[int, _Follower] = {}
         self._notify: dict[int, int] = {}  # peer -> index it wants to hear committed at once
         self._persist_from: int | None = None
-        self._outbox: list[tuple[int, Append | AppendReply | FetchLog | LogChunk]] = []
+        self._outbox: list[tuple[int, ReplicationMessage]] = []
 
     # ------------------------------------------------------------------ leader
 
@@ -133,16 +160,20 @@ class Replicator:
         if follower is None:  # still syncing: affirm leadership, touch no entries
             self._outbox.append((peer, Append(self.term, self.id, 0, 0, (), 0)))
             if self.sync_from is not None and peer == self.sync_from:
-                self._outbox.append((peer, FetchLog(self.term, self.id, self.fetch_from)))
+                fetch = FetchLog(self.term, self.id, self.fetch_from, self._assembly.offset)
+                self._outbox.append((peer, fetch))
             return
         self._expire(follower, now)
         if follower.inflight and not self._may_send(follower):
-            # entries are on their way: affirm leadership from what it surely holds
+            # entries (or a snapshot's part) are on their way: affirm leadership from
+            # what it surely holds, or from nothing if that was compacted here
             prev = follower.match_index
-            prev_term = self.log.term_at(prev) or 0
-            self._outbox.append(
-                (peer, Append(self.term, self.id, prev, prev_term, (), self.commit_index))
-            )
+            prev_term = self.log.term_at(prev)
+            if follower.snapshot is not None or prev_term is None:
+                affirm = Append(self.term, self.id, 0, 0, (), 0)
+            else:
+                affirm = Append(self.term, self.id, prev, prev_term, (), self.commit_index)
+            self._outbox.append((peer, affirm))
         else:
             self._send_append(peer, now)
 
@@ -164,6 +195,9 @@ class Replicator:
         """The next Append to `peer`: the entries from its next index on (none when it
         has them all: then it carries the commit index alone)."""
         follower = self._followers[peer]
+        if follower.next_index <= self.log.base_index:
+            self._send_part(peer, follower, now)
+            return
         prev = follower.next_index - 1
         entries = self.log.slice(follower.next_index, self.max_batch)
         prev_term = self.log.term_at(prev) or 0
@@ -174,6 +208,34 @@ class Replicator:
             follower.inflight.append((entries[-1].index, now + self.resend_after))
             follower.next_index = entries[-1].index + 1
 
+    def _send_part(self, peer: int, follower: _Follower, now: float) -> None:
+        """The next part of this leader's snapshot to a follower that needs entries it
+        compacted (from the start if it was sent another snapshot before)."""
+        snapshot = self.snapshot
+        assert snapshot is not None, "a log compacted without a snapshot"
+        if follower.snapshot != snapshot.index:
+            follower.snapshot, follower.snapshot_offset = snapshot.index, 0
+        offset = follower.snapshot_offset
+        data, done = part_of(snapshot, offset, self.chunk_size)
+        part = SnapshotChunk(self.term, self.id, snapshot.index, snapshot.term, offset, data, done)
+        self._outbox.append((peer, part))
+        follower.inflight.append((snapshot.index, now + self.resend_after))
+        follower.probing = True  # one part at a time
+
+    def on_snapshot_reply(self, now: float, msg: SnapshotReply) -> None:
+        """A follower holds `msg.offset` of the snapshot being sent: the next part."""
+        follower = self._followers.get(msg.sender)
+        if not self.leading or follower is None or msg.term != self.term:
+            return
+        if follower.snapshot is None or msg.index != follower.snapshot:
+            return  # about a snapshot it is no longer sent
+        if msg.offset == follower.snapshot_offset:
+            return  # a second answer to a part before (the part in flight: on its way)
+        follower.snapshot_offset = msg.offset
+        follower.inflight.clear()
+        if follower.next_index <= self.log.base_index:
+            self._send_part(msg.sender, follower, now)
+
     def on_append_reply(self, now: float, msg: AppendReply) -> None:
         follower = self._followers.get(msg.sender)
         if not self.leading or follower is None or msg.term != self.term:
@@ -183,7 +245,10 @@ class Replicator:
             follower.next_index = max(follower.next_index, follower.match_index + 1)
             while follower.inflight and follower.inflight[0][0] <= follower.match_index:
                 follower.inflight.popleft()
-            follower.probing = False  # its log matches up to there: the window opens
+            if follower.snapshot is not None and follower.match_index >= follower.snapshot:
+                follower.snapshot = None  # installed
+            if follower.snapshot is None:
+                follower.probing = False  # its log matches up to there: the window opens
             if self._advance_commit():
                 self._announce_commit(now)
         else:
@@ -233,6 +298,18 @@ class Replicator:
             self._outbox.append((msg.sender, FetchLog(self.term, self.id, self.fetch_from)))
             return
         self._start_serving(now)
+
+    def on_sync_part(self, now: float, msg: SnapshotChunk) -> None:
+        """A part of the snapshot of the log sync's source, which compacted entries this
+        new leader lacks: once whole it is installed, and the fetch goes on after it."""
+        if not self.leading or msg.sender != self.sync_from or msg.term != self.term:
+            return
+        snapshot = self._assembly.receive(msg)
+        if snapshot is not None:
+            self.received = (snapshot, msg.sender)
+        elif not self._assembly.repeat:  # (a repeat: the answer to a resent fetch)
+            fetch = FetchLog(self.term, self.id, self.fetch_from, self._assembly.offset)
+            self._outbox.append((msg.sender, fetch))
 
     def persisted(self, now: float, index: int, term: int) -> None:
         """The driver's write of the log up to `index` (whose entry there had `term`)
@@ -284,6 +361,14 @@ class Replicator:
         self.term = msg.term
         self.leading = self.serving = False
         self.leader_commit = msg.commit
+        base = self.log.base_index
+        if msg.prev_index < base:  # it holds all up to its base, committed as sent
+            covered = msg.prev_index + len(msg.entries)
+            if covered <= base:
+                self._reply(msg.sender, True, covered)
+                return
+            skipped = msg.entries[base - msg.prev_index :]
+            msg = replace(msg, prev_index=base, prev_term=self.log.base_term, entries=skipped)
         term_at_prev = self.log.term_at(msg.prev_index)
         if term_at_prev != msg.prev_term:
             self.in_sync = False
@@ -311,7 +396,70 @@ class Replicator:
     def _reply(self, to: int, ok: bool, match: int) -> None:
         self._outbox.append((to, AppendReply(self.term, self.id, ok, match)))
 
+    def on_snapshot_chunk(self, msg: SnapshotChunk) -> None:
+        """A part of the leader's snapshot (the election accepted its term): held, or,
+        once whole, installed and answered as an Append up to its index would be."""
+        self.term = msg.term
+        self.leading = self.serving = False
+        self.in_sync = False
+        if msg.index <= self.log.base_index or self.log.term_at(msg.index) == msg.index_term:
+            self._reply(msg.sender, True, msg.index)  # it holds that much already
+            return
+        snapshot = self._assembly.receive(msg)
+        if snapshot is not None:
+            self.received = (snapshot, msg.sender)
+        else:
+            reply = SnapshotReply(self.term, self.id, msg.index, self._assembly.offset)
+            self._outbox.append((msg.sender, reply))
+
+    def take_received(self) -> tuple[Snapshot, int] | None:
+        """A snapshot received whole since the last call, and from whom: the core
+        decodes it, then `install`s it (or drops it if it does not decode)."""
+        received, self.received = self.received, None
+        return received
+
+    def install(self, snapshot: Snapshot, sender: int) -> None:
+        """Go on from a snapshot received whole (and decoded by the core): a follower
+        answers its leader as for an Append up to its index; a new leader syncing its
+        log fetches what follows it from the source."""
+        if self.leading:
+            if self.sync_from != sender or snapshot.index < self.fetch_from:
+                return  # (no longer syncing from there, or nothing it lacks)
+            self._install(snapshot)
+            self.fetch_from = snapshot.index + 1
+            self._outbox.append((sender, FetchLog(self.term, self.id, self.fetch_from)))
+        elif snapshot.index > self.log.base_index:
+            self._install(snapshot)
+            self._reply(sender, True, snapshot.index)
+
+    def _install(self, snapshot: Snapshot) -> None:
+        """Start from `snapshot` (newer than anything applied here): the log is reset to
+        its index (keeping what follows if the log holds its entry), which counts as
+        committed, applied and, once its write lands, durable."""
+        kept = self.log.reset_to(snapshot.index, snapshot.term)
+        self.snapshot = snapshot
+        self.commit_index = max(self.commit_index, snapshot.index)
+        self.applied_index = snapshot.index
+        self.durable_index = max(self.durable_index, snapshot.index) if kept else snapshot.index
+        if not kept or self._persist_from is not None:  # rows after it: rewritten or gone
+            self._persist_from = max(self._persist_from or 0, snapshot.index + 1)
+
+    def compacted(self, snapshot: Snapshot, base: int) -> None:
+        """This peer's own `snapshot` is on disk, with the log up to `base` dropped."""
+        if self.snapshot is None or snapshot.index > self.snapshot.index:
+            self.snapshot = snapshot
+        self.log.compact(min(base, self.applied_index))
+
     def on_fetch(self, msg: FetchLog) -> None:
+        if msg.from_index <= self.log.base_index:  # compacted here: the snapshot instead
+            snapshot = self.snapshot
+            assert snapshot is not None, "a log compacted without a snapshot"
+            data, done = part_of(snapshot, msg.offset, self.chunk_size)
+            part = SnapshotChunk(
+                msg.term, self.id, snapshot.index, snapshot.term, msg.offset, data, done
+            )
+            self._outbox.append((msg.sender, part))
+            return
         entries = self.log.slice(msg.from_index, self.max_batch)
         # the election accepted the fetcher's term: answer in it, even if no Append of
         # that term has arrived yet (the first fetch travels ahead of the heartbeats)
@@ -342,7 +490,7 @@ class Replicator:
         start, self._persist_from = self._persist_from, None
         return start, list(self.log.slice(start, self.log.last_index))
 
-    def take_messages(self) -> list[tuple[int, Append | AppendReply | FetchLog | LogChunk]]:
+    def take_messages(self) -> list[tuple[int, ReplicationMessage]]:
         out, self._outbox = self._outbox, []
         return out
 

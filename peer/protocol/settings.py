@@ -52,6 +52,9 @@ class Settings:
     max_finished: int | None = None  # finished tasks kept per queue at most (None: any)
     keep_keys: float = 86400.0  # seconds a forgotten task's key still deduplicates
     max_forget: int = 2000  # tasks one retention entry trims or forgets at most
+    snapshot_every: int = 20000  # entries between snapshots (at multiples; 0: never)
+    snapshot_keep: int = 2000  # entries kept before a snapshot (for followers behind)
+    snapshot_chunk: int = 1 << 18  # characters of a snapshot per message
 
     def election_timings(self) -> Timings:
         return Timings(self.heartbeat_interval, self.election_timeout, self.failure_timeout)

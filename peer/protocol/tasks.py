@@ -99,7 +99,7 @@ class TaskTable:
         self.rid_times: dict[str, float] = {}
         self.forgotten = 0
         self.low_id = 1
-        self._running_by_queue: dict[str, int] = {}
+        self.running_by_queue: dict[str, int] = {}
         # what the entry being applied changes; handed out in its `Applied`, then reset
         self._ready: list[int] = []
         self._ended: list[tuple[int, int]] = []
@@ -202,7 +202,7 @@ class TaskTable:
             task.started_at, task.finished_at = at, None
             task.attempts.append({"attempt": item.attempt, "worker": item.worker, "started_at": at})
             self.running.setdefault(item.worker, set()).add(task.id)
-            self._running_by_queue[task.queue] = self._running_by_queue.get(task.queue, 0) + 1
+            self.running_by_queue[task.queue] = self.running_by_queue.get(task.queue, 0) + 1
             self.rates.started(task.queue, at)
             done.append(task.id)
         return Applied(index, "assign", tuple(done))
@@ -238,12 +238,12 @@ class TaskTable:
     def _stop_running(self, task: Task) -> None:
         if task.worker is not None:
             self.running.get(task.worker, set()).discard(task.id)
-        self._running_by_queue[task.queue] -= 1
+        self.running_by_queue[task.queue] -= 1
         self._ended.append((task.id, task.attempt))
 
     def running_in(self, queue: str) -> int:
         """Attempts of `queue` running now (cluster-wide, as the log says)."""
-        return self._running_by_queue.get(queue, 0)
+        return self.running_by_queue.get(queue, 0)
 
     def _release_dependents(self, task: Task) -> None:
         for child_id in task.dependents:

@@ -11,6 +11,9 @@ that covers it lands; batches come out in the order they went in. A leader's app
 (`CoreReady.early`) need none of it and leave at once; the leader counts its own copy
 of an entry only when the write of it landed (`Replicator.persisted`).
 
+A snapshot to store goes with the next write too (the newest one staged wins); the
+entries staged from below its base are not written, the snapshot holds them.
+
 A refused write (a full disk) is staged again under whatever came after it; what its
 batches applied waits for that retry, their messages are dropped.
 """
@@ -23,18 +26,21 @@ from dataclasses import dataclass
 from election import HardState
 from peer.protocol.cycle import CoreReady
 from peer.protocol.log import Entry, Log
+from peer.protocol.snapshot import SnapshotWrite
 
 
 @dataclass(frozen=True, slots=True)
 class Write:
     """One transaction: hard state, the log rewritten from `entries_from` with
-    `entries` (a copy, taken when the write started), the commit index."""
+    `entries` (a copy, taken when the write started), the commit index, and a snapshot
+    with the log's new base."""
 
     number: int
     hard_state: HardState | None
     entries_from: int | None
     entries: tuple[Entry, ...]
     commit_index: int | None
+    snapshot: SnapshotWrite | None = None
 
     @property
     def last_entry(self) -> Entry | None:
@@ -46,13 +52,18 @@ class WriteQueue:
         self._hard_state: HardState | None = None  # staged for the next write
         self._entries_from: int | None = None
         self._commit_index: int | None = None
+        self._snapshot: SnapshotWrite | None = None
         self._next = 1  # number of the next write
         self.in_flight: Write | None = None
         self._held: deque[tuple[int, CoreReady]] = deque()  # (write it needs, batch)
 
     @property
     def staged(self) -> bool:
-        return self._hard_state is not None or self._entries_from is not None
+        return (
+            self._hard_state is not None
+            or self._entries_from is not None
+            or self._snapshot is not None
+        )
 
     @property
     def holding(self) -> int:
@@ -62,7 +73,7 @@ class WriteQueue:
     def add(self, batch: CoreReady) -> list[CoreReady]:
         """Stage what `batch` asks to persist; return the batches whose effects may be
         carried out now (`batch` itself when nothing is staged or in flight)."""
-        self._stage(batch.hard_state, batch.entries_from, batch.commit_index)
+        self._stage(batch.hard_state, batch.entries_from, batch.commit_index, batch.snapshot)
         if self.staged:
             needs = self._next
         elif self.in_flight is not None:
@@ -76,11 +87,15 @@ class WriteQueue:
         """Start the next write, if none is in flight and something is staged."""
         if self.in_flight is not None or not self.staged:
             return None
-        start = self._entries_from
+        start, snapshot = self._entries_from, self._snapshot
+        if start is not None and snapshot is not None:
+            start = max(start, snapshot.base_index + 1)
+        if start is not None and start <= log.base_index:  # compacted since it was staged
+            start = log.base_index + 1
         entries = () if start is None else log.slice(start, max(0, log.last_index - start + 1))
-        write = Write(self._next, self._hard_state, start, entries, self._commit_index)
+        write = Write(self._next, self._hard_state, start, entries, self._commit_index, snapshot)
         self._next += 1
-        self._hard_state = self._entries_from = self._commit_index = None
+        self._hard_state = self._entries_from = self._commit_index = self._snapshot = None
         self.in_flight = write
         return write
 
@@ -101,9 +116,9 @@ class WriteQueue:
         one batch."""
         write, self.in_flight = self.in_flight, None
         assert write is not None, "no write in flight"
-        later = (self._hard_state, self._entries_from, self._commit_index)
-        self._hard_state = self._entries_from = self._commit_index = None
-        self._stage(write.hard_state, write.entries_from, write.commit_index)
+        later = (self._hard_state, self._entries_from, self._commit_index, self._snapshot)
+        self._hard_state = self._entries_from = self._commit_index = self._snapshot = None
+        self._stage(write.hard_state, write.entries_from, write.commit_index, write.snapshot)
         self._stage(*later)
         kept = CoreReady()
         for _, batch in self._held:
@@ -114,7 +129,11 @@ class WriteQueue:
         self._held = deque([(self._next, kept)])
 
     def _stage(
-        self, hard_state: HardState | None, entries_from: int | None, commit: int | None
+        self,
+        hard_state: HardState | None,
+        entries_from: int | None,
+        commit: int | None,
+        snapshot: SnapshotWrite | None = None,
     ) -> None:
         if hard_state is not None:
             self._hard_state = hard_state
@@ -123,3 +142,8 @@ class WriteQueue:
             self._entries_from = entries_from if start is None else min(start, entries_from)
         if commit is not None:
             self._commit_index = commit
+        staged = self._snapshot
+        if snapshot is not None and (
+            staged is None or snapshot.snapshot.index >= staged.snapshot.index
+        ):
+            self._snapshot = snapshot

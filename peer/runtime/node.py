@@ -32,9 +32,16 @@ from typing import Any
 from peer.config import ClusterConfig
 from peer.protocol.commands import Command
 from peer.protocol.core import PeerCore
-from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Proposal, Received
+from peer.protocol.cycle import (
+    Completed,
+    CoreReady,
+    Input,
+    Persisted,
+    Proposal,
+    Received,
+    SnapshotStored,
+)
 from peer.protocol.events import CoreEvent
-from peer.protocol.log import Log
 from peer.protocol.messages import PeerMessage, ResultItem
 from peer.protocol.records import Applied
 from peer.protocol.writes import Write, WriteQueue
@@ -67,7 +74,7 @@ class Node:
         self.address = config.node(node_id)
         self.storage = Storage(config.node_dir(node_id))
         self.incarnation = self.storage.next_incarnation(at_least=int(time.time() * 1000))
-        entries, commit_index = self.storage.load_log()
+        stored_log, commit_index = self.storage.load_log()
         settings = config.settings()
         self.core = PeerCore(
             node_id,
@@ -76,10 +83,11 @@ class Node:
             random.Random(),
             self.storage.load_hard_state(),
             self.incarnation,
-            Log(entries),
+            stored_log,
             commit_index,
             amnesiac=self.storage.fresh,
             declared_schedules=declared_schedules(config, registry),
+            snapshot=self.storage.load_snapshot(),
         )
         urls = {n.id: n.url for n in config.nodes}
         context = config.tls.client_context(node_id) if config.tls is not None else None
@@ -241,7 +249,9 @@ class Node:
             self._wake.set()
 
     def _save(self, write: Write) -> None:
-        self.storage.save(write.hard_state, write.entries_from, write.entries, write.commit_index)
+        self.storage.save(
+            write.hard_state, write.entries_from, write.entries, write.commit_index, write.snapshot
+        )
 
     def _finish_write(self) -> None:
         """If the write in flight is done: release what waited for it and tell the core
@@ -269,6 +279,8 @@ class Node:
         last = write.last_entry
         if last is not None:
             self._inbox.append(Persisted(last.index, last.term))
+        if write.snapshot is not None:
+            self._inbox.append(SnapshotStored(write.snapshot.snapshot.index))
         for batch in self.writes.landed():
             self._release(batch)
 

@@ -1,5 +1,6 @@
 """A peer's durable state in SQLite (WAL mode): term, acked leader, incarnation, the
-log and the commit index.
+log, the commit index, and the latest snapshot with the log's base (the entries up to
+the base are compacted: deleted in the transaction that stores the snapshot).
 
 One database file per peer under `data_dir/node-<id>/`. `save` writes one ready batch
 in one transaction, committed with `synchronous=FULL` before it returns, so the driver
@@ -14,12 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from election import HardState
-from peer.protocol.log import Entry
+from peer.protocol.log import Entry, Log
+from peer.protocol.snapshot import Snapshot, SnapshotWrite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);
 CREATE TABLE IF NOT EXISTS log (idx INTEGER PRIMARY KEY, term INTEGER NOT NULL,
                                 command TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1),
+                                     idx INTEGER NOT NULL, term INTEGER NOT NULL,
+                                     data TEXT NOT NULL);
 """
 
 
@@ -50,13 +55,17 @@ class Storage:
         entries_from: int | None,
         entries: Sequence[Entry],
         commit_index: int | None,
+        snapshot: SnapshotWrite | None = None,
     ) -> None:
-        """One batch, atomically: hard state, log rewritten from `entries_from`, commit."""
+        """One batch, atomically: hard state, a snapshot (the log compacted to its
+        base), the log rewritten from `entries_from`, the commit index."""
         meta: list[tuple[str, int | None]] = []
         if state is not None:
             meta += [("term", state.term), ("voted_for", state.voted_for)]
         if commit_index is not None:
             meta.append(("commit_index", commit_index))
+        if snapshot is not None:
+            meta += [("log_base", snapshot.base_index), ("log_base_term", snapshot.base_term)]
         try:
             with self.db:
                 self.db.execute("BEGIN")
@@ -64,6 +73,13 @@ class Storage:
                     self.db.executemany(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta
                     )
+                if snapshot is not None:
+                    taken = snapshot.snapshot
+                    self.db.execute(
+                        "INSERT OR REPLACE INTO snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
+                        (taken.index, taken.term, taken.data),
+                    )
+                    self.db.execute("DELETE FROM log WHERE idx <= ?", (snapshot.base_index,))
                 if entries_from is not None:
                     self.db.execute("DELETE FROM log WHERE idx >= ?", (entries_from,))
                     self.db.executemany(
@@ -81,14 +97,21 @@ class Storage:
             with contextlib.suppress(sqlite3.Error):  # (then SQLite rolled it back itself)
                 self.db.rollback()
 
-    def load_log(self) -> tuple[list[Entry], int]:
-        """Every entry in order, and the last commit index written."""
+    def load_log(self) -> tuple[Log, int]:
+        """The log (every entry after its base, in order), and the last commit index
+        written."""
         rows = self.db.execute("SELECT term, idx, command FROM log ORDER BY idx").fetchall()
         entries = [Entry(term, idx, command) for term, idx, command in rows]
-        for position, entry in enumerate(entries, start=1):
+        base = self._get("log_base") or 0
+        for position, entry in enumerate(entries, start=base + 1):
             if entry.index != position:
                 raise RuntimeError(f"{self.path}: log has a gap before index {entry.index}")
-        return entries, self._get("commit_index") or 0
+        log = Log(entries, base, self._get("log_base_term") or 0)
+        return log, self._get("commit_index") or 0
+
+    def load_snapshot(self) -> Snapshot | None:
+        row = self.db.execute("SELECT idx, term, data FROM snapshot WHERE id = 1").fetchone()
+        return None if row is None else Snapshot(row[0], row[1], row[2])
 
     def next_incarnation(self, at_least: int = 0) -> int:
         """A number higher than any earlier run of this peer used, and at least

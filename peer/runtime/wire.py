@@ -25,11 +25,23 @@ from peer.protocol.messages import (
     PeerMessage,
     ResultItem,
     Results,
+    SnapshotChunk,
+    SnapshotReply,
 )
 
 KINDS: dict[str, type] = {
     cls.__name__: cls
-    for cls in (*ALL_MESSAGES, Gossip, Append, AppendReply, FetchLog, LogChunk, Results)
+    for cls in (
+        *ALL_MESSAGES,
+        Gossip,
+        Append,
+        AppendReply,
+        FetchLog,
+        LogChunk,
+        SnapshotChunk,
+        SnapshotReply,
+        Results,
+    )
 }
 _NESTED: dict[str, type] = {
     "LogPosition": LogPosition,
