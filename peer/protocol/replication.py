@@ -55,7 +55,8 @@ class _Follower:
     # (last index, resend after) of each Append with entries in flight, oldest first
     inflight: deque[tuple[int, float]] = field(default_factory=deque)
     probing: bool = True  # its log's end is unknown: one Append in flight, not a window
-    snapshot: int | None = None  # the index of the snapshot being sent to it
+    # the snapshot being sent to it (to its end, even if a newer one is taken meanwhile)
+    snapshot: Snapshot | None = None
     snapshot_offset: int = 0  # ... and where its part in flight starts
 
 
@@ -82,6 +83,7 @@ class Replicator:
         self.applied_index = 0 if snapshot is None else snapshot.index
         self.commit_index = max(commit_index, self.applied_index)
         self.received: tuple[Snapshot, int] | None = None  # whole, and from whom
+        self._fetched: Snapshot | None = None  # the one a syncing leader fetches from here
         self._assembly = Assembly()
         self.durable_index = log.last_index  # own log on disk up to here, as it is now
         self.max_batch = max_batch
@@ -198,6 +200,7 @@ class Replicator:
         if follower.next_index <= self.log.base_index:
             self._send_part(peer, follower, now)
             return
+        follower.snapshot = None  # (the entries it needs are held again: no snapshot)
         prev = follower.next_index - 1
         entries = self.log.slice(follower.next_index, self.max_batch)
         prev_term = self.log.term_at(prev) or 0
@@ -211,10 +214,11 @@ class Replicator:
     def _send_part(self, peer: int, follower: _Follower, now: float) -> None:
         """The next part of this leader's snapshot to a follower that needs entries it
         compacted (from the start if it was sent another snapshot before)."""
-        snapshot = self.snapshot
-        assert snapshot is not None, "a log compacted without a snapshot"
-        if follower.snapshot != snapshot.index:
-            follower.snapshot, follower.snapshot_offset = snapshot.index, 0
+        snapshot = follower.snapshot
+        if snapshot is None:
+            snapshot = self.snapshot
+            assert snapshot is not None, "a log compacted without a snapshot"
+            follower.snapshot, follower.snapshot_offset = snapshot, 0
         offset = follower.snapshot_offset
         data, done = part_of(snapshot, offset, self.chunk_size)
         part = SnapshotChunk(self.term, self.id, snapshot.index, snapshot.term, offset, data, done)
@@ -227,7 +231,7 @@ class Replicator:
         follower = self._followers.get(msg.sender)
         if not self.leading or follower is None or msg.term != self.term:
             return
-        if follower.snapshot is None or msg.index != follower.snapshot:
+        if follower.snapshot is None or msg.index != follower.snapshot.index:
             return  # about a snapshot it is no longer sent
         if msg.offset == follower.snapshot_offset:
             return  # a second answer to a part before (the part in flight: on its way)
@@ -245,7 +249,7 @@ class Replicator:
             follower.next_index = max(follower.next_index, follower.match_index + 1)
             while follower.inflight and follower.inflight[0][0] <= follower.match_index:
                 follower.inflight.popleft()
-            if follower.snapshot is not None and follower.match_index >= follower.snapshot:
+            if follower.snapshot is not None and follower.match_index >= follower.snapshot.index:
                 follower.snapshot = None  # installed
             if follower.snapshot is None:
                 follower.probing = False  # its log matches up to there: the window opens
@@ -452,7 +456,9 @@ class Replicator:
 
     def on_fetch(self, msg: FetchLog) -> None:
         if msg.from_index <= self.log.base_index:  # compacted here: the snapshot instead
-            snapshot = self.snapshot
+            if msg.offset == 0 or self._fetched is None:
+                self._fetched = self.snapshot  # (one fetch goes on with the one it began)
+            snapshot = self._fetched
             assert snapshot is not None, "a log compacted without a snapshot"
             data, done = part_of(snapshot, msg.offset, self.chunk_size)
             part = SnapshotChunk(

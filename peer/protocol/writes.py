@@ -53,6 +53,7 @@ class WriteQueue:
         self._entries_from: int | None = None
         self._commit_index: int | None = None
         self._snapshot: SnapshotWrite | None = None
+        self._base = 0  # the log's base in the writes taken so far (never rewritten below)
         self._next = 1  # number of the next write
         self.in_flight: Write | None = None
         self._held: deque[tuple[int, CoreReady]] = deque()  # (write it needs, batch)
@@ -88,10 +89,10 @@ class WriteQueue:
         if self.in_flight is not None or not self.staged:
             return None
         start, snapshot = self._entries_from, self._snapshot
-        if start is not None and snapshot is not None:
-            start = max(start, snapshot.base_index + 1)
-        if start is not None and start <= log.base_index:  # compacted since it was staged
-            start = log.base_index + 1
+        if snapshot is not None:
+            self._base = max(self._base, snapshot.base_index)
+        if start is not None:  # (what a snapshot holds is never written again)
+            start = max(start, self._base + 1, log.base_index + 1)
         entries = () if start is None else log.slice(start, max(0, log.last_index - start + 1))
         write = Write(self._next, self._hard_state, start, entries, self._commit_index, snapshot)
         self._next += 1

@@ -26,6 +26,7 @@ Every finish that takes effect on any peer is recorded per (task, attempt).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,7 +36,16 @@ from election import Role
 from election.messages import CoordinatorAck
 from peer.protocol.commands import Command, Finish, Submit, TaskSpec, decode_command
 from peer.protocol.core import PeerCore
-from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Proposal, Received
+from peer.protocol.cycle import (
+    Completed,
+    CoreReady,
+    Input,
+    Persisted,
+    Proposal,
+    Received,
+    SnapshotStored,
+)
+from peer.protocol.events import SnapshotInstalled
 from peer.protocol.log import Entry, Log
 from peer.protocol.messages import AppendReply, ResultItem
 from peer.protocol.records import Applied, Task
@@ -106,6 +116,9 @@ class SimCluster:
         self.committed: dict[int, Entry] = {}  # every entry any peer applied, by index
         self.pending: dict[int, tuple[int, str]] = {}  # index -> (term, key) proposed
         self.acked: set[str] = set()  # keys of commands a client saw acknowledged
+        self.snapshot_at: dict[int, tuple[int, int]] = {}  # index -> (term, text's hash)
+        self.snapshots_taken = 0  # snapshots stored (taken or installed), all peers
+        self.installs: Counter[int] = Counter()  # per peer: snapshots installed from another
         self.proposals = 0
         for node_id in self.ids:
             self.start(node_id)
@@ -124,9 +137,10 @@ class SimCluster:
             random.Random(self.rng.random()),
             disk.hard_state,
             self.incarnation[node_id],
-            Log(list(disk.log)),
+            disk.stored_log(),
             disk.commit,
             amnesiac=not disk.stored,
+            snapshot=disk.snapshot,
         )
         disk.stored = True
 
@@ -159,16 +173,17 @@ class SimCluster:
         disk was lost, until it hears the peer again; an entry the peer acknowledged but
         that was not committed yet could then commit on fewer disks than a majority."""
         commit = max((n.replicator.commit_index for n in self.nodes.values()), default=0)
-        if len(self.disks[node_id].log) > commit:
+        if self.disks[node_id].last_index > commit:
             return False
         if commit == 0:
             return True
         source = next(n for n in self.nodes.values() if n.replicator.commit_index == commit)
-        entry = source.log.entries[commit - 1]
+        entry = source.log.entry(commit)
         holders = [
             p
             for p, disk in self.disks.items()
-            if p != node_id and len(disk.log) >= commit and disk.log[commit - 1] == entry
+            if p != node_id
+            and (disk.base_index >= commit or (entry is not None and disk.holds(commit, entry)))
         ]
         return len(holders) >= self.majority
 
@@ -272,6 +287,7 @@ class SimCluster:
             for entry in entries:
                 self.pending[entry.index] = (entry.term, key)
         self._check_entries(node_id, batch)
+        self._check_snapshot(node_id, batch)
         if node_id in self.disk_error:
             batch.messages[:0], batch.early = batch.early, []
         self._send(node_id, batch.early)
@@ -298,6 +314,9 @@ class SimCluster:
         last = write.last_entry
         if last is not None:
             self.inbox[node_id].append(Persisted(last.index, last.term))
+        if write.snapshot is not None:
+            self.inbox[node_id].append(SnapshotStored(write.snapshot.snapshot.index))
+        if last is not None or write.snapshot is not None:
             self.woken.add(node_id)  # (this step, unless it already cycled: then the next)
             self.woken_next.add(node_id)
         for batch in queue.landed():
@@ -312,13 +331,16 @@ class SimCluster:
         self._send(node_id, batch.messages)
         node = self.nodes[node_id]
         for applied in batch.applied:
-            self._check_applied(node_id, node.log.entries[applied.index - 1])
+            entry = node.log.entry(applied.index)
+            if entry is None:  # a snapshot installed since replaced it (checked there)
+                continue
+            self._check_applied(node_id, entry)
             self.commit_term.setdefault(applied.index, node.term)
             proposed = self.pending.get(applied.index)
             if node.is_ready_leader and proposed and proposed[0] == node.term:
                 self.acked.add(proposed[1])
             if applied.op == "finish":
-                self._record_finish(node_id, applied, node.log.entries[applied.index - 1])
+                self._record_finish(node_id, applied, entry)
                 self._check_results(node_id, node, applied)
         if self.execute:
             self._run_work(node_id, batch)
@@ -368,11 +390,11 @@ class SimCluster:
         """An append's acknowledgement leaves only once what it acknowledges is on
         disk. A granted ack: at most one claimant per acker and term, ever (wipes
         included), and its vote on disk before the ack leaves."""
-        held = len(self.disks[node_id].log)
+        held = self.disks[node_id].last_index
         if isinstance(message, AppendReply) and message.ok and held < message.match_index:
             raise InvariantViolation(
                 f"t={self.now}: peer {node_id} acknowledged entries up to "
-                f"{message.match_index} with {len(self.disks[node_id].log)} on disk"
+                f"{message.match_index} with {held} on disk"
             )
         if not isinstance(message, CoordinatorAck) or not message.granted:
             return
@@ -402,6 +424,28 @@ class SimCluster:
                     f"of term {entry.term} than a peer before it: logs do not match"
                 )
 
+    def _check_snapshot(self, node_id: int, batch: CoreReady) -> None:
+        """Snapshots of one index are the same text on every peer, whoever took or
+        installed them (the table is deterministic, and so is its codec)."""
+        if batch.snapshot is None:
+            return
+        snapshot = batch.snapshot.snapshot
+        self.snapshots_taken += 1
+        if any(isinstance(e, SnapshotInstalled) for e in batch.events):
+            self.installs[node_id] += 1
+        first = self.snapshot_at.setdefault(snapshot.index, (snapshot.term, hash(snapshot.data)))
+        if first != (snapshot.term, hash(snapshot.data)):
+            raise InvariantViolation(
+                f"t={self.now}: peer {node_id} stores another snapshot at {snapshot.index} "
+                "than a peer before it"
+            )
+        committed = self.committed.get(snapshot.index)
+        if committed is not None and committed.term != snapshot.term:
+            raise InvariantViolation(
+                f"t={self.now}: peer {node_id} snapshot at {snapshot.index} is of term "
+                f"{snapshot.term}, the entry committed there of {committed.term}"
+            )
+
     def _check_applied(self, node_id: int, entry: Entry) -> None:
         first = self.committed.setdefault(entry.index, entry)
         if first != entry:
@@ -418,8 +462,8 @@ class SimCluster:
         for node_id, node in self.nodes.items():
             if node.is_ready_leader:
                 for index, entry in self.committed.items():
-                    if self.commit_term[index] > node.term:
-                        continue
+                    if self.commit_term[index] > node.term or index <= node.log.base_index:
+                        continue  # (compacted: its snapshot is checked when stored)
                     if node.log.term_at(index) != entry.term:
                         raise InvariantViolation(
                             f"t={self.now}: leader {node_id} lacks committed entry {index}"
@@ -432,8 +476,10 @@ class SimCluster:
 
     def _check_matching(self, a: int, log_a: Log, b: int, log_b: Log) -> None:
         top = min(log_a.last_index, log_b.last_index)
-        same = next((i for i in range(top, 0, -1) if log_a.term_at(i) == log_b.term_at(i)), 0)
-        if log_a.entries[:same] != log_b.entries[:same]:
+        low = max(log_a.base_index, log_b.base_index)  # (both hold entries after it)
+        same = next((i for i in range(top, low, -1) if log_a.term_at(i) == log_b.term_at(i)), low)
+        held_a = [log_a.entry(i) for i in range(low + 1, same + 1)]
+        if held_a != [log_b.entry(i) for i in range(low + 1, same + 1)]:
             raise InvariantViolation(f"t={self.now}: logs of {a} and {b} break log matching")
 
     # ------------------------------------------------------------- invariants
@@ -485,12 +531,10 @@ class SimCluster:
         if not node.replicator.leading or commit <= self.leader_commit.get(node_id, 0):
             return
         self.leader_commit[node_id] = commit
-        entry = node.log.entries[commit - 1]
-        holders = [
-            p
-            for p, disk in self.disks.items()
-            if len(disk.log) >= commit and disk.log[commit - 1] == entry
-        ]
+        entry = node.log.entry(commit)
+        if entry is None:
+            return  # (a snapshot installed at its commit index: committed before)
+        holders = [p for p, disk in self.disks.items() if disk.holds(commit, entry)]
         if len(holders) < self.majority:
             raise InvariantViolation(
                 f"t={self.now}: leader {node_id} committed {commit} with it on the disks "

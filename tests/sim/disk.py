@@ -5,7 +5,8 @@ decides what waits for which write). So a write may be slow (the peer keeps cycl
 batches' effects pile up behind the write), refused (a full disk: nothing that depends
 on it leaves, and its state is written again with the next write), or cut short by a
 crash: the write either landed or did not, and nothing that waited for it was sent.
-`wipe` loses everything (a replaced disk).
+`wipe` loses everything (a replaced disk). A write may store a snapshot: the log's
+entries up to its base go in the same write.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import random
 from dataclasses import dataclass
 
 from election import HardState
-from peer.protocol.log import Entry
+from peer.protocol.log import Entry, Log
+from peer.protocol.snapshot import Snapshot
 from peer.protocol.writes import Write
 
 
@@ -28,7 +30,10 @@ class DiskFaults:
 class SimDisk:
     def __init__(self) -> None:
         self.hard_state: HardState | None = None
-        self.log: list[Entry] = []
+        self.log: list[Entry] = []  # the entries after the base
+        self.base_index = 0
+        self.base_term = 0
+        self.snapshot: Snapshot | None = None
         self.commit = 0
         self.stored = False  # anything was ever stored (the driver's incarnation row)
         self.writing: Write | None = None
@@ -50,11 +55,32 @@ class SimDisk:
         assert write is not None
         if write.hard_state is not None:
             self.hard_state = write.hard_state
+        if write.snapshot is not None:
+            self.snapshot = write.snapshot.snapshot
+            drop = write.snapshot.base_index - self.base_index
+            del self.log[: max(0, drop)]
+            self.base_index, self.base_term = write.snapshot.base_index, write.snapshot.base_term
         if write.entries_from is not None:
-            del self.log[write.entries_from - 1 :]
+            del self.log[max(0, write.entries_from - self.base_index - 1) :]
             self.log.extend(write.entries)
+        if self.log and self.log[0].index != self.base_index + 1:
+            raise AssertionError(f"disk log starts at {self.log[0].index}, base {self.base_index}")
         if write.commit_index is not None:
             self.commit = write.commit_index
+
+    @property
+    def last_index(self) -> int:
+        return self.base_index + len(self.log)
+
+    def holds(self, index: int, entry: Entry) -> bool:
+        """Whether this disk has `entry` at `index`, or a snapshot past it."""
+        if index <= self.base_index:
+            return self.snapshot is not None
+        offset = index - self.base_index
+        return offset <= len(self.log) and self.log[offset - 1] == entry
+
+    def stored_log(self) -> Log:
+        return Log(list(self.log), self.base_index, self.base_term)
 
     def crash(self, rng: random.Random) -> None:
         """The process dies: a write in flight landed or not."""

@@ -40,6 +40,21 @@ def random_cluster_options(rng: random.Random) -> dict[str, object]:
     return {"disk_faults": random_disk_faults(rng), "wall_skew": rng.choice([0.0, 0.3])}
 
 
+def random_snapshots(seed: int) -> dict[str, int]:
+    """Snapshot settings for a run: often none (the default 20,000 entries is never
+    reached), else a snapshot every few entries, kept a little or not at all, sent in
+    small parts or whole. Drawn from their own stream, so the other draws of a seed
+    stay the same."""
+    rng = random.Random(f"snapshots-{seed}")
+    if rng.random() < 0.3:
+        return {}
+    return {
+        "snapshot_every": rng.choice([5, 12, 40]),
+        "snapshot_keep": rng.choice([0, 3, 20]),
+        "snapshot_chunk": rng.choice([1000, 8000, 1 << 18]),
+    }
+
+
 def random_partition(sim: SimCluster, rng: random.Random) -> str:
     ids = list(sim.ids)
     kind = rng.choice(["minority", "isolate_leader", "partial", "split", "one_way"])

@@ -24,7 +24,13 @@ from peer.protocol.records import TERMINAL
 from peer.protocol.settings import Settings
 from tests.sim.cluster import SimCluster
 from tests.sim.network import Faults
-from tests.sim.schedule import random_cluster_options, random_faults, run_random_faults, seeds
+from tests.sim.schedule import (
+    random_cluster_options,
+    random_faults,
+    random_snapshots,
+    run_random_faults,
+    seeds,
+)
 
 SETTLE = 20.0  # virtual seconds allowed to finish every task after healing
 LOSS_REASONS = ("lost", "restarted", "timeout")  # failures the leader judges
@@ -100,12 +106,13 @@ def test_every_task_ends_once_and_alike_on_every_peer_under_random_faults(seed: 
     rng = random.Random(seed)
     size = rng.choice([3, 3, 5])
     policy = rng.choice(["fifo", "priority", "fair"])
-    settings = Settings(policy=policy, slots=2, retry_base=0.05, retry_max=0.2)
+    snapshots = random_snapshots(seed)
+    settings = Settings(policy=policy, slots=2, retry_base=0.05, retry_max=0.2, **snapshots)
     lazy = rng.random() < 0.8  # as the driver ticks; else every step
     options = random_cluster_options(rng)
     sim = SimCluster(size, seed, random_faults(rng), settings, True, lazy, **options)
     sim.make_task = _task_maker(rng)
-    history = [f"size {size}, policy {policy}, faults {sim.net.faults}, lazy ticks {lazy}"]
+    history = [f"size {size}, policy {policy}, faults {sim.net.faults}, lazy {lazy}, {snapshots}"]
     try:
         run_random_faults(sim, rng, history, (2, 6), propose_rate=0.08)
         history.append(f"t={sim.now:.2f} heal, restart all; proposals {sim.proposals}")
@@ -127,6 +134,7 @@ def test_retention_forgets_the_same_tasks_on_every_peer_under_random_faults(seed
         max_finished=rng.choice([None, 3, 10]),
         keep_keys=rng.choice([30.0, 600.0]),  # (beyond the run: every acked key answers)
         max_forget=rng.choice([2, 50]),
+        **random_snapshots(seed),
     )
     sim = SimCluster(3, seed, random_faults(rng), settings, True, True)
     sim.make_task = _task_maker(rng)

@@ -14,8 +14,15 @@ import random
 
 import pytest
 
+from peer.protocol.settings import Settings
 from tests.sim.cluster import SimCluster
-from tests.sim.schedule import random_cluster_options, random_faults, run_random_faults, seeds
+from tests.sim.schedule import (
+    random_cluster_options,
+    random_faults,
+    random_snapshots,
+    run_random_faults,
+    seeds,
+)
 
 SETTLE = 8.0
 
@@ -29,8 +36,10 @@ def test_acknowledged_commands_survive_random_faults(seed: int) -> None:
     rng = random.Random(seed)
     size = rng.choice([3, 5, 5])
     lazy = rng.random() < 0.8  # as the driver ticks; else every step
-    sim = SimCluster(size, seed, random_faults(rng), lazy_ticks=lazy, **random_cluster_options(rng))
-    history = [f"size {size}, faults {sim.net.faults}, lazy ticks {lazy}"]
+    settings = Settings(**random_snapshots(seed))
+    options = random_cluster_options(rng)
+    sim = SimCluster(size, seed, random_faults(rng), settings, lazy_ticks=lazy, **options)
+    history = [f"size {size}, faults {sim.net.faults}, lazy ticks {lazy}, {settings}"]
     try:
         run_random_faults(sim, rng, history, (3, 8), propose_rate=0.3)
         history.append(f"t={sim.now:.2f} heal, restart all; acked {len(sim.acked)}")
