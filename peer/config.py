@@ -63,6 +63,9 @@ class ClusterConfig:
     keep_trimmed: float | None = _DEFAULTS.keep_trimmed
     max_finished: int | None = _DEFAULTS.max_finished
     keep_keys: float = _DEFAULTS.keep_keys
+    snapshot_every: int = _DEFAULTS.snapshot_every  # entries (peer/protocol/snapshot.py)
+    snapshot_keep: int = _DEFAULTS.snapshot_keep
+    snapshot_chunk: int = _DEFAULTS.snapshot_chunk
     queues: tuple[tuple[str, QueuePolicy], ...] = ()  # [queues.NAME] tables
     schedules: tuple[dict[str, Any], ...] = ()  # [[schedule]] tables, checked at serve
     log_format: str = "auto"  # console | json | auto (console on a terminal)
@@ -138,6 +141,12 @@ def _positive_int(key: str, value: Any) -> int:
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
+def _count(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"cluster.{key}: must be a whole number, 0 or more")
+    return value
+
+
 def _duration(key: str, value: Any) -> float:
     """Seconds, given as a number or as a string with a unit: "90s", "15m", "12h", "7d"."""
     if isinstance(value, str) and value[-1:] in _UNITS:
@@ -192,6 +201,9 @@ _CHECKS = {
     "keep_trimmed": _duration,
     "keep_keys": _duration,
     "max_finished": _positive_int,
+    "snapshot_every": _count,
+    "snapshot_keep": _count,
+    "snapshot_chunk": _positive_int,
     "data_dir": _string,
     "secret": _string,
     "policy": _string,

@@ -1,4 +1,6 @@
-"""Ring 3: a peer whose data directory is wiped (a replaced disk) rejoins and is caught up.
+"""Ring 3: a peer whose data directory is wiped (a replaced disk) rejoins and is caught up,
+from the entries or, once the leader compacted them, from its snapshot; a whole cluster
+restarts from its snapshots and the logs' tails.
 
 Real peer processes on loopback, read only through the public API: three peers take a
 few thousand tasks, a follower is SIGKILLed, its data directory deleted and the peer
@@ -10,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+
+import pytest
 
 from tests.chaos import START_TIMEOUT, Json, list_all, request_once
 from tests.conftest import ClusterFactory
@@ -37,10 +41,12 @@ def _all_succeeded(cluster: Cluster, peer: int) -> bool:
     return bool(view) and view["tasks"].get("succeeded") == TASKS
 
 
+@pytest.mark.parametrize("snapshots", [False, True], ids=["from-entries", "from-snapshot"])
 def test_a_wiped_follower_rejoins_and_holds_the_leaders_tasks(
-    cluster_factory: ClusterFactory,
+    cluster_factory: ClusterFactory, snapshots: bool
 ) -> None:
-    cluster = cluster_factory(3)
+    settings = {"snapshot_every": 40, "snapshot_keep": 5, "snapshot_chunk": 20_000}
+    cluster = cluster_factory(3, **(settings if snapshots else {}))
     leader = cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
     follower = 1
     view = cluster.view(leader)
@@ -51,6 +57,8 @@ def test_a_wiped_follower_rejoins_and_holds_the_leaders_tasks(
     cluster.wait_for(lambda: _all_succeeded(cluster, leader), 60, "every task to succeed")
     expected = _tasks(cluster, leader)
     assert len(expected) == TASKS
+    compacted = _view(cluster, leader)["log_base"]
+    assert (compacted > 0) == snapshots, compacted
 
     cluster.kill(follower)
     shutil.rmtree(cluster.config.node_dir(follower))
@@ -65,5 +73,38 @@ def test_a_wiped_follower_rejoins_and_holds_the_leaders_tasks(
     cluster.wait_for(caught_up, CATCH_UP_TIMEOUT, f"wiped peer {follower} to catch up")
     assert _tasks(cluster, follower) == expected
     assert cluster.agreed_leader() == leader
-    view = cluster.view(follower)
-    assert view is not None and view["behind"] == 0
+    view = _view(cluster, follower)
+    assert view["behind"] == 0
+    installed = [e for e in view["events"] if e["event"] == "snapshot_installed"]
+    assert bool(installed) == snapshots, view["events"]
+    if snapshots:  # it never held the compacted entries, only the leader's snapshot
+        assert installed[0]["peer"] == leader and view["log_base"] >= installed[0]["index"]
+
+
+def test_a_cluster_restarts_from_its_snapshots_and_the_logs_tails(
+    cluster_factory: ClusterFactory,
+) -> None:
+    cluster = cluster_factory(3, snapshot_every=40, snapshot_keep=5)
+    leader = cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
+    _submit_batches(cluster, leader)
+    cluster.wait_for(lambda: _all_succeeded(cluster, leader), 60, "every task to succeed")
+    expected = _tasks(cluster, leader)
+    bases = {n: _view(cluster, n)["log_base"] for n in cluster.ids}
+    assert all(bases.values()), bases
+    for n in cluster.ids:
+        cluster.kill(n)
+    for n in cluster.ids:
+        cluster.restart(n)
+    leader = cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
+    for n in cluster.ids:
+        cluster.wait_for(lambda n=n: _all_succeeded(cluster, n), 20, f"peer {n} to load")
+        assert _tasks(cluster, n) == expected
+        view = _view(cluster, n)
+        assert view["log_base"] >= bases[n]  # started from the snapshot, not from entry 1
+        assert not [e for e in view["events"] if e["event"] == "snapshot_installed"]
+
+
+def _view(cluster: Cluster, peer: int) -> Json:
+    view = cluster.view(peer)
+    assert view is not None, f"peer {peer} does not answer"
+    return view

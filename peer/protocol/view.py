@@ -40,6 +40,10 @@ def describe(core: PeerCore, now: float) -> dict[str, Any]:
         "ready": core.leader_is_ready(),
         "commit_index": core.replicator.commit_index,
         "last_index": core.log.last_index,
+        "log_base": core.log.base_index,  # entries up to here are compacted
+        "snapshot_index": None
+        if core.replicator.snapshot is None
+        else core.replicator.snapshot.index,
         "catching_up": core.catching_up,
         "behind": core.behind,
         "queue_depth": core.tasks.counts[TaskState.QUEUED] + core.tasks.counts[TaskState.SCHEDULED],

@@ -213,6 +213,8 @@ def cluster_answer() -> Schema:
             "ready": {"type": "boolean"},
             "commit_index": integer(),
             "last_index": integer(),
+            "log_base": integer(),
+            "snapshot_index": integer(nullable=True),
             "catching_up": {"type": "boolean"},
             "behind": integer(),
             "queue_depth": integer(),
