@@ -133,7 +133,7 @@ class PeerCore:
         self._persisted_commit = self.replicator.commit_index
         self._published: tuple[str, int, int | None, int, int] | None = None
         for entry in self.replicator.take_committed():  # replay what is known committed
-            self.tasks.apply(entry.index, entry.command)
+            self._apply(entry)
 
     # ------------------------------------------------------------------ cycle
 
@@ -265,6 +265,7 @@ class PeerCore:
         """Apply a committed entry: the typed command this leader proposed for it if
         that very text is what committed there, else the decoded text (the codec
         round-trips every command exactly: tests/test_commands.py)."""
+        self.tasks.log_bytes += len(entry.command)
         own = self._own.pop(entry.index, None)
         if own is not None and own[0] is entry.command:
             return self.tasks.apply_typed(entry.index, own[1])
@@ -321,11 +322,23 @@ class PeerCore:
         """The table as applying the log up to `entry` left it, to store; the log before
         it (but the last `snapshot_keep` entries) goes once it is stored."""
         snapshot = Snapshot(entry.index, entry.term, encode_table(self.tasks))
-        base = max(self.log.base_index, entry.index - self.settings.snapshot_keep)
+        base = self._compaction_point(entry.index)
         base_term = self.log.term_at(base)
         assert base_term is not None
         self._snapshot_write = SnapshotWrite(snapshot, base, base_term)
         self._compacting[entry.index] = self._snapshot_write
+
+    def _compaction_point(self, index: int) -> int:
+        """Where the log may start after a snapshot at `index`: `snapshot_keep` entries
+        before it, fewer if those hold over a quarter of `snapshot_bytes`."""
+        budget = self.settings.snapshot_bytes // 4 or None
+        base = max(self.log.base_index, index - self.settings.snapshot_keep)
+        kept = 0
+        for at in range(index, base, -1):
+            kept += len(self.log.entries[at - self.log.base_index - 1].command)
+            if budget is not None and kept > budget:
+                return at
+        return base
 
     def _snapshot_stored(self, index: int) -> None:
         """A snapshot's write landed: an own one compacts the log now."""
@@ -360,10 +373,12 @@ class PeerCore:
         batch = CoreReady(hard_state=out.hard_state, events=[*self._events, *out.events])
         self._sync_roles()
         beats = []
-        every = self.settings.snapshot_every
+        every, size = self.settings.snapshot_every, self.settings.snapshot_bytes
         for entry in self.replicator.take_committed():
+            before = self.tasks.log_bytes
             batch.applied.append(self._apply(entry))
-            if every and entry.index % every == 0:
+            crossed = size and before // size != self.tasks.log_bytes // size
+            if crossed or (every and entry.index % every == 0):
                 self._take_snapshot(entry)
         if self._own and not self.replicator.leading:
             self._own.clear()  # what it proposed and did not commit is another's now

@@ -494,6 +494,7 @@ class Replicator:
         if self._persist_from is None:
             return None
         start, self._persist_from = self._persist_from, None
+        start = max(start, self.log.base_index + 1)  # (compacted since: its snapshot holds it)
         return start, list(self.log.slice(start, self.log.last_index))
 
     def take_messages(self) -> list[tuple[int, ReplicationMessage]]:

@@ -4,8 +4,9 @@ codec between a `TaskTable` and its text (`encode_table`, `decode_table`).
 A snapshot is the whole state applying the log up to `index` built: every task, the
 keys and request ids that deduplicate, the schedules, the rate buckets, the totals, the
 drained peers and the retention orders. Peers take one at the same indexes (every
-`snapshot_every` entries), so two snapshots of one index are the same text: the
-simulator checks that byte for byte. The text is JSON (orjson); insertion orders are
+`snapshot_every` entries, and whenever the text of the entries applied since the first
+one passes another multiple of `snapshot_bytes`), so two snapshots of one index are the
+same text: the simulator checks that byte for byte. The text is JSON (orjson); insertion orders are
 kept, sets sorted, so a table decoded and applied further is the table that applied
 everything. Decoding checks the shape and raises `SnapshotError` on anything else.
 Pure: no I/O.
@@ -64,6 +65,7 @@ def encode_table(table: TaskTable) -> str:
     doc = {
         "version": VERSION,
         "applied_index": table.applied_index,
+        "log_bytes": table.log_bytes,
         "next_id": table.next_id,
         "low_id": table.low_id,
         "forgotten": table.forgotten,
@@ -107,6 +109,7 @@ def decode_table(text: str, queues: dict[str, QueuePolicy] | None = None) -> Tas
 def _build(doc: dict[str, Any], queues: dict[str, QueuePolicy]) -> TaskTable:
     table = TaskTable(queues)
     table.applied_index = int(doc["applied_index"])
+    table.log_bytes = int(doc["log_bytes"])
     table.next_id, table.low_id = int(doc["next_id"]), int(doc["low_id"])
     table.forgotten = int(doc["forgotten"])
     fields = tuple(doc["fields"])

@@ -85,6 +85,7 @@ class TaskTable:
         self.queue_counts: dict[str, dict[str, int]] = {}  # queue -> state -> tasks
         self.next_id = 1
         self.applied_index = 0
+        self.log_bytes = 0  # characters of every entry applied (what snapshots are timed by)
         self.running: dict[int, set[int]] = {}  # worker -> task ids
         self.schedules = ScheduleBook()
         self.rates = RateBook(queues or {})

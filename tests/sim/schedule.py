@@ -49,7 +49,8 @@ def random_snapshots(seed: int) -> dict[str, int]:
     if rng.random() < 0.3:
         return {}
     return {
-        "snapshot_every": rng.choice([5, 12, 40]),
+        "snapshot_every": rng.choice([5, 12, 40, 0]),
+        "snapshot_bytes": rng.choice([0, 0, 1500, 6000]),
         "snapshot_keep": rng.choice([0, 3, 20]),
         "snapshot_chunk": rng.choice([1000, 8000, 1 << 18]),
     }

@@ -1,0 +1,209 @@
+"""A cluster's months in minutes: a million tasks through retention and snapshots.
+
+    python bench/long_run.py [--nodes 5] [--tasks 1000000] [--batch 500] [--posters 4]
+                             [--keep 5s] [--json OUT] [--data-dir D]
+
+Starts its own cluster on free loopback ports (tests/harness.py, log level WARNING) with
+`keep_finished` and `keep_trimmed` at `--keep` and `keep_keys` at a minute, so finished
+tasks are trimmed, then forgotten, and logs are compacted into snapshots (the defaults:
+a snapshot every 20,000 entries).
+
+1. empty start: the time from starting every peer process to a ready leader that every
+   peer follows (the figure a restart is compared with).
+2. the run: a separate client process (bench/e2e.py's) posts `--tasks` keyed echo tasks
+   as `/tasks/batch` requests; every 2 s each peer's resident memory (VmRSS) and its
+   database files (state.sqlite3 with its WAL) are sampled, and the leader's counts of
+   tasks succeeded or forgotten. Reported: tasks/s over the whole run and in each tenth of
+   its time (a cluster that slows as it ages shows it), the peak RSS and database per peer.
+3. full restart: every peer SIGKILLed, then all started again: the time to a ready
+   leader every peer follows, and to every peer answering with the whole history
+   counted (loaded from its snapshot and the log's tail).
+
+Prints the figures; `--json OUT` also writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for `tests.harness`
+
+from cli_run import run_in_data_dir  # noqa: E402
+
+START_TIMEOUT = 60.0
+SAMPLE_EVERY = 2.0  # seconds between samples of memory, disk and progress
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=5, help="peers in the cluster (5)")
+    parser.add_argument("--tasks", type=int, default=1_000_000, help="echo tasks (1000000)")
+    parser.add_argument("--batch", type=int, default=500, help="tasks per batch request (500)")
+    parser.add_argument("--posters", type=int, default=4, help="concurrent batch posters (4)")
+    parser.add_argument("--keep", default="5s", help="keep_finished and keep_trimmed (5s)")
+    parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    parser.add_argument("--data-dir", help="keep config and peer logs here (default: a tmp dir)")
+    return parser
+
+
+def rss_mib(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def db_mib(node_dir: Path) -> float:
+    files = [node_dir / name for name in ("state.sqlite3", "state.sqlite3-wal")]
+    return sum(f.stat().st_size for f in files if f.exists()) / (1 << 20)
+
+
+def done_count(view: dict[str, Any] | None) -> int:
+    if view is None:
+        return -1
+    counts = view["tasks"]
+    return int(counts["succeeded"] + counts["forgotten"])
+
+
+def ready_everywhere(cluster: Any) -> bool:
+    views = cluster.views(cluster.running_ids())
+    leaders = {v["leader"] for v in views.values() if v is not None}
+    if None in views.values() or len(leaders) != 1 or None in leaders:
+        return False
+    leader = views[next(iter(leaders))]
+    return leader is not None and bool(leader["ready"])
+
+
+def timed_start(cluster: Any, what: str) -> float:
+    start = time.monotonic()
+    cluster.start_all()
+    cluster.wait_for(lambda: ready_everywhere(cluster), START_TIMEOUT, what, interval=0.02)
+    return time.monotonic() - start
+
+
+def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    from tests.harness import Cluster
+
+    overrides = {"keep_finished": args.keep, "keep_trimmed": args.keep, "keep_keys": "60s"}
+    out: dict[str, Any] = {"nodes": args.nodes, "tasks": args.tasks, "keep": args.keep}
+    with Cluster(args.nodes, data_dir, overrides, log_level="WARNING") as cluster:
+        out["empty_start_s"] = timed_start(cluster, "an empty cluster to elect")
+        print(f"empty start: {out['empty_start_s']:.2f} s to a ready leader", flush=True)
+        out.update(_run_load(cluster, args))
+        for n in cluster.ids:
+            cluster.kill(n)
+        out["restart_ready_s"] = timed_start(cluster, "the restarted cluster to elect")
+        start = time.monotonic() - out["restart_ready_s"]
+        total = args.tasks
+
+        def loaded() -> bool:
+            views = cluster.views(cluster.running_ids())
+            return all(done_count(v) >= total for v in views.values())
+
+        cluster.wait_for(loaded, START_TIMEOUT, "every peer to count every task", 0.02)
+        out["restart_loaded_s"] = time.monotonic() - start
+        views = cluster.views(cluster.running_ids())
+        out["after_restart"] = {
+            n: {"log_base": v["log_base"], "last_index": v["last_index"]}
+            for n, v in views.items()
+            if v is not None
+        }
+    return out
+
+
+def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
+    urls = [cluster.url(n) for n in cluster.ids]
+    cmd = [sys.executable, str(ROOT / "bench" / "e2e.py"), "--load", "--urls", ",".join(urls)]
+    cmd += ["--tasks", str(args.tasks), "--batch", str(args.batch), "--posters", str(args.posters)]
+    client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    started = time.monotonic()
+    deadline = started + max(600.0, args.tasks / 300)
+    samples: list[dict[str, Any]] = []
+    peak_rss: dict[int, float] = {}
+    peak_db: dict[int, float] = {}
+    leader = cluster.wait_for_leader(timeout=START_TIMEOUT)
+    while time.monotonic() < deadline:
+        view = cluster.view(leader)
+        if view is not None and view["role"] != "leader" and view["leader"] is not None:
+            leader = view["leader"]
+        done = done_count(view)
+        sample = {"t": time.monotonic() - started, "done": done, "rss": {}, "db": {}}
+        for n in cluster.ids:
+            sample["rss"][n] = rss_mib(cluster.pid(n))
+            sample["db"][n] = db_mib(cluster.config.node_dir(n))
+            peak_rss[n] = max(peak_rss.get(n, 0.0), sample["rss"][n])
+            peak_db[n] = max(peak_db.get(n, 0.0), sample["db"][n])
+        samples.append(sample)
+        if len(samples) % 15 == 1:
+            print(
+                f"t={sample['t']:.0f}s done {done}, rss max {max(sample['rss'].values()):.0f} "
+                f"MiB, db max {max(sample['db'].values()):.1f} MiB",
+                flush=True,
+            )
+        if done >= args.tasks:
+            break
+        if client.poll() not in (None, 0):
+            raise AssertionError(f"the client process failed (exit {client.returncode})")
+        time.sleep(SAMPLE_EVERY)
+    else:
+        client.kill()
+        raise AssertionError(f"not all {args.tasks} tasks done in time")
+    seconds = samples[-1]["t"]
+    client.communicate(timeout=60)
+    rates = []  # tasks/s in each tenth of the run's time, from the samples nearest
+    marks = [min(samples, key=lambda s: abs(s["t"] - seconds * k / 10)) for k in range(11)]
+    for a, b in zip(marks, marks[1:], strict=False):
+        if b["t"] > a["t"]:
+            rates.append((b["done"] - max(0, a["done"])) / (b["t"] - a["t"]))
+    views = cluster.views(cluster.running_ids())
+    return {
+        "seconds": seconds,
+        "per_second": args.tasks / seconds,
+        "per_second_by_tenth": rates,
+        "peak_rss_mib": peak_rss,
+        "peak_db_mib": peak_db,
+        "end": {
+            n: {"log_base": v["log_base"], "last_index": v["last_index"], "tasks": v["tasks"]}
+            for n, v in views.items()
+            if v is not None
+        },
+        "samples": samples,
+    }
+
+
+def print_report(out: dict[str, Any]) -> None:
+    print(f"\n{out['nodes']} peers, {out['tasks']} echo tasks, keep {out['keep']}")
+    print(f"  throughput: {out['per_second']:.0f} tasks/s over {out['seconds']:.0f} s")
+    print("  by tenth:   " + " ".join(f"{r:.0f}" for r in out["per_second_by_tenth"]))
+    print("  peak RSS MiB per peer: " + _per_peer(out["peak_rss_mib"]))
+    print("  peak database MiB per peer: " + _per_peer(out["peak_db_mib"]))
+    print(
+        f"  start: empty {out['empty_start_s']:.2f} s; full restart {out['restart_ready_s']:.2f}"
+        f" s to a ready leader, {out['restart_loaded_s']:.2f} s to every peer loaded"
+    )
+    bases = {n: v["log_base"] for n, v in out["after_restart"].items()}
+    print(f"  log base after the restart: {bases}")
+
+
+def _per_peer(values: dict[int, float]) -> str:
+    return ", ".join(f"{n}: {v:.1f}" for n, v in sorted(values.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return run_in_data_dir(args, run, "bench-long-", print_report)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
