@@ -1,7 +1,8 @@
 """A cluster's months in minutes: a million tasks through retention and snapshots.
 
     python bench/long_run.py [--nodes 5] [--tasks 1000000] [--batch 500] [--posters 4]
-                             [--keep 5s] [--json OUT] [--data-dir D]
+                             [--backlog 20000] [--keep 5s] [--no-snapshots]
+                             [--json OUT] [--data-dir D]
 
 Starts its own cluster on free loopback ports (tests/harness.py, log level WARNING) with
 `keep_finished` and `keep_trimmed` at `--keep` and `keep_keys` at a minute, so finished
@@ -10,8 +11,10 @@ a snapshot every 20,000 entries).
 
 1. empty start: the time from starting every peer process to a ready leader that every
    peer follows (the figure a restart is compared with).
-2. the run: a separate client process (bench/e2e.py's) posts `--tasks` keyed echo tasks
-   as `/tasks/batch` requests; every 2 s each peer's resident memory (VmRSS) and its
+2. the run: a separate client process posts `--tasks` keyed echo tasks as
+   `/tasks/batch` requests of `--batch` from `--posters` posters to random peers, never
+   more than `--backlog` ahead of the tasks done (a cluster kept running for months gets
+   work at the rate it does it; an unbounded backlog is a different test); every 2 s each peer's resident memory (VmRSS) and its
    database files (state.sqlite3 with its WAL) are sampled, and the leader's counts of
    tasks succeeded or forgotten. Reported: tasks/s over the whole run and in each tenth of
    its time (a cluster that slows as it ages shows it), the peak RSS and database per peer.
@@ -25,6 +28,9 @@ Prints the figures; `--json OUT` also writes them.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import random
 import subprocess
 import sys
 import time
@@ -46,10 +52,73 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", type=int, default=1_000_000, help="echo tasks (1000000)")
     parser.add_argument("--batch", type=int, default=500, help="tasks per batch request (500)")
     parser.add_argument("--posters", type=int, default=4, help="concurrent batch posters (4)")
+    parser.add_argument("--backlog", type=int, default=20000, help="tasks ahead at most (20000)")
     parser.add_argument("--keep", default="5s", help="keep_finished and keep_trimmed (5s)")
+    parser.add_argument(
+        "--no-snapshots", action="store_true", help="never snapshot (the baseline to compare)"
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     parser.add_argument("--data-dir", help="keep config and peer logs here (default: a tmp dir)")
+    parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--urls", help=argparse.SUPPRESS)
     return parser
+
+
+# ------------------------------------------------------------ the client process
+
+
+async def _post_paced(args: argparse.Namespace) -> dict[str, Any]:
+    import aiohttp
+
+    urls = args.urls.split(",")
+    batches = iter(range(0, args.tasks, args.batch))
+    out = {"acked": 0, "posts": 0, "retries": 0, "waits": 0}
+    done = [0]
+
+    async def read_done(session: aiohttp.ClientSession) -> None:
+        try:
+            async with session.get(random.choice(urls) + "/cluster") as resp:
+                if resp.status == 200:
+                    done[0] = max(done[0], done_count(await resp.json()))
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+
+    async def poster(session: aiohttp.ClientSession) -> None:
+        for start in batches:
+            while out["acked"] - done[0] > args.backlog:
+                out["waits"] += 1
+                await read_done(session)
+                await asyncio.sleep(0.05)
+            stop = min(args.tasks, start + args.batch)
+            specs = [{"kind": "echo", "args": i, "key": f"long-{i}"} for i in range(start, stop)]
+            body = json.dumps({"tasks": specs}).encode()
+            for attempt in range(30):
+                out["posts"] += 1
+                try:
+                    async with session.post(
+                        random.choice(urls) + "/tasks/batch",
+                        data=body,
+                        headers={"Content-Type": "application/json"},
+                    ) as resp:
+                        if resp.status in (200, 201):
+                            out["acked"] += stop - start
+                            break
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                out["retries"] += 1
+                await asyncio.sleep(min(1.0, 0.05 * 2**attempt))
+            else:
+                raise RuntimeError("a batch was refused 30 times")
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        await asyncio.gather(*(poster(session) for _ in range(args.posters)))
+    return out
+
+
+def run_load(args: argparse.Namespace) -> None:
+    out = asyncio.run(_post_paced(args))
+    out["client_cpu_seconds"] = time.process_time()
+    print(json.dumps(out))
 
 
 def rss_mib(pid: int | None) -> float:
@@ -95,8 +164,15 @@ def timed_start(cluster: Any, what: str) -> float:
 def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     from tests.harness import Cluster
 
-    overrides = {"keep_finished": args.keep, "keep_trimmed": args.keep, "keep_keys": "60s"}
+    overrides: dict[str, Any] = {
+        "keep_finished": args.keep,
+        "keep_trimmed": args.keep,
+        "keep_keys": "60s",
+    }
+    if args.no_snapshots:
+        overrides.update(snapshot_every=0, snapshot_bytes=0)
     out: dict[str, Any] = {"nodes": args.nodes, "tasks": args.tasks, "keep": args.keep}
+    out["snapshots"] = not args.no_snapshots
     with Cluster(args.nodes, data_dir, overrides, log_level="WARNING") as cluster:
         out["empty_start_s"] = timed_start(cluster, "an empty cluster to elect")
         print(f"empty start: {out['empty_start_s']:.2f} s to a ready leader", flush=True)
@@ -124,8 +200,9 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
 
 def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
     urls = [cluster.url(n) for n in cluster.ids]
-    cmd = [sys.executable, str(ROOT / "bench" / "e2e.py"), "--load", "--urls", ",".join(urls)]
-    cmd += ["--tasks", str(args.tasks), "--batch", str(args.batch), "--posters", str(args.posters)]
+    cmd = [sys.executable, __file__, "--load", "--urls", ",".join(urls), "--tasks", str(args.tasks)]
+    cmd += ["--batch", str(args.batch), "--posters", str(args.posters)]
+    cmd += ["--backlog", str(args.backlog)]
     client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     started = time.monotonic()
     deadline = started + max(600.0, args.tasks / 300)
@@ -160,7 +237,7 @@ def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
         client.kill()
         raise AssertionError(f"not all {args.tasks} tasks done in time")
     seconds = samples[-1]["t"]
-    client.communicate(timeout=60)
+    load = json.loads(client.communicate(timeout=60)[0].strip().splitlines()[-1])
     rates = []  # tasks/s in each tenth of the run's time, from the samples nearest
     marks = [min(samples, key=lambda s: abs(s["t"] - seconds * k / 10)) for k in range(11)]
     for a, b in zip(marks, marks[1:], strict=False):
@@ -173,6 +250,7 @@ def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
         "per_second_by_tenth": rates,
         "peak_rss_mib": peak_rss,
         "peak_db_mib": peak_db,
+        "client": load,
         "end": {
             n: {"log_base": v["log_base"], "last_index": v["last_index"], "tasks": v["tasks"]}
             for n, v in views.items()
@@ -183,7 +261,8 @@ def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_report(out: dict[str, Any]) -> None:
-    print(f"\n{out['nodes']} peers, {out['tasks']} echo tasks, keep {out['keep']}")
+    snapshots = "snapshots" if out["snapshots"] else "no snapshots"
+    print(f"\n{out['nodes']} peers, {out['tasks']} echo tasks, keep {out['keep']}, {snapshots}")
     print(f"  throughput: {out['per_second']:.0f} tasks/s over {out['seconds']:.0f} s")
     print("  by tenth:   " + " ".join(f"{r:.0f}" for r in out["per_second_by_tenth"]))
     print("  peak RSS MiB per peer: " + _per_peer(out["peak_rss_mib"]))
@@ -202,6 +281,9 @@ def _per_peer(values: dict[int, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.load:
+        run_load(args)
+        return 0
     return run_in_data_dir(args, run, "bench-long-", print_report)
 
 

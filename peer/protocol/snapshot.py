@@ -3,19 +3,23 @@ codec between a `TaskTable` and its text (`encode_table`, `decode_table`).
 
 A snapshot is the whole state applying the log up to `index` built: every task, the
 keys and request ids that deduplicate, the schedules, the rate buckets, the totals, the
-drained peers and the retention orders. Peers take one at the same indexes (every
-`snapshot_every` entries, and whenever the text of the entries applied since the first
-one passes another multiple of `snapshot_bytes`), so two snapshots of one index are the
-same text: the simulator checks that byte for byte. The text is JSON (orjson); insertion orders are
-kept, sets sorted, so a table decoded and applied further is the table that applied
-everything. Decoding checks the shape and raises `SnapshotError` on anything else.
-Pure: no I/O.
+drained peers and the retention orders. Its text is the table's JSON (orjson), deflated
+and in base64: a table of tasks repeats itself, so the text is a fraction of the JSON,
+cheap to keep in memory, store and send. Peers take one at the same indexes (every
+`snapshot_every` entries, and whenever the text of the entries applied passes another
+multiple of `snapshot_bytes`), so two snapshots of one index are the same text: the
+simulator checks that. Insertion orders are kept, sets sorted, so a table decoded and
+applied further is the table that applied everything. Decoding checks the shape and
+raises `SnapshotError` on anything else. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import operator
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +39,7 @@ TASK_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
 _task_row = operator.attrgetter(*TASK_FIELDS)
 _STATE = TASK_FIELDS.index("state")
 _DEPENDS_ON = TASK_FIELDS.index("depends_on")
+TASKS_PER_SLICE = 2000
 
 
 class SnapshotError(ValueError):
@@ -70,7 +75,6 @@ def encode_table(table: TaskTable) -> str:
         "low_id": table.low_id,
         "forgotten": table.forgotten,
         "fields": TASK_FIELDS,
-        "tasks": [_task_row(task) for task in table.tasks.values()],
         "by_key": list(table.by_key.items()),
         "by_rid": list(table.by_rid.items()),
         "rid_times": list(table.rid_times.items()),
@@ -90,17 +94,31 @@ def encode_table(table: TaskTable) -> str:
         "run_seconds": [stats.run_seconds.counts, stats.run_seconds.total],
         "wait_seconds": [stats.wait_seconds.counts, stats.wait_seconds.total],
     }
-    return orjson.dumps(doc).decode()
+    return base64.b64encode(_deflated_with_tasks(table, orjson.dumps(doc))).decode("ascii")
+
+
+def _deflated_with_tasks(table: TaskTable, rest: bytes) -> bytes:
+    """`{"tasks": [...], <rest>}` deflated, the tasks encoded a slice at a time (a
+    table's rows all at once would cost as much memory again as the table)."""
+    deflate = zlib.compressobj(1)
+    out = [deflate.compress(b'{"tasks":[')]
+    tasks = list(table.tasks.values())
+    for start in range(0, len(tasks), TASKS_PER_SLICE):
+        rows = orjson.dumps([_task_row(t) for t in tasks[start : start + TASKS_PER_SLICE]])
+        out.append(deflate.compress((b"," if start else b"") + rows[1:-1]))
+    out.append(deflate.compress(b"]," + rest[1:]))
+    out.append(deflate.flush())
+    return b"".join(out)
 
 
 def decode_table(text: str, queues: dict[str, QueuePolicy] | None = None) -> TaskTable:
     """The table `text` holds (`queues`: the per-queue policies, as for `TaskTable`)."""
     try:
-        doc = orjson.loads(text)
+        doc = orjson.loads(zlib.decompress(base64.b64decode(text, validate=True)))
         if not isinstance(doc, dict) or doc.get("version") != VERSION:
             raise SnapshotError(f"not a version {VERSION} snapshot")
         return _build(doc, queues or {})
-    except (orjson.JSONDecodeError, CommandError, LookupError, TypeError, ValueError) as exc:
+    except (zlib.error, binascii.Error, CommandError, LookupError, TypeError, ValueError) as exc:
         if isinstance(exc, SnapshotError):
             raise
         raise SnapshotError(f"malformed snapshot: {exc!r}") from exc

@@ -36,6 +36,7 @@ class Storage:
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA journal_size_limit=8388608")  # a checkpointed WAL shrinks
         self.db.executescript(SCHEMA)
         self.fresh = self._get("incarnation") is None  # nothing was ever stored here
 
