@@ -15,8 +15,8 @@ a snapshot every 20,000 entries).
    `/tasks/batch` requests of `--batch` from `--posters` posters to random peers, never
    more than `--backlog` ahead of the tasks done (a cluster kept running for months gets
    work at the rate it does it; an unbounded backlog is a different test); every 2 s
-   each peer's resident memory (VmRSS) and its database files (state.sqlite3 with its WAL) are sampled, and the leader's counts of
-   tasks succeeded or forgotten. Reported: tasks/s over the whole run and in each tenth of
+   each peer's resident memory (VmRSS) and its database files (state.sqlite3 with its
+   WAL) are sampled, and the leader's counts of tasks succeeded or forgotten. Reported: tasks/s over the whole run and in each tenth of
    its time (a cluster that slows as it ages shows it), the peak RSS and database per peer.
 3. full restart: every peer SIGKILLed, then all started again: the time to a ready
    leader every peer follows, and to every peer answering with the whole history
