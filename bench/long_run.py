@@ -7,7 +7,7 @@
 Starts its own cluster on free loopback ports (tests/harness.py, log level WARNING) with
 `keep_finished` and `keep_trimmed` at `--keep` and `keep_keys` at a minute, so finished
 tasks are trimmed, then forgotten, and logs are compacted into snapshots (the defaults:
-a snapshot every 20,000 entries).
+a snapshot every 2 MiB of log or 20,000 entries).
 
 1. empty start: the time from starting every peer process to a ready leader that every
    peer follows (the figure a restart is compared with).
@@ -16,8 +16,9 @@ a snapshot every 20,000 entries).
    more than `--backlog` ahead of the tasks done (a cluster kept running for months gets
    work at the rate it does it; an unbounded backlog is a different test); every 2 s
    each peer's resident memory (VmRSS) and its database files (state.sqlite3 with its
-   WAL) are sampled, and the leader's counts of tasks succeeded or forgotten. Reported: tasks/s over the whole run and in each tenth of
-   its time (a cluster that slows as it ages shows it), the peak RSS and database per peer.
+   WAL) are sampled, and the leader's counts of tasks succeeded or forgotten. Reported:
+   tasks/s over the whole run and in each tenth of its time (a cluster that slows as it
+   ages shows it), the peak RSS and database per peer.
 3. full restart: every peer SIGKILLed, then all started again: the time to a ready
    leader every peer follows, and to every peer answering with the whole history
    counted (loaded from its snapshot and the log's tail).
