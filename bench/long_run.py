@@ -22,6 +22,9 @@ a snapshot every 2 MiB of log or 20,000 entries).
 3. full restart: every peer SIGKILLed, then all started again: the time to a ready
    leader every peer follows, and to every peer answering with the whole history
    counted (loaded from its snapshot and the log's tail).
+4. a wiped peer: a follower SIGKILLed, its data directory deleted, started again: the
+   time until it follows the leader with every task counted (from the leader's
+   snapshot: `/cluster` shows the `snapshot_installed` event).
 
 Prints the figures; `--json OUT` also writes them.
 """
@@ -32,6 +35,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -196,7 +200,32 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             for n, v in views.items()
             if v is not None
         }
+        out.update(_wipe_one(cluster, total))
     return out
+
+
+def _wipe_one(cluster: Any, total: int) -> dict[str, Any]:
+    leader = cluster.wait_for_leader(timeout=START_TIMEOUT)
+    victim = min(n for n in cluster.ids if n != leader)
+    cluster.kill(victim)
+    shutil.rmtree(cluster.config.node_dir(victim))
+    start = time.monotonic()
+    cluster.start(victim)
+
+    def caught_up() -> bool:
+        view = cluster.view(victim)
+        return (
+            view is not None
+            and view["leader"] == leader
+            and not view["catching_up"]
+            and done_count(view) >= total
+        )
+
+    cluster.wait_for(caught_up, START_TIMEOUT, "the wiped peer to catch up", interval=0.02)
+    seconds = time.monotonic() - start
+    view = cluster.view(victim) or {}
+    installed = [e for e in view.get("events", []) if e["event"] == "snapshot_installed"]
+    return {"wiped_peer": victim, "wiped_rejoin_s": seconds, "wiped_installed": installed}
 
 
 def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -274,6 +303,8 @@ def print_report(out: dict[str, Any]) -> None:
     )
     bases = {n: v["log_base"] for n, v in out["after_restart"].items()}
     print(f"  log base after the restart: {bases}")
+    how = "from a snapshot" if out["wiped_installed"] else "from entries"
+    print(f"  wiped peer {out['wiped_peer']} caught up in {out['wiped_rejoin_s']:.2f} s ({how})")
 
 
 def _per_peer(values: dict[int, float]) -> str:

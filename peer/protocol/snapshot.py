@@ -20,7 +20,7 @@ import binascii
 import dataclasses
 import operator
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +78,8 @@ def encode_table(table: TaskTable) -> str:
         "by_key": list(table.by_key.items()),
         "by_rid": list(table.by_rid.items()),
         "rid_times": list(table.rid_times.items()),
-        "forgotten_keys": [[key, *held] for key, held in table.forgotten_keys.items()],
+        "forgotten_keys": list(table.forgotten_keys.items()),
+        "forgotten_times": list(table.forgotten_times),
         "finished": [[queue, list(ids)] for queue, ids in table.finished.items()],
         "trimmed": [[queue, list(ids.items())] for queue, ids in table.trimmed.items()],
         "counts": table.counts,
@@ -137,11 +138,13 @@ def _build(doc: dict[str, Any], queues: dict[str, QueuePolicy]) -> TaskTable:
         row[_STATE] = TaskState(row[_STATE])
         row[_DEPENDS_ON] = tuple(row[_DEPENDS_ON])
         task = Task(*row)
+        task.kind, task.queue = table.name(task.kind), table.name(task.queue)
         table.tasks[task.id] = task
     table.by_key = {key: int(task_id) for key, task_id in doc["by_key"]}
     table.by_rid = {rid: tuple(ids) for rid, ids in doc["by_rid"]}
     table.rid_times = {rid: float(at) for rid, at in doc["rid_times"]}
-    table.forgotten_keys = {key: (int(i), float(at)) for key, i, at in doc["forgotten_keys"]}
+    table.forgotten_keys = {key: int(task_id) for key, task_id in doc["forgotten_keys"]}
+    table.forgotten_times = deque((float(at), int(n)) for at, n in doc["forgotten_times"])
     table.finished = {queue: dict.fromkeys(ids) for queue, ids in doc["finished"]}
     table.trimmed = {queue: dict(items) for queue, items in doc["trimmed"]}
     table.counts = {str(state): int(n) for state, n in doc["counts"].items()}

@@ -21,7 +21,9 @@ attempts ended), so nothing is left in the table for another module to drain.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping
+from itertools import islice
 from typing import Any
 
 from peer.protocol.commands import (
@@ -50,6 +52,8 @@ from peer.protocol.records import READY, STATES, TERMINAL, Applied, Task, TaskSt
 from peer.protocol.schedules import ScheduleBook
 from peer.protocol.settings import QueuePolicy
 from peer.protocol.stats import TaskStats, failure_reason
+
+REBUILD_AFTER = 20000  # dict entries deleted (beyond the tasks held) before a rebuild
 
 
 def _drop_older(ordered: dict[str, Any], when: Callable[[Any], float], before: float) -> list[str]:
@@ -96,10 +100,14 @@ class TaskTable:
         # tasks (with when), when each request id was seen; the lowest id maybe held
         self.finished: dict[str, dict[int, None]] = {}
         self.trimmed: dict[str, dict[int, float]] = {}
-        self.forgotten_keys: dict[str, tuple[int, float]] = {}
+        self.forgotten_keys: dict[str, int] = {}  # key -> the id it named
+        # (when, how many) keys each Forget added to forgotten_keys, oldest first
+        self.forgotten_times: deque[tuple[float, int]] = deque()
         self.rid_times: dict[str, float] = {}
         self.forgotten = 0
         self.low_id = 1
+        self._dropped = 0  # entries deleted from the big dicts since they were last rebuilt
+        self._names: dict[str, str] = {}  # one copy of each kind and queue name
         self.running_by_queue: dict[str, int] = {}
         # what the entry being applied changes; handed out in its `Applied`, then reset
         self._ready: list[int] = []
@@ -279,9 +287,9 @@ class TaskTable:
         deps = spec.depends_on + tuple(refs[r] for r in spec.after)
         task = Task(
             id=self.next_id,
-            kind=spec.kind,
+            kind=self.name(spec.kind),
             args=spec.args,
-            queue=spec.queue,
+            queue=self.name(spec.queue),
             priority=spec.priority,
             max_attempts=spec.max_attempts,
             budget=spec.max_attempts,
@@ -413,7 +421,7 @@ class TaskTable:
         return tuple(done)
 
     def _forget(self, command: Forget) -> tuple[int, ...]:
-        done = []
+        done, added = [], 0
         for task_id in command.tasks:
             task = self.tasks.get(task_id)
             if task is None or task.state not in TERMINAL:
@@ -424,27 +432,57 @@ class TaskTable:
             self.trimmed.get(task.queue, {}).pop(task_id, None)
             if task.key and self.by_key.get(task.key) == task_id:
                 del self.by_key[task.key]
-                self.forgotten_keys[task.key] = (task_id, command.at)
+                if task.key not in self.forgotten_keys:
+                    self.forgotten_keys[task.key] = task_id
+                    added += 1
             for parent_id in task.depends_on:
                 parent = self.tasks.get(parent_id)
                 if parent is not None and task_id in parent.dependents:
                     parent.dependents.remove(task_id)
             done.append(task_id)
         self.forgotten += len(done)
-        _drop_older(self.forgotten_keys, lambda held: held[1], command.keys_before)
+        if added:
+            self.forgotten_times.append((command.at, added))
+        self._dropped += len(done) + self._drop_forgotten_keys(command.keys_before)
         for rid in _drop_older(self.rid_times, lambda seen: seen, command.keys_before):
             self.by_rid.pop(rid, None)
+            self._dropped += 1
+        if self._dropped > len(self.tasks) + REBUILD_AFTER:
+            self._rebuild()
         while self.low_id < self.next_id and self.low_id not in self.tasks:
             self.low_id += 1
         return tuple(done)
+
+    def _drop_forgotten_keys(self, before: float) -> int:
+        """Let the keys forgotten before `before` go (they were added in log order)."""
+        count = 0
+        while self.forgotten_times and self.forgotten_times[0][0] < before:
+            count += self.forgotten_times.popleft()[1]
+        for key in list(islice(self.forgotten_keys, count)):
+            del self.forgotten_keys[key]
+        return count
+
+    def _rebuild(self) -> None:
+        """Copy the dicts retention deletes from: a Python dict keeps the room of its
+        largest size, and deleted entries slow the walks from its oldest end."""
+        self.tasks = dict(self.tasks)
+        self.by_key = dict(self.by_key)
+        self.forgotten_keys = dict(self.forgotten_keys)
+        self.by_rid, self.rid_times = dict(self.by_rid), dict(self.rid_times)
+        self.finished = {queue: dict(ids) for queue, ids in self.finished.items()}
+        self.trimmed = {queue: dict(ids) for queue, ids in self.trimmed.items()}
+        self._dropped = 0
+
+    def name(self, text: str) -> str:
+        """The one copy of a kind or queue name this table holds (every task has one)."""
+        return self._names.setdefault(text, text)
 
     def key_holder(self, key: str) -> int | None:
         """The task a key names: one held, or one forgotten within `keep_keys`."""
         held = self.by_key.get(key)
         if held is not None:
             return held
-        forgotten = self.forgotten_keys.get(key)
-        return None if forgotten is None else forgotten[0]
+        return self.forgotten_keys.get(key)
 
     # ------------------------------------------------------------------ query
 
