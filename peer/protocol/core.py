@@ -101,6 +101,7 @@ class PeerCore:
             resend_after=settings.failure_timeout / 2,
             snapshot=snapshot,
             chunk_size=settings.snapshot_chunk,
+            max_bytes=settings.max_append_bytes,
         )
         queues = dict(settings.queues)
         self.tasks = TaskTable(queues) if snapshot is None else decode_table(snapshot.data, queues)

@@ -72,6 +72,7 @@ class Replicator:
         window: int = 4,
         snapshot: Snapshot | None = None,
         chunk_size: int = 1 << 18,
+        max_bytes: int = 1 << 20,
     ) -> None:
         """`snapshot`: the one the log's base was compacted into (its index is applied)."""
         self.id = node_id
@@ -80,6 +81,7 @@ class Replicator:
         self.log = log
         self.snapshot = snapshot
         self.chunk_size = chunk_size
+        self.max_bytes = max_bytes
         self.applied_index = 0 if snapshot is None else snapshot.index
         self.commit_index = max(commit_index, self.applied_index)
         self.received: tuple[Snapshot, int] | None = None  # whole, and from whom
@@ -202,7 +204,7 @@ class Replicator:
             return
         follower.snapshot = None  # (the entries it needs are held again: no snapshot)
         prev = follower.next_index - 1
-        entries = self.log.slice(follower.next_index, self.max_batch)
+        entries = self._batch_from(follower.next_index)
         prev_term = self.log.term_at(prev) or 0
         self._outbox.append(
             (peer, Append(self.term, self.id, prev, prev_term, entries, self.commit_index))
@@ -210,6 +212,18 @@ class Replicator:
         if entries:
             follower.inflight.append((entries[-1].index, now + self.resend_after))
             follower.next_index = entries[-1].index + 1
+
+    def _batch_from(self, start: int) -> tuple[Entry, ...]:
+        """The entries from `start` one message carries: `max_batch` at most, and no
+        more than `max_bytes` of commands beyond the first (an entry of a batch submit
+        can hold hundreds of tasks)."""
+        entries = self.log.slice(start, self.max_batch)
+        size = 0
+        for count, entry in enumerate(entries):
+            size += len(entry.command)
+            if size > self.max_bytes and count:
+                return entries[:count]
+        return entries
 
     def _send_part(self, peer: int, follower: _Follower, now: float) -> None:
         """The next part of this leader's snapshot to a follower that needs entries it
@@ -466,7 +480,7 @@ class Replicator:
             )
             self._outbox.append((msg.sender, part))
             return
-        entries = self.log.slice(msg.from_index, self.max_batch)
+        entries = self._batch_from(msg.from_index)
         # the election accepted the fetcher's term: answer in it, even if no Append of
         # that term has arrived yet (the first fetch travels ahead of the heartbeats)
         chunk = LogChunk(msg.term, self.id, msg.from_index, entries, self.log.last_index)

@@ -39,6 +39,7 @@ class Settings:
     election_timeout: float = 0.2  # seconds a probe or a claim waits for its answers
     fanout: int = 3  # gossip targets per round in clusters of more than 9 peers
     max_batch: int = 512  # entries per Append or LogChunk at most
+    max_append_bytes: int = 1 << 20  # ... and characters of commands (past the first)
     slots: int = 4  # attempts a peer runs at once
     prefetch: int = 2  # a worker holds up to slots x prefetch assigned attempts
     policy: str = "fifo"  # fifo | priority | fair

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import ctypes
 import dataclasses
 import logging
 import os
@@ -59,6 +60,7 @@ FORWARDED_BY: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "forwarded_by", default=None
 )
 RECENT_EVENTS = 20  # core events `/cluster` shows, newest last
+TRIM_EVERY = 1.0  # seconds between two returns of free heap memory to the system
 
 
 def event_json(at: float, event: CoreEvent) -> dict[str, Any]:
@@ -103,6 +105,7 @@ class Node:
         self.writes = WriteQueue()  # what the disk has not taken yet, and what waits
         self._writing: asyncio.Future[None] | None = None  # the write in flight
         self._write_started = 0.0
+        self._trimmed_at = 0.0  # (the disk thread's)
         self.disk_error: str | None = None
         self._waiters: dict[int, tuple[int, asyncio.Future[Applied]]] = {}
         self.changed = asyncio.Event()  # set and replaced after every cycle that did work
@@ -249,9 +252,14 @@ class Node:
             self._wake.set()
 
     def _save(self, write: Write) -> None:
+        """On the disk thread: one write; then, once a second at most, the C heap's free
+        memory goes back to the system (off the loop: it walks the heap)."""
         self.storage.save(
             write.hard_state, write.entries_from, write.entries, write.commit_index, write.snapshot
         )
+        if time.monotonic() - self._trimmed_at > TRIM_EVERY:
+            self._trimmed_at = time.monotonic()
+            release_free_memory()
 
     def _finish_write(self) -> None:
         """If the write in flight is done: release what waited for it and tell the core
@@ -346,6 +354,24 @@ class DiskRefused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.proposed = proposed
+
+
+_LIBC: Any = None
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's `malloc_trim`): retention
+    frees what every task used, but the heap keeps the pages unless asked; nothing
+    where the C library has no such call."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
 
 
 def secret(config: ClusterConfig) -> bytes:
