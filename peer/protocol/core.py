@@ -26,6 +26,7 @@ from typing import Any
 
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role
 from peer.protocol.commands import Assign, Command, SchedulePut, ScheduleSpec, encode_command
+from peer.protocol.compaction import Compaction
 from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Received, SnapshotStored
 from peer.protocol.dispatch import Dispatcher, WorkOrders
 from peer.protocol.events import CoreEvent, PeerRestarted, SnapshotInstalled, SnapshotRefused
@@ -49,13 +50,7 @@ from peer.protocol.retention import Retention
 from peer.protocol.scheduler import Scheduler, Worker
 from peer.protocol.schedules import TickPlanner
 from peer.protocol.settings import Settings
-from peer.protocol.snapshot import (
-    Snapshot,
-    SnapshotError,
-    SnapshotWrite,
-    decode_table,
-    encode_table,
-)
+from peer.protocol.snapshot import Snapshot, SnapshotError, decode_table
 from peer.protocol.tasks import TaskTable
 from peer.protocol.view import describe
 
@@ -128,8 +123,7 @@ class PeerCore:
         self._out: list[tuple[int, PeerMessage]] = []
         self._own: dict[int, tuple[str, Command]] = {}  # index -> (text, command) proposed
         self._events: list[CoreEvent] = []
-        self._snapshot_write: SnapshotWrite | None = None  # for the next batch to store
-        self._compacting: dict[int, SnapshotWrite] = {}  # own snapshots being stored
+        self.compaction = Compaction(settings)
         self._installed_orders = WorkOrders()  # after a snapshot replaced the table
         self._persisted_commit = self.replicator.commit_index
         self._published: tuple[str, int, int | None, int, int] | None = None
@@ -319,33 +313,9 @@ class PeerCore:
 
     # -------------------------------------------------------------- snapshots
 
-    def _take_snapshot(self, entry: Entry) -> None:
-        """The table as applying the log up to `entry` left it, to store; the log before
-        it (but the last `snapshot_keep` entries) goes once it is stored."""
-        snapshot = Snapshot(entry.index, entry.term, encode_table(self.tasks))
-        base = self._compaction_point(entry.index)
-        base_term = self.log.term_at(base)
-        assert base_term is not None
-        self._snapshot_write = SnapshotWrite(snapshot, base, base_term)
-        self._compacting[entry.index] = self._snapshot_write
-
-    def _compaction_point(self, index: int) -> int:
-        """Where the log may start after a snapshot at `index`: `snapshot_keep` entries
-        before it, fewer if those hold over a quarter of `snapshot_bytes`."""
-        budget = self.settings.snapshot_bytes // 4 or None
-        base = max(self.log.base_index, index - self.settings.snapshot_keep)
-        kept = 0
-        for at in range(index, base, -1):
-            kept += len(self.log.entries[at - self.log.base_index - 1].command)
-            if budget is not None and kept > budget:
-                return at
-        return base
-
     def _snapshot_stored(self, index: int) -> None:
-        """A snapshot's write landed: an own one compacts the log now."""
-        write = self._compacting.pop(index, None)
-        for older in [i for i in self._compacting if i < index]:
-            del self._compacting[older]
+        """A snapshot's write landed: an own one cuts the log now."""
+        write = self.compaction.stored(index)
         if write is not None:
             self.replicator.compacted(write.snapshot, write.base_index)
 
@@ -362,11 +332,10 @@ class PeerCore:
             return  # (it was not needed after all)
         self.tasks = table
         self._own.clear()
-        self._compacting.clear()
+        self.compaction.installed(snapshot)
         orders = self.dispatcher.installed(table)
         self._installed_orders.starts += orders.starts
         self._installed_orders.stops += orders.stops
-        self._snapshot_write = SnapshotWrite(snapshot, snapshot.index, snapshot.term)
         self._events.append(SnapshotInstalled(snapshot.index, sender))
 
     def ready(self) -> CoreReady:
@@ -374,13 +343,11 @@ class PeerCore:
         batch = CoreReady(hard_state=out.hard_state, events=[*self._events, *out.events])
         self._sync_roles()
         beats = []
-        every, size = self.settings.snapshot_every, self.settings.snapshot_bytes
         for entry in self.replicator.take_committed():
             before = self.tasks.log_bytes
             batch.applied.append(self._apply(entry))
-            crossed = size and before // size != self.tasks.log_bytes // size
-            if crossed or (every and entry.index % every == 0):
-                self._take_snapshot(entry)
+            if self.compaction.due(entry, before, self.tasks.log_bytes):
+                self.compaction.take(self.tasks, entry, self.log)
         if self._own and not self.replicator.leading:
             self._own.clear()  # what it proposed and did not commit is another's now
         orders = self.dispatcher.on_applied(self.tasks, batch.applied, self.is_ready_leader)
@@ -407,7 +374,7 @@ class PeerCore:
         persist = self.replicator.take_persist()
         if persist is not None:
             batch.entries_from, batch.entries = persist
-        batch.snapshot, self._snapshot_write = self._snapshot_write, None
+        batch.snapshot = self.compaction.take_write()
         durable_write = persist is not None or batch.hard_state is not None
         if durable_write and self.replicator.commit_index != self._persisted_commit:
             batch.commit_index = self._persisted_commit = self.replicator.commit_index
