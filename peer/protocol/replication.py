@@ -392,12 +392,13 @@ class Replicator:
             self.in_sync = False
             self._reply(msg.sender, False, self._retry_hint(msg.prev_index, term_at_prev))
             return
+        held = self.log.last_index
         truncated = self.log.merge(msg.entries)
         if truncated is not None:
             self.durable_index = min(self.durable_index, truncated)
             self._mark_dirty(truncated + 1)
-        elif msg.entries:
-            self._mark_dirty(msg.entries[0].index)
+        elif msg.entries and msg.entries[-1].index > held:
+            self._mark_dirty(held + 1)  # (what it held already is on its way to disk)
         match = msg.prev_index + len(msg.entries)
         self.commit_index = max(self.commit_index, min(msg.commit, match))
         self.in_sync = self.commit_index >= msg.commit
