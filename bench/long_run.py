@@ -14,8 +14,8 @@ a snapshot every 2 MiB of log or 20,000 entries).
 2. the run: a separate client process posts `--tasks` keyed echo tasks as
    `/tasks/batch` requests of `--batch` from `--posters` posters to random peers, never
    more than `--backlog` ahead of the tasks done (a cluster kept running for months gets
-   work at the rate it does it; an unbounded backlog is a different test); every 2 s
-   each peer's resident memory (VmRSS) and its database files (state.sqlite3 with its
+   work at the rate it does it; an unbounded backlog is a different test); every `--sample`
+   seconds (2) each peer's resident memory (VmRSS) and its database files (state.sqlite3 with its
    WAL) are sampled, and the leader's counts of tasks succeeded or forgotten. Reported:
    tasks/s over the whole run and in each tenth of its time (a cluster that slows as it
    ages shows it), the peak RSS and database per peer.
@@ -48,7 +48,6 @@ sys.path.insert(0, str(ROOT))  # for `tests.harness`
 from cli_run import run_in_data_dir  # noqa: E402
 
 START_TIMEOUT = 60.0
-SAMPLE_EVERY = 2.0  # seconds between samples of memory, disk and progress
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", type=int, default=1_000_000, help="echo tasks (1000000)")
     parser.add_argument("--batch", type=int, default=500, help="tasks per batch request (500)")
     parser.add_argument("--posters", type=int, default=4, help="concurrent batch posters (4)")
+    parser.add_argument("--sample", type=float, default=2.0, help="seconds between samples (2)")
     parser.add_argument("--backlog", type=int, default=20000, help="tasks ahead at most (20000)")
     parser.add_argument("--keep", default="5s", help="keep_finished and keep_trimmed (5s)")
     parser.add_argument(
@@ -246,13 +246,14 @@ def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
             leader = view["leader"]
         done = done_count(view)
         sample = {"t": time.monotonic() - started, "done": done, "rss": {}, "db": {}}
+        sample["log_base"] = None if view is None else view["log_base"]
         for n in cluster.ids:
             sample["rss"][n] = rss_mib(cluster.pid(n))
             sample["db"][n] = db_mib(cluster.config.node_dir(n))
             peak_rss[n] = max(peak_rss.get(n, 0.0), sample["rss"][n])
             peak_db[n] = max(peak_db.get(n, 0.0), sample["db"][n])
         samples.append(sample)
-        if len(samples) % 15 == 1:
+        if len(samples) % max(1, round(30 / args.sample)) == 1:
             print(
                 f"t={sample['t']:.0f}s done {done}, rss max {max(sample['rss'].values()):.0f} "
                 f"MiB, db max {max(sample['db'].values()):.1f} MiB",
@@ -262,7 +263,7 @@ def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
             break
         if client.poll() not in (None, 0):
             raise AssertionError(f"the client process failed (exit {client.returncode})")
-        time.sleep(SAMPLE_EVERY)
+        time.sleep(args.sample)
     else:
         client.kill()
         raise AssertionError(f"not all {args.tasks} tasks done in time")

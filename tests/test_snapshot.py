@@ -145,7 +145,7 @@ def test_a_table_decoded_from_its_snapshot_goes_on_as_the_table_that_applied_the
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if seed % 2:  # the tasks encoded in many slices, not one
-        monkeypatch.setattr(snapshot, "TASKS_PER_SLICE", 7)
+        monkeypatch.setattr(snapshot, "ITEMS_PER_SLICE", 7)
     rng = random.Random(seed)
     history = random_history(rng, 160)
     cut = rng.randint(1, len(history) - 1)

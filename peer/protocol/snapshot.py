@@ -21,7 +21,9 @@ import dataclasses
 import operator
 import zlib
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import orjson
@@ -39,7 +41,7 @@ TASK_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
 _task_row = operator.attrgetter(*TASK_FIELDS)
 _STATE = TASK_FIELDS.index("state")
 _DEPENDS_ON = TASK_FIELDS.index("depends_on")
-TASKS_PER_SLICE = 2000
+ITEMS_PER_SLICE = 2000
 
 
 class SnapshotError(ValueError):
@@ -66,8 +68,12 @@ class SnapshotWrite:
 
 
 def encode_table(table: TaskTable) -> str:
+    """The table's snapshot text. Its big collections (tasks, keys, request ids, the
+    retention orders) are encoded a slice at a time into the deflater: orjson reserves
+    far more than it writes while it encodes a long list, so one pass over a table of
+    50,000 tasks would briefly take more memory than the table's snapshot is worth."""
     stats = table.stats
-    doc = {
+    small = {
         "version": VERSION,
         "applied_index": table.applied_index,
         "log_bytes": table.log_bytes,
@@ -75,13 +81,9 @@ def encode_table(table: TaskTable) -> str:
         "low_id": table.low_id,
         "forgotten": table.forgotten,
         "fields": TASK_FIELDS,
-        "by_key": list(table.by_key.items()),
-        "by_rid": list(table.by_rid.items()),
-        "rid_times": list(table.rid_times.items()),
-        "forgotten_keys": list(table.forgotten_keys.items()),
         "forgotten_times": list(table.forgotten_times),
-        "finished": [[queue, list(ids)] for queue, ids in table.finished.items()],
-        "trimmed": [[queue, list(ids.items())] for queue, ids in table.trimmed.items()],
+        "finished_queues": list(table.finished),
+        "trimmed_queues": list(table.trimmed),
         "counts": table.counts,
         "queue_counts": list(table.queue_counts.items()),
         "running": [[worker, sorted(ids)] for worker, ids in table.running.items()],
@@ -95,21 +97,27 @@ def encode_table(table: TaskTable) -> str:
         "run_seconds": [stats.run_seconds.counts, stats.run_seconds.total],
         "wait_seconds": [stats.wait_seconds.counts, stats.wait_seconds.total],
     }
-    return base64.b64encode(_deflated_with_tasks(table, orjson.dumps(doc))).decode("ascii")
-
-
-def _deflated_with_tasks(table: TaskTable, rest: bytes) -> bytes:
-    """`{"tasks": [...], <rest>}` deflated, the tasks encoded a slice at a time (a
-    table's rows all at once would cost as much memory again as the table)."""
+    big: dict[str, Iterable[Any]] = {
+        "tasks": map(_task_row, table.tasks.values()),
+        "by_key": table.by_key.items(),
+        "by_rid": table.by_rid.items(),
+        "rid_times": table.rid_times.items(),
+        "forgotten_keys": table.forgotten_keys.items(),
+        "finished": ((q, i) for q, ids in table.finished.items() for i in ids),
+        "trimmed": ((q, i, at) for q, ids in table.trimmed.items() for i, at in ids.items()),
+    }
     deflate = zlib.compressobj(1)
-    out = [deflate.compress(b'{"tasks":[')]
-    tasks = list(table.tasks.values())
-    for start in range(0, len(tasks), TASKS_PER_SLICE):
-        rows = orjson.dumps([_task_row(t) for t in tasks[start : start + TASKS_PER_SLICE]])
-        out.append(deflate.compress((b"," if start else b"") + rows[1:-1]))
-    out.append(deflate.compress(b"]," + rest[1:]))
+    out = [deflate.compress(orjson.dumps(small)[:-1])]
+    for name, items in big.items():
+        out.append(deflate.compress(b',"' + name.encode() + b'":['))
+        rest, first = iter(items), True
+        while chunk := list(islice(rest, ITEMS_PER_SLICE)):
+            out.append(deflate.compress((b"" if first else b",") + orjson.dumps(chunk)[1:-1]))
+            first = False
+        out.append(deflate.compress(b"]"))
+    out.append(deflate.compress(b"}"))
     out.append(deflate.flush())
-    return b"".join(out)
+    return base64.b64encode(b"".join(out)).decode("ascii")
 
 
 def decode_table(text: str, queues: dict[str, QueuePolicy] | None = None) -> TaskTable:
@@ -140,13 +148,17 @@ def _build(doc: dict[str, Any], queues: dict[str, QueuePolicy]) -> TaskTable:
         task = Task(*row)
         task.kind, task.queue = table.name(task.kind), table.name(task.queue)
         table.tasks[task.id] = task
-    table.by_key = {key: int(task_id) for key, task_id in doc["by_key"]}
-    table.by_rid = {rid: tuple(ids) for rid, ids in doc["by_rid"]}
-    table.rid_times = {rid: float(at) for rid, at in doc["rid_times"]}
-    table.forgotten_keys = {key: int(task_id) for key, task_id in doc["forgotten_keys"]}
+    table.by_key = {str(key): int(task_id) for key, task_id in doc["by_key"]}
+    table.by_rid = {str(rid): tuple(map(int, ids)) for rid, ids in doc["by_rid"]}
+    table.rid_times = {str(rid): float(at) for rid, at in doc["rid_times"]}
+    table.forgotten_keys = {str(key): int(task_id) for key, task_id in doc["forgotten_keys"]}
     table.forgotten_times = deque((float(at), int(n)) for at, n in doc["forgotten_times"])
-    table.finished = {queue: dict.fromkeys(ids) for queue, ids in doc["finished"]}
-    table.trimmed = {queue: dict(items) for queue, items in doc["trimmed"]}
+    table.finished = {str(queue): {} for queue in doc["finished_queues"]}
+    for queue, task_id in doc["finished"]:
+        table.finished[queue][int(task_id)] = None
+    table.trimmed = {str(queue): {} for queue in doc["trimmed_queues"]}
+    for queue, task_id, at in doc["trimmed"]:
+        table.trimmed[queue][int(task_id)] = float(at)
     table.counts = {str(state): int(n) for state, n in doc["counts"].items()}
     table.queue_counts = {queue: dict(counts) for queue, counts in doc["queue_counts"]}
     table.running = {int(worker): set(ids) for worker, ids in doc["running"]}
