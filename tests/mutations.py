@@ -242,8 +242,8 @@ MUTATIONS = [
     Mutation(
         "snapshot_without_keys",
         "peer/protocol/snapshot.py",
-        '"by_key": list(table.by_key.items()),',
-        '"by_key": [],',
+        '"by_key": table.by_key.items(),',
+        '"by_key": (),',
         "a snapshot leaves out the idempotency keys (a retried submit would run twice)",
         "ring 1 test_snapshot (round trip)",
     ),
