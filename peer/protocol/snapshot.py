@@ -72,8 +72,24 @@ def encode_table(table: TaskTable) -> str:
     retention orders) are encoded a slice at a time into the deflater: orjson reserves
     far more than it writes while it encodes a long list, so one pass over a table of
     50,000 tasks would briefly take more memory than the table's snapshot is worth."""
+    deflate = zlib.compressobj(1)
+    out = [deflate.compress(orjson.dumps(_small_parts(table))[:-1])]
+    for name, items in _big_parts(table).items():
+        out.append(deflate.compress(b',"' + name.encode() + b'":['))
+        rest, first = iter(items), True
+        while chunk := list(islice(rest, ITEMS_PER_SLICE)):
+            out.append(deflate.compress((b"" if first else b",") + orjson.dumps(chunk)[1:-1]))
+            first = False
+        out.append(deflate.compress(b"]"))
+    out.append(deflate.compress(b"}"))
+    out.append(deflate.flush())
+    return base64.b64encode(b"".join(out)).decode("ascii")
+
+
+def _small_parts(table: TaskTable) -> dict[str, Any]:
+    """What a snapshot holds besides the big collections: encoded in one go."""
     stats = table.stats
-    small = {
+    return {
         "version": VERSION,
         "applied_index": table.applied_index,
         "log_bytes": table.log_bytes,
@@ -97,7 +113,11 @@ def encode_table(table: TaskTable) -> str:
         "run_seconds": [stats.run_seconds.counts, stats.run_seconds.total],
         "wait_seconds": [stats.wait_seconds.counts, stats.wait_seconds.total],
     }
-    big: dict[str, Iterable[Any]] = {
+
+
+def _big_parts(table: TaskTable) -> dict[str, Iterable[Any]]:
+    """The collections that grow with the tasks, as items to encode a slice at a time."""
+    return {
         "tasks": map(_task_row, table.tasks.values()),
         "by_key": table.by_key.items(),
         "by_rid": table.by_rid.items(),
@@ -106,18 +126,6 @@ def encode_table(table: TaskTable) -> str:
         "finished": ((q, i) for q, ids in table.finished.items() for i in ids),
         "trimmed": ((q, i, at) for q, ids in table.trimmed.items() for i, at in ids.items()),
     }
-    deflate = zlib.compressobj(1)
-    out = [deflate.compress(orjson.dumps(small)[:-1])]
-    for name, items in big.items():
-        out.append(deflate.compress(b',"' + name.encode() + b'":['))
-        rest, first = iter(items), True
-        while chunk := list(islice(rest, ITEMS_PER_SLICE)):
-            out.append(deflate.compress((b"" if first else b",") + orjson.dumps(chunk)[1:-1]))
-            first = False
-        out.append(deflate.compress(b"]"))
-    out.append(deflate.compress(b"}"))
-    out.append(deflate.flush())
-    return base64.b64encode(b"".join(out)).decode("ascii")
 
 
 def decode_table(text: str, queues: dict[str, QueuePolicy] | None = None) -> TaskTable:
