@@ -32,6 +32,12 @@ passed since the first `now` it saw with no leader heard. By then any claim it m
 acked before the wipe has run out (a claim lasts `election_timeout` < `failure_timeout`),
 and a brand-new cluster, where every peer starts empty, still elects a leader.
 
+Membership. The voters elect and count; other members (learners, joining the cluster)
+get heartbeats and follow, never campaign and are never counted. `set_members` moves the
+sets as the configuration changes (Raft's single-server changes, decided by the log:
+`peer.protocol.configuration`). A leader is followed whoever it is, as long as its term
+is current: a peer whose configuration lags must still hear the leader it lacks.
+
 Inputs: `tick(now, live)` with the membership view, `step(now, message)`, `set_log(...)`.
 `step` checks a message's term once, before its handler sees it (`_check_term`): the
 handlers only ever see messages of the current term (replies: of the current probe).
@@ -119,8 +125,10 @@ class BullyElection:
         amnesiac: bool = False,
     ) -> None:
         self.id = node_id
-        self.peers = tuple(sorted(set(peers) | {node_id}))
-        self.others = tuple(p for p in self.peers if p != node_id)
+        self.peers: tuple[int, ...] = ()  # the voters, by id
+        self.voters: frozenset[int] = frozenset()
+        self.others: tuple[int, ...] = ()  # every other member, voter or not
+        self._voting_others: tuple[int, ...] = ()
         self.timings = timings
         self.rng = rng
         state = hard_state or HardState()
@@ -151,8 +159,9 @@ class BullyElection:
         self._leader_contact = 0.0
         self._lost_leader: int | None = None  # fell silent; counted out until a leader is known
         self._next_heartbeat = 0.0
-        self._quorum = Quorum(self.peers)
+        self._quorum = Quorum(())
         self._heard: dict[int, float] = {}  # leader: last HeartbeatAck per peer
+        self.set_members(set(peers) | {node_id}, ())
         self._refusing_since: dict[int, float] = {}
         self._refused: set[int] = set()  # peers that refused the current probe
         self._reprobe_at = 0.0  # when to ask the refusers of the current probe again
@@ -191,10 +200,33 @@ class BullyElection:
     def majority(self) -> int:
         return self._quorum.size
 
+    @property
+    def is_voter(self) -> bool:
+        return self.id in self.voters
+
+    def claim_holds(self, voters: Iterable[int]) -> bool:
+        """Whether this peer's acks for the term it leads are a majority of `voters`,
+        itself among them (a leader whose log sync brought a newer configuration checks
+        it still holds under that one)."""
+        voting = frozenset(voters)
+        acked = self._quorum.granted & voting
+        return self.id in voting and len(acked) >= len(voting) // 2 + 1
+
     def hard_state(self) -> HardState:
         return HardState(self.term, self.voted_for)
 
     # ------------------------------------------------------------------ inputs
+
+    def set_members(self, voters: Iterable[int], learners: Iterable[int]) -> None:
+        """The configuration in force: who votes, and who else is a member."""
+        self.voters = frozenset(voters)
+        self.peers = tuple(sorted(self.voters))
+        members = self.voters | frozenset(learners)
+        self.others = tuple(sorted(members - {self.id}))
+        self._voting_others = tuple(p for p in self.peers if p != self.id)
+        self._quorum.set_peers(self.voters)
+        self.live &= self.voters | {self.id}
+        self._heard = {p: at for p, at in self._heard.items() if p in self.voters}
 
     def set_log(self, log: LogPosition, caught_up: bool) -> None:
         """The driver reports the local log's end and whether it matches the leader's."""
@@ -204,17 +236,21 @@ class BullyElection:
     def tick(self, now: float, live: Iterable[int]) -> None:
         """Advance timers; `live` is every peer the membership view does not hold dead."""
         self._advance(now)
-        self.live = (frozenset(live) | {self.id}) - {self._lost_leader}
+        self.live = ((frozenset(live) & self.voters) | {self.id}) - {self._lost_leader}
         for cand, since in list(self._refusing_since.items()):
             if now - since > 4 * self.timings.failure_timeout:
                 del self._refusing_since[cand]  # an old refusal streak has ended
         self._tick_phase()  # the phase's own timers (set with the phase)
 
     def step(self, now: float, message: Message) -> None:
-        """Handle one message from a peer. Unknown senders are ignored; the term is
-        checked once, here, and only a current message reaches its handler."""
+        """Handle one message from a peer. Unknown senders are ignored, and campaigns of
+        a member that does not vote; the term is checked once, here, and only a current
+        message reaches its handler."""
         self._advance(now)
         if message.sender not in self.others:
+            return
+        campaign = isinstance(message, Election | Probe | Coordinator)
+        if campaign and message.sender not in self.voters:
             return
         if self._check_term(message):
             self._handlers[type(message)](message)
@@ -273,13 +309,13 @@ class BullyElection:
         )
 
     def _sees_majority(self) -> bool:
-        return len(self.live) >= self.majority
+        return len(self.live & self.voters) >= self.majority
 
     # ----------------------------------------------------------- role: candidate
 
     def _start_election(self) -> None:
         """The only way into an election (every probe and claim follows from here)."""
-        if self._amnesiac or not self._sees_majority():
+        if self._amnesiac or not self.is_voter or not self._sees_majority():
             return
         higher = [p for p in self.live if p > self.id]
         if higher:
@@ -302,7 +338,7 @@ class BullyElection:
         self._deadline = self._now + self.timings.election_timeout
         self._emit(ElectionStarted(self.id, self.term + 1))
         probe = Probe(self.term + 1, self.id, self.log)
-        for peer in self.others:
+        for peer in self._voting_others:
             self._send(peer, probe)
         if self._quorum.won():  # a cluster of one
             self._claim()
@@ -318,7 +354,7 @@ class BullyElection:
         self.best_log = (self.id, self.log)
         self._deadline = self._now + self.timings.election_timeout
         claim = Coordinator(self.term, self.id, self.log)
-        for peer in self.others:
+        for peer in self._voting_others:
             self._send(peer, claim)
         if self._quorum.won():
             self._become_leader()
@@ -361,7 +397,8 @@ class BullyElection:
     def _tick_leader(self) -> None:
         horizon = self._now - self.timings.failure_timeout
         recent = {peer for peer, at in self._heard.items() if at >= horizon}
-        if len(recent | {self.id}) < self.majority:
+        # (a leader being removed leads on, not counting itself, until that commits)
+        if len((recent | {self.id}) & self.voters) < self.majority:
             self._emit(LostMajority(self.id, self.term))
             self._step_down(self.term)
             return
@@ -508,7 +545,7 @@ class BullyElection:
 
     def _heard_from(self, peer: int, ok: bool) -> None:
         """A follower answered this peer's heartbeat or append of the current term."""
-        if self.phase is Phase.LEADING and ok:
+        if self.phase is Phase.LEADING and ok and peer in self.voters:
             self._heard[peer] = self._now
 
     # ------------------------------------------ leader contact from replication
@@ -521,7 +558,7 @@ class BullyElection:
         Returns False when `term` is stale (the caller refuses with `self.term`).
         """
         self._advance(now)
-        if leader not in self.others or not self._settle_term(term):
+        if leader == self.id or not self._settle_term(term):
             return False
         self._follow(leader)
         return True

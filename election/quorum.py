@@ -14,6 +14,12 @@ class Quorum:
         self.round = 0
         self.granted: set[int] = set()
 
+    def set_peers(self, peers: Iterable[int]) -> None:
+        """The voters changed: grants from peers no longer among them stop counting."""
+        self.peers = frozenset(peers)
+        self.size = len(self.peers) // 2 + 1
+        self.granted &= self.peers
+
     def reset(self, round_: int) -> None:
         self.round = round_
         self.granted = set()

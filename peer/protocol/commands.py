@@ -13,6 +13,7 @@ The JSON shapes (kept stable, as they are on disk):
   {"op": "cancel", "at": T, "id": N}
   {"op": "trim", "at": T, "ids": [id, ...]}
   {"op": "forget", "at": T, "ids": [id, ...], "keys_before": T}
+  {"op": "members", "at": T, "base": I, "voters": [[id, url], ...], "learners": [...]}
 
 Decoding checks every field's type (the checks are in `peer.protocol.fields`) and raises
 `CommandError` on anything else, so a malformed entry is refused whole (the table skips
@@ -27,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from peer.protocol.configuration import Configuration
 from peer.protocol.fields import SPEC_CHECKS as _SPEC_CHECKS
 from peer.protocol.fields import CommandError as CommandError  # (re-exported)
 from peer.protocol.fields import at as _at
@@ -233,6 +235,17 @@ class Drain:
 
 
 @dataclass(frozen=True, slots=True)
+class Members:
+    """The cluster's next membership configuration, replacing the one set at log index
+    `base` (0: cluster.toml's). A leader proposes one only when the configuration it
+    replaces is committed, and the table applies it only over that very one."""
+
+    at: float
+    base: int
+    configuration: Configuration
+
+
+@dataclass(frozen=True, slots=True)
 class SchedulePut:
     """Add a schedule, or replace one of that name when `replace` (else a different
     one of that name is left alone: the entry changes nothing)."""
@@ -281,6 +294,7 @@ Command = (
     | ScheduleSkip
     | Trim
     | Forget
+    | Members
 )
 
 
@@ -333,6 +347,7 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
         "ids": list(c.tasks),
         "keys_before": c.keys_before,
     },
+    Members: lambda c: {"op": "members", "at": c.at, "base": c.base, **c.configuration.to_json()},
     ScheduleSkip: lambda c: {
         "op": "schedule_skip",
         "at": c.at,
@@ -344,6 +359,7 @@ _ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {
 }
 
 NOOP_TEXT = encode_command(Noop())
+MEMBERS_PREFIX = '{"op":"members"'  # how every `Members` entry's text begins
 
 
 # ------------------------------------------------------------------------ decode
@@ -423,6 +439,9 @@ _DECODERS: dict[str, Callable[[dict[str, Any]], Command]] = {
     ),
     "drain": lambda data: Drain(
         _at(data), _integer(data.get("peer"), "peer"), _typed(data.get("drained"), bool, "drained")
+    ),
+    "members": lambda data: Members(
+        _at(data), _integer(data.get("base"), "base"), Configuration.from_json(data)
     ),
     "schedule_put": lambda data: SchedulePut(
         _at(data),

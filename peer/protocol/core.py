@@ -16,6 +16,14 @@ answer to the leader's appends, to the leader only; the others learn of it from 
 leader's digest. A follower that stops hearing the leader falls back to gossiping with
 everyone on its own timer (`RELAY_SLACK` heartbeats later), well before anyone could be
 held suspect. At idle a follower then sends and receives one frame per heartbeat.
+
+Membership changes (Raft's single-server changes, `peer.protocol.configuration`): the
+configuration in force is the latest in the log (`ConfigLog`); election, replication
+and gossip follow it. A ready leader proposes a `Members` entry only over a committed
+configuration, so one change is under way at a time; a joining peer is a learner until
+its log has caught up, and then the leader promotes it. A new leader serves only if its
+claim holds under the configuration its synced log ends with. A leader that is removed
+goes on until its removal is committed, then resigns.
 """
 
 from __future__ import annotations
@@ -25,11 +33,26 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role
-from peer.protocol.commands import Assign, Command, SchedulePut, ScheduleSpec, encode_command
+from peer.protocol.commands import (
+    Assign,
+    Command,
+    Members,
+    SchedulePut,
+    ScheduleSpec,
+    encode_command,
+)
 from peer.protocol.compaction import Compaction
+from peer.protocol.config_log import ConfigLog
+from peer.protocol.configuration import ChangeRefused, Configuration
 from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Received, SnapshotStored
 from peer.protocol.dispatch import Dispatcher, WorkOrders
-from peer.protocol.events import CoreEvent, PeerRestarted, SnapshotInstalled, SnapshotRefused
+from peer.protocol.events import (
+    CoreEvent,
+    MembersChanged,
+    PeerRestarted,
+    SnapshotInstalled,
+    SnapshotRefused,
+)
 from peer.protocol.log import Entry, Log
 from peer.protocol.membership import Gossip, MembershipTable, Status
 from peer.protocol.messages import (
@@ -56,6 +79,7 @@ from peer.protocol.view import describe
 
 RELAY_SLACK = 1.5  # heartbeats without a relayed beat before gossiping with everyone
 TICK_SLACK = 1.5  # heartbeats between two ticks at most (a later one than the leader's)
+PROMOTE_LAG = 64  # entries a learner may lack of the commit index and still be promoted
 
 
 class PeerCore:
@@ -72,12 +96,17 @@ class PeerCore:
         amnesiac: bool = False,
         declared_schedules: Iterable[ScheduleSpec] = (),
         snapshot: Snapshot | None = None,
+        bootstrap: Configuration | None = None,
     ) -> None:
         """`amnesiac`: this peer starts with no stored state at all (new, or its disk
         was wiped), so it cannot know whom it acked before: see `BullyElection`.
         `snapshot`: the stored one the log's base was compacted into (the table starts
-        from it, and the committed entries after it are applied again)."""
+        from it, and the committed entries after it are applied again). `bootstrap`:
+        the configuration before any `Members` entry (default: `peers` all vote); a
+        peer joining a running cluster lists itself as a learner there."""
         peers = tuple(peers)
+        if bootstrap is None:
+            bootstrap = Configuration.of({p: "" for p in {*peers, node_id}})
         self.id = node_id
         self.settings = settings
         self.membership = MembershipTable(
@@ -127,8 +156,14 @@ class PeerCore:
         self._installed_orders = WorkOrders()  # after a snapshot replaced the table
         self._persisted_commit = self.replicator.commit_index
         self._published: tuple[str, int, int | None, int, int] | None = None
+        self.configs = ConfigLog(bootstrap)
+        self.replicator.confirm = self._confirm_claim
+        self._in_force: Configuration | None = None
+        self._urls_heard: dict[int, str] = {}  # non-members' own urls, from their gossip
+        self.addresses_version = 0  # grows whenever `addresses()` may have changed
         for entry in self.replicator.take_committed():  # replay what is known committed
             self._apply(entry)
+        self._follow_configuration()
 
     # ------------------------------------------------------------------ cycle
 
@@ -137,7 +172,7 @@ class PeerCore:
     ) -> CoreReady:
         """One driver cycle: take the inbox in order, tick the timers when they are due
         (`tick_due`; `tick` forces the choice), and return the batch to carry out."""
-        proposed = []
+        proposed, refused = [], []
         for item in inbox:
             if isinstance(item, Received):
                 self.receive(item.at, item.message)
@@ -148,14 +183,18 @@ class PeerCore:
             elif isinstance(item, SnapshotStored):
                 self._snapshot_stored(item.index)
             else:
-                entries = self.propose(now, list(item.commands), item.origin)
+                try:
+                    entries = self.propose(now, list(item.commands), item.origin)
+                except ChangeRefused as exc:
+                    refused.append((item.ref, exc))
+                    continue
                 proposed.append((item.ref, entries))
         if self.tick_due(now) if tick is None else tick:
             self.tick(now, wall)
         else:
             self.advance(now, wall)
         batch = self.ready()
-        batch.proposed = proposed
+        batch.proposed, batch.refused = proposed, refused
         return batch
 
     # ------------------------------------------------------------------ inputs
@@ -203,6 +242,7 @@ class PeerCore:
         if isinstance(message, Gossip):
             for peer in self.membership.merge(now, message):
                 self._events.append(PeerRestarted(peer))
+            self._hear_url(message)
         elif isinstance(
             message, Append | AppendReply | FetchLog | LogChunk | SnapshotChunk | SnapshotReply
         ):
@@ -210,6 +250,7 @@ class PeerCore:
             received = self.replicator.take_received()
             if received is not None:
                 self._install(*received)
+            self._follow_configuration()
         elif isinstance(message, Results):
             self.election.observe_term(now, message.term)
             if self.is_ready_leader and message.term == self.term:
@@ -245,7 +286,24 @@ class PeerCore:
         self._now = now
         if not self.is_ready_leader:
             return []
+        if any(isinstance(c, Members) for c in commands):
+            return self._propose_members(commands)
         return self._propose(commands, () if origin is None else (origin,))
+
+    def _propose_members(self, commands: list[Command]) -> list[Entry]:
+        """A membership change, alone in its proposal: refused (`ChangeRefused`) unless
+        it replaces the configuration in force, and that one is committed."""
+        change = commands[0]
+        if len(commands) != 1 or not isinstance(change, Members):
+            raise ChangeRefused(409, "a membership change goes alone")
+        current = self.configuration
+        if self.configs.pending:
+            raise ChangeRefused(409, "another membership change is under way")
+        if change.base != current.index:
+            raise ChangeRefused(409, "the configuration changed meanwhile")
+        entries = self._propose(commands)
+        self._follow_configuration()
+        return entries
 
     def _propose(self, commands: list[Command], notify: Iterable[int] = ()) -> list[Entry]:
         """Encode and append `commands`; each is kept typed until applied here, so the
@@ -350,6 +408,8 @@ class PeerCore:
                 self.compaction.take(self.tasks, entry, self.log)
         if self._own and not self.replicator.leading:
             self._own.clear()  # what it proposed and did not commit is another's now
+        if batch.applied:
+            self._applied_configuration()
         orders = self.dispatcher.on_applied(self.tasks, batch.applied, self.is_ready_leader)
         self.retention.applied(batch.applied)
         installed, self._installed_orders = self._installed_orders, WorkOrders()
@@ -437,6 +497,23 @@ class PeerCore:
         if commands:
             assignees = {a.worker for c in commands if isinstance(c, Assign) for a in c.items}
             self._propose(commands, assignees)  # they start at once
+        if ticked and self.configuration.learners and not self.configs.pending:
+            self._promote_caught_up()
+
+    def _promote_caught_up(self) -> None:
+        """A learner alive, holding the entry that made it one, and within
+        `PROMOTE_LAG` entries of the commit index becomes a voter (one at a time, as
+        every change)."""
+        config = self.configuration
+        for learner in sorted(config.learner_ids):
+            match = self.replicator.match_index(learner) or 0
+            alive = self.membership.status(learner, self._now) is Status.ALIVE
+            caught_up = match >= max(config.index, self.replicator.commit_index - PROMOTE_LAG)
+            if alive and caught_up:
+                change = Members(self._wall, config.index, config.promoted(learner))
+                self._propose([change])
+                self._follow_configuration()
+                return
 
     def _declare_schedules(self) -> list[Command]:
         """The schedules of `cluster.toml`, put by whoever leads when missing or
@@ -455,11 +532,85 @@ class PeerCore:
     def _workers(self, *statuses: Status) -> list[Worker]:
         """Peers in one of `statuses`, with their incarnation."""
         workers = []
+        voters = self.configuration.voter_ids  # (a learner runs nothing until it votes)
         for peer in (self.id, *self.membership.others):
+            if peer not in voters:
+                continue
             digest = self.membership.digest(peer)
             if digest and self.membership.status(peer, self._now) in statuses:
                 workers.append(Worker(peer, digest.incarnation))
         return workers
+
+    # -------------------------------------------------------------- membership
+
+    @property
+    def configuration(self) -> Configuration:
+        """The configuration in force here: the latest in the log."""
+        return self.configs.current(self.tasks)
+
+    @property
+    def committed_configuration(self) -> Configuration:
+        return self.configs.committed(self.tasks)
+
+    def addresses(self) -> dict[int, str]:
+        """Where to reach each peer: the members of the configurations in the log, and
+        others that gossiped to this one (a leader its configuration lags behind)."""
+        urls = dict(self._urls_heard)
+        for config in (self.committed_configuration, *self.configs.pending):
+            urls.update(config.urls())
+        urls.pop(self.id, None)
+        return {peer: url for peer, url in urls.items() if url}
+
+    def _votes_in(self, config: Configuration) -> bool:
+        return self.id in config.voter_ids
+
+    def _follow_configuration(self) -> None:
+        """Take in the log's changes; if the configuration in force changed, the
+        election, replication and gossip follow it."""
+        self.configs.follow(self.log, self.tasks)
+        config = self.configuration
+        if config == self._in_force:
+            return
+        first = self._in_force is None
+        self._in_force = config
+        voters, learners = config.voter_ids, config.learner_ids
+        self.election.set_members(voters, learners)
+        self.replicator.set_members(voters, learners, self._now)
+        self.membership.set_members(config.ids)
+        own = config.urls().get(self.id) or self.configs.bootstrap.urls().get(self.id, "")
+        self.membership.set_local(url=own)
+        self.addresses_version += 1
+        if not first:
+            self._events.append(
+                MembersChanged(config.index, tuple(sorted(voters)), tuple(sorted(learners)))
+            )
+
+    def _applied_configuration(self) -> None:
+        """After applying entries: a `Members` among them may be in force now; a leader
+        whose removal is committed resigns (the remaining voters elect)."""
+        self._follow_configuration()
+        if self.replicator.leading and not self._votes_in(self.committed_configuration):
+            self.election.resign()
+            self._sync_roles()
+
+    def _confirm_claim(self) -> bool:
+        """Called by the replicator when this new leader's log is synced: whether the
+        acks it was elected with are a majority of the configuration that log ends with
+        (which may be newer than the one it counted them in)."""
+        self._follow_configuration()
+        return self.election.claim_holds(self.configuration.voter_ids)
+
+    def _hear_url(self, gossip: Gossip) -> None:
+        """A non-member's own digest names its url: kept, so this peer can answer it
+        (a leader added while this peer was away reaches it before its log does)."""
+        own = gossip.members[0] if gossip.members else None
+        if own is None or own.id != gossip.sender or not own.url:
+            return
+        if gossip.sender in self.configuration.ids or gossip.sender == self.id:
+            return
+        if self._urls_heard.get(gossip.sender) != own.url and len(self._urls_heard) < 64:
+            self._urls_heard[gossip.sender] = own.url
+            self.addresses_version += 1
 
     # ----------------------------------------------------------------- queries
 
@@ -525,6 +676,9 @@ class PeerCore:
             mine = (self.log.last_term, self.log.last_index)
             source = best_peer if best.key() > mine else self.id
             self.replicator.become_leader(self._now, self.election.term, source, best.index)
+            if self.replicator.sync_lost:  # the claim does not hold in its configuration
+                self.election.resign()
+                self.replicator.step_down(self.election.term)
         elif not leading and self.replicator.leading:
             self.replicator.step_down(self.election.term)
         if not self.is_ready_leader:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from election import HardState
 from peer.protocol.commands import Command
+from peer.protocol.configuration import ChangeRefused
 from peer.protocol.events import CoreEvent
 from peer.protocol.log import Entry
 from peer.protocol.messages import PeerMessage, ResultItem
@@ -85,3 +86,5 @@ class CoreReady:
     events: list[CoreEvent] = field(default_factory=list)
     # (proposal ref, the entries it got): none when this peer is not a ready leader
     proposed: list[tuple[int, list[Entry]]] = field(default_factory=list)
+    # (proposal ref, why): a membership change this leader cannot make
+    refused: list[tuple[int, ChangeRefused]] = field(default_factory=list)

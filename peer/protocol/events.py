@@ -49,4 +49,19 @@ class SnapshotRefused:
         return f"refused the snapshot of peer {self.peer} at index {self.index}: {self.reason}"
 
 
-CoreEvent = ElectionEvent | PeerRestarted | SnapshotInstalled | SnapshotRefused
+@dataclass(frozen=True, slots=True)
+class MembersChanged:
+    """The configuration in force here changed (a `Members` entry reached the log, or
+    one was replaced); `index` is its entry's."""
+
+    name: ClassVar[str] = "members_changed"
+    index: int
+    voters: tuple[int, ...]
+    learners: tuple[int, ...]
+
+    def __str__(self) -> str:
+        learners = f", learners {list(self.learners)}" if self.learners else ""
+        return f"configuration of index {self.index}: voters {list(self.voters)}{learners}"
+
+
+CoreEvent = ElectionEvent | PeerRestarted | SnapshotInstalled | SnapshotRefused | MembersChanged

@@ -4,7 +4,8 @@ Every `heartbeat_interval` a peer bumps its own heartbeat counter and sends its 
 (per peer: incarnation, counter, role, term, leader, log figures) to the others: all of
 them up to `FULL_FANOUT_LIMIT` peers, a random `fanout` beyond. A peer whose counter has
 not grown for `suspect_after` is suspect, for `failure_timeout` dead; a peer never heard
-from is dead. A restart shows as a higher incarnation. Time comes in as `now`; no I/O.
+from is dead. A restart shows as a higher incarnation. The members change with the configuration
+(`set_members`). Time comes in as `now`; no I/O.
 
 `beat` lets the caller send a beat early, to chosen peers, and put the own timer back:
 the core uses it to relay gossip through a live leader (see `peer.protocol.core`), and `tick`
@@ -39,6 +40,7 @@ class MemberDigest:
     leader: int | None = None
     last_index: int = 0
     commit_index: int = 0
+    url: str = ""  # where it is reached (a peer that lags the configuration learns it)
 
     def version(self) -> tuple[int, int]:
         return (self.incarnation, self.counter)
@@ -85,6 +87,13 @@ class MembershipTable:
         self._records: dict[int, _Record] = {}
         self._next_beat = 0.0
         self._last_beat = float("-inf")
+
+    def set_members(self, members: Iterable[int]) -> None:
+        """The configuration changed: gossip with `members` (those removed are
+        forgotten; one added is dead until heard from)."""
+        self.others = tuple(sorted(set(members) - {self.id}))
+        kept = set(self.others)
+        self._records = {p: r for p, r in self._records.items() if p in kept}
 
     def set_local(self, **fields: object) -> None:
         """Update what this peer says of itself (role, term, leader, log figures)."""

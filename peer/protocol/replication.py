@@ -22,6 +22,13 @@ what the new leader lacks fetches the source's snapshot the same way (`FetchLog`
 an offset). The machine only moves the text: the core decodes and installs the table
 (`take_received`, then `install`).
 
+Membership (`set_members`): a majority of the voters commits, the leader's own copy
+included only while it votes; learners get the log and count for nothing. A new member
+starts as a follower whose log is unknown; a removed one is still sent the log until it
+holds the entry that removed it, committed (so it learns it is out), then dropped. A new
+leader serves only once `confirm` (the core's check that its claim holds under the
+configuration its synced log ends with) says so; otherwise `sync_lost` asks it to resign.
+
 Terms are checked by the election before anything reaches this machine. Outputs are
 collected for the driver: entries to persist (and where to truncate), messages, and
 committed entries to apply. No I/O, no clock reads: `now` comes in.
@@ -30,7 +37,7 @@ committed entries to apply. No I/O, no clock reads: `now` comes in.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from peer.protocol.commands import NOOP_TEXT
@@ -58,6 +65,7 @@ class _Follower:
     # the snapshot being sent to it (to its end, even if a newer one is taken meanwhile)
     snapshot: Snapshot | None = None
     snapshot_offset: int = 0  # ... and where its part in flight starts
+    retire_at: int = 0  # removed: dropped once it holds this entry, committed
 
 
 class Replicator:
@@ -76,8 +84,10 @@ class Replicator:
     ) -> None:
         """`snapshot`: the one the log's base was compacted into (its index is applied)."""
         self.id = node_id
-        self.others = tuple(sorted(set(peers) - {node_id}))
-        self.majority = (len(self.others) + 1) // 2 + 1
+        self.voters = frozenset(peers) | {node_id}
+        self.others = tuple(sorted(self.voters - {node_id}))
+        self.majority = len(self.voters) // 2 + 1
+        self.confirm: Callable[[], bool] | None = None  # see the module docstring
         self.log = log
         self.snapshot = snapshot
         self.chunk_size = chunk_size
@@ -102,9 +112,50 @@ class Replicator:
         self.leader_commit = 0  # follower: the commit index the leader last told us
         self.in_sync = False  # follower: the last Append matched
         self._followers: dict[int, _Follower] = {}
+        self._voting: list[_Follower] = []  # the followers that vote
+        self._serving_started = False  # leader: its followers are made
         self._notify: dict[int, int] = {}  # peer -> index it wants to hear committed at once
         self._persist_from: int | None = None
         self._outbox: list[tuple[int, ReplicationMessage]] = []
+
+    # -------------------------------------------------------------- membership
+
+    def set_members(self, voters: Iterable[int], learners: Iterable[int], now: float) -> None:
+        """The configuration in force changed: who votes, who else gets the log."""
+        self.voters = frozenset(voters)
+        members = (self.voters | frozenset(learners)) - {self.id}
+        self.majority = len(self.voters) // 2 + 1
+        gone = set(self.others) - members
+        self.others = tuple(sorted(members))
+        if not self._serving_started:
+            return  # (the followers are made when serving starts)
+        for peer in self.others:
+            follower = self._followers.get(peer)
+            if follower is None:
+                self._followers[peer] = _Follower(self.log.last_index + 1)
+                self._send_append(peer, now)
+            else:
+                follower.retire_at = 0
+        for peer in gone:
+            follower = self._followers.get(peer)
+            if follower is not None and not follower.retire_at:
+                follower.retire_at = self.log.last_index  # (the entry that removed it)
+        self._count_voters()
+        if self._advance_commit():
+            self._announce_commit(now)
+
+    def _count_voters(self) -> None:
+        self._voting = [f for p, f in self._followers.items() if p in self.voters]
+
+    def _retire(self, peer: int, follower: _Follower, now: float) -> bool:
+        """Drop a removed follower once it holds its removal, committed: told at once."""
+        done = follower.retire_at and min(follower.match_index, self.commit_index) >= (
+            follower.retire_at
+        )
+        if done:
+            self._send_append(peer, now)  # (the commit index alone)
+            del self._followers[peer]
+        return bool(done)
 
     # ------------------------------------------------------------------ leader
 
@@ -117,25 +168,39 @@ class Replicator:
         self.sync_lost = False
         self.sync_at_least = best_index
         self._followers = {}
+        self._voting = []
+        self._serving_started = False
         self._notify = {}
         if best_peer != self.id:
             self.sync_from = best_peer
             self.fetch_from = self.commit_index + 1
             self._outbox.append((best_peer, FetchLog(term, self.id, self.fetch_from)))
         else:
-            self._start_serving(now)
+            self._synced(now)
 
     def step_down(self, term: int) -> None:
         self.term = term
         self.leading = self.serving = False
         self.sync_from = None
         self._followers = {}
+        self._voting = []
+        self._serving_started = False
         self._notify = {}
 
-    def _start_serving(self, now: float) -> None:
+    def _synced(self, now: float) -> None:
+        """The new leader's log is the best of its majority's: serve from it, if the
+        claim holds under the configuration it ends with."""
         self.sync_from = None
+        if self.confirm is not None and not self.confirm():
+            self.sync_lost = True
+            return
+        self._start_serving(now)
+
+    def _start_serving(self, now: float) -> None:
         self.noop_index = self._append(NOOP_TEXT).index
         self._followers = {p: _Follower(self.noop_index) for p in self.others}
+        self._serving_started = True
+        self._count_voters()
         for peer in self.others:
             self._send_append(peer, now)
         self._advance_commit()
@@ -269,6 +334,8 @@ class Replicator:
                 follower.probing = False  # its log matches up to there: the window opens
             if self._advance_commit():
                 self._announce_commit(now)
+            if follower.retire_at and self._retire(msg.sender, follower, now):
+                return
         else:
             if msg.match_index < follower.match_index:
                 # it no longer holds what it acknowledged (a wiped disk), or its hint is
@@ -315,7 +382,7 @@ class Replicator:
             self.fetch_from = self.log.last_index + 1
             self._outbox.append((msg.sender, FetchLog(self.term, self.id, self.fetch_from)))
             return
-        self._start_serving(now)
+        self._synced(now)
 
     def on_sync_part(self, now: float, msg: SnapshotChunk) -> None:
         """A part of the snapshot of the log sync's source, which compacted entries this
@@ -343,10 +410,12 @@ class Replicator:
 
     def _advance_commit(self) -> bool:
         """Move the commit index to what a majority holds on disk; True if it moved."""
-        matches = sorted(
-            [self.durable_index] + [f.match_index for f in self._followers.values()],
-            reverse=True,
-        )
+        matches = [f.match_index for f in self._voting]
+        if self.id in self.voters:
+            matches.append(self.durable_index)
+        if len(matches) < self.majority:
+            return False
+        matches.sort(reverse=True)
         candidate = matches[self.majority - 1]
         if candidate <= self.commit_index or self.log.term_at(candidate) != self.term:
             return False
@@ -368,7 +437,9 @@ class Replicator:
         what it assigns) the new commit index now, not at the next heartbeat, if it is
         idle (a busy one learns it when its reply comes back). The others learn it with
         their next append: one message fewer each way per commit."""
-        for peer, follower in self._followers.items():
+        for peer, follower in list(self._followers.items()):
+            if follower.retire_at and self._retire(peer, follower, now):
+                continue
             if not follower.inflight and self._waits(peer):
                 self._send_append(peer, now)
 
@@ -515,6 +586,11 @@ class Replicator:
     def take_messages(self) -> list[tuple[int, ReplicationMessage]]:
         out, self._outbox = self._outbox, []
         return out
+
+    def match_index(self, peer: int) -> int | None:
+        """Leader: how far `peer`'s log is known to match this one's (None: not sent)."""
+        follower = self._followers.get(peer)
+        return None if follower is None else follower.match_index
 
     def lag(self) -> dict[int, int]:
         """Leader: how many entries each follower lacks (none when not leading)."""

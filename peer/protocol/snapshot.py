@@ -1,16 +1,16 @@
 """Snapshots of the task table: `Snapshot` (what a peer holds up to an index) and the
 codec between a `TaskTable` and its text (`encode_table`, `decode_table`).
 
-A snapshot is the whole state applying the log up to `index` built: every task, the
-keys and request ids that deduplicate, the schedules, the rate buckets, the totals, the
-drained peers and the retention orders. Its text is the table's JSON (orjson), deflated
-and in base64: a table of tasks repeats itself, so the text is a fraction of the JSON,
-cheap to keep in memory, store and send. Peers take one at the same indexes (every
-`snapshot_every` entries, and whenever the text of the entries applied passes another
-multiple of `snapshot_bytes`), so two snapshots of one index are the same text: the
-simulator checks that. Insertion orders are kept, sets sorted, so a table decoded and
-applied further is the table that applied everything. Decoding checks the shape and
-raises `SnapshotError` on anything else. Pure: no I/O.
+A snapshot is the whole state applying the log up to `index` built: every task, the keys
+and request ids that deduplicate, the schedules, the rate buckets, the totals, the
+drained peers, the membership configuration and the retention orders. Its text is the
+table's JSON (orjson), deflated and in base64: a table of tasks repeats itself, so the
+text is a fraction of the JSON, cheap to keep in memory, store and send. Peers take one
+at the same indexes (every `snapshot_every` entries, and whenever the text of the
+entries applied passes another multiple of `snapshot_bytes`), so two snapshots of one
+index are the same text: the simulator checks that. Insertion orders are kept, sets
+sorted, so a table decoded and applied further is the table that applied everything.
+Decoding checks the shape and raises `SnapshotError` on anything else. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from peer.protocol.commands import CommandError, ScheduleSpec
+from peer.protocol.configuration import Configuration
 from peer.protocol.queues import Bucket
 from peer.protocol.records import Task, TaskState
 from peer.protocol.schedules import Schedule
@@ -105,6 +106,9 @@ def _small_parts(table: TaskTable) -> dict[str, Any]:
         "running": [[worker, sorted(ids)] for worker, ids in table.running.items()],
         "running_by_queue": list(table.running_by_queue.items()),
         "drained": sorted(table.drained),
+        "configuration": None
+        if table.configuration is None
+        else [table.configuration.index, table.configuration.to_json()],
         "schedules": [_schedule_json(s) for s in table.schedules.schedules.values()],
         "rates": [[q, b.tokens, b.at] for q, b in table.rates.buckets.items()],
         "submitted": [[*key, n] for key, n in stats.submitted.items()],
@@ -172,6 +176,9 @@ def _build(doc: dict[str, Any], queues: dict[str, QueuePolicy]) -> TaskTable:
     table.running = {int(worker): set(ids) for worker, ids in doc["running"]}
     table.running_by_queue = {queue: int(n) for queue, n in doc["running_by_queue"]}
     table.drained = set(doc["drained"])
+    if doc.get("configuration") is not None:  # (absent from snapshots before it)
+        index, members = doc["configuration"]
+        table.configuration = Configuration.from_json(members, int(index))
     for data in doc["schedules"]:
         schedule = _schedule(data)
         table.schedules.schedules[schedule.spec.name] = schedule

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from itertools import islice
 from typing import Any
 
@@ -35,6 +36,7 @@ from peer.protocol.commands import (
     Drain,
     Finish,
     Forget,
+    Members,
     Noop,
     Outcome,
     Retry,
@@ -47,6 +49,7 @@ from peer.protocol.commands import (
     Trim,
     decode_command,
 )
+from peer.protocol.configuration import Configuration
 from peer.protocol.queues import RateBook
 from peer.protocol.records import READY, STATES, TERMINAL, Applied, Task, TaskState
 from peer.protocol.schedules import ScheduleBook
@@ -95,6 +98,7 @@ class TaskTable:
         self.rates = RateBook(queues or {})
         self.stats = TaskStats()
         self.drained: set[int] = set()  # peers that get no new assignments
+        self.configuration: Configuration | None = None  # the last Members applied
         # retention: per queue, finished tasks whole in the order they ended and
         # trimmed ones in the order they were trimmed (with when); keys of forgotten
         # tasks (with when), when each request id was seen; the lowest id maybe held
@@ -167,8 +171,19 @@ class TaskTable:
                 return Applied(index, "trim", self._trim(command.at, command.tasks))
             case Forget():
                 return Applied(index, "forget", self._forget(command))
+            case Members():
+                return self._members(index, command)
             case _:
                 return self._schedule_command(index, command)
+
+    def _members(self, index: int, command: Members) -> Applied:
+        """A new configuration, applied only over the one it was made from (else the
+        entry changes nothing: the same on every peer)."""
+        current = 0 if self.configuration is None else self.configuration.index
+        if command.base != current:
+            return Applied(index, "members", outcome="conflict")
+        self.configuration = replace(command.configuration, index=index)
+        return Applied(index, "members")
 
     def _schedule_command(self, index: int, command: Command) -> Applied:
         match command:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 def describe(core: PeerCore, now: float) -> dict[str, Any]:
     """Members with their status, role, term and log figures; this peer's own."""
     members = []
+    config = core.configuration
     for peer in (core.id, *core.membership.others):
         digest = core.membership.digest(peer)
         seen = core.membership.last_seen(peer, now)
@@ -30,6 +31,7 @@ def describe(core: PeerCore, now: float) -> dict[str, Any]:
                 "commit_index": digest.commit_index if digest else None,
                 "last_seen_ms": None if seen is None else round(seen * 1000),
                 "drained": peer in core.tasks.drained,
+                "voter": peer in config.voter_ids,
             }
         )
     return {
@@ -57,4 +59,9 @@ def describe(core: PeerCore, now: float) -> dict[str, Any]:
             for summary in (s.to_json() for _, s in sorted(core.tasks.schedules.schedules.items()))
         ],
         "members": members,
+        "configuration": {
+            **config.describe(),
+            "committed": not core.configs.pending,
+            "member": core.id in config.ids,
+        },
     }

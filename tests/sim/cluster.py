@@ -21,6 +21,10 @@ unless the peer crashed first (its running attempts are lost) or a stop in a lat
 cancelled it. Kinds: `echo` succeeds with its args as JSON; `sleep` succeeds after
 `args["seconds"]`; `fail` fails with a message.
 Every finish that takes effect on any peer is recorded per (task, attempt).
+
+Membership: `add_peer` starts a new, empty peer that joins as a learner; `add_member`,
+`remove_member` ask a ready leader for the change (a `Members` proposal). Majorities in
+the checks are those of the configuration the peer checked has in force.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ import orjson
 
 from election import Role
 from election.messages import CoordinatorAck
-from peer.protocol.commands import Command, Finish, Submit, TaskSpec, decode_command
+from peer.protocol.commands import Command, Finish, Members, Submit, TaskSpec, decode_command
+from peer.protocol.configuration import ChangeRefused, Configuration
 from peer.protocol.core import PeerCore
 from peer.protocol.cycle import (
     Completed,
@@ -79,6 +84,8 @@ class SimCluster:
         wall_skew: float = 0.0,
     ) -> None:
         self.ids = tuple(range(1, size + 1))
+        self.founders = self.ids  # the peers of cluster.toml; later ones joined
+        self.refusals: list[ChangeRefused] = []  # membership changes a leader refused
         self.lazy_ticks = lazy_ticks
         self.inbox: dict[int, list[Input]] = {}  # what waits for each peer's next cycle
         self.woken: set[int] = set()  # peers the driver would run a cycle for this step
@@ -94,6 +101,7 @@ class SimCluster:
         self.writes: dict[int, WriteQueue] = {}  # per running peer, as in its driver
         self.disk_error: set[int] = set()  # peers whose last write was refused
         self.leader_commit: dict[int, int] = {}  # per leader: commit index last checked
+        self.config_seen: dict[int, Configuration] = {}  # per peer: in force last step
         self.paused_until: dict[int, float] = {}
         self.skew = {i: self.rng.uniform(-wall_skew, wall_skew) for i in self.ids}
         self.acks: dict[tuple[int, int], int] = {}  # (acker, term) -> the claimant it acked
@@ -114,7 +122,7 @@ class SimCluster:
         self.minority_since: dict[int, float] = {}
         self.last_term: dict[int, int] = dict.fromkeys(self.ids, 0)
         self.committed: dict[int, Entry] = {}  # every entry any peer applied, by index
-        self.pending: dict[int, tuple[int, str]] = {}  # index -> (term, key) proposed
+        self.pending: dict[int, tuple[int, str, int]] = {}  # index -> (term, key, proposer)
         self.acked: set[str] = set()  # keys of commands a client saw acknowledged
         self.snapshot_at: dict[int, tuple[int, int]] = {}  # index -> (term, text's hash)
         self.snapshots_taken = 0  # snapshots stored (taken or installed), all peers
@@ -132,7 +140,7 @@ class SimCluster:
         disk = self.disks[node_id]
         self.nodes[node_id] = PeerCore(
             node_id,
-            self.ids,
+            self.founders,
             self.settings,
             random.Random(self.rng.random()),
             disk.hard_state,
@@ -141,8 +149,50 @@ class SimCluster:
             disk.commit,
             amnesiac=not disk.stored,
             snapshot=disk.snapshot,
+            bootstrap=self.bootstrap(node_id),
         )
         disk.stored = True
+
+    def bootstrap(self, node_id: int) -> Configuration:
+        """cluster.toml's configuration as `node_id` sees it: a peer that joined later
+        lists itself as a learner."""
+        urls = {p: url_of(p) for p in {*self.founders, node_id}}
+        return Configuration.of(urls, () if node_id in self.founders else (node_id,))
+
+    # ------------------------------------------------------------- membership
+
+    def add_peer(self) -> int:
+        """A new, empty peer starts (not yet a member: `add_member` asks for that)."""
+        node_id = max(self.ids) + 1
+        self.ids = (*self.ids, node_id)
+        self.disks[node_id] = SimDisk()
+        self.incarnation[node_id] = 0
+        self.skew[node_id] = 0.0
+        self.last_term[node_id] = 0
+        self.start(node_id)
+        return node_id
+
+    def add_member(self, node_id: int) -> bool:
+        return self._change(lambda c: c.with_learner(node_id, url_of(node_id)))
+
+    def remove_member(self, node_id: int) -> bool:
+        return self._change(lambda c: c.without(node_id))
+
+    def _change(self, change: Callable[[Configuration], Configuration]) -> bool:
+        """Propose a change of the configuration a ready leader has in force; False if
+        there is no ready leader, or the change does not apply to its configuration."""
+        ready = [i for i, n in self.nodes.items() if n.is_ready_leader]
+        if not ready:
+            return False
+        config = self.nodes[ready[0]].configuration
+        try:
+            members = Members(self.now, config.index, change(config))
+        except ChangeRefused:
+            return False
+        return self.propose_command(members)
+
+    def voters(self, node_id: int) -> frozenset[int]:
+        return self.nodes[node_id].configuration.voter_ids
 
     def crash(self, node_id: int) -> None:
         """SIGKILL: a write in flight landed or not, nothing of its batch was sent."""
@@ -155,6 +205,7 @@ class SimCluster:
         self.writes.pop(node_id, None)  # what waited for a write is never carried out
         self.disk_error.discard(node_id)
         self.leader_commit.pop(node_id, None)
+        self.config_seen.pop(node_id, None)
         self.paused_until.pop(node_id, None)
         self.commit_seen.pop(node_id, None)
 
@@ -179,13 +230,16 @@ class SimCluster:
             return True
         source = next(n for n in self.nodes.values() if n.replicator.commit_index == commit)
         entry = source.log.entry(commit)
-        holders = [
+        holders = {
             p
             for p, disk in self.disks.items()
             if p != node_id
             and (disk.base_index >= commit or (entry is not None and disk.holds(commit, entry)))
+        }
+        configs = [
+            c for n in self.nodes.values() for c in (n.configuration, n.committed_configuration)
         ]
-        return len(holders) >= self.majority
+        return all(len(holders & c.voter_ids) >= c.majority() for c in configs)
 
     def pause(self, node_id: int, seconds: float) -> None:
         """The process stops (SIGSTOP) for `seconds`: no cycles, its inbox piles up."""
@@ -282,10 +336,13 @@ class SimCluster:
         """As the driver does: a leader's appends leave now (unless its disk refused
         the last write); the rest waits for the write that covers it; then the next
         write starts if none is in flight."""
+        for ref, refusal in batch.refused:
+            self.proposal_keys.pop(ref)
+            self.refusals.append(refusal)
         for ref, entries in batch.proposed:
             key = self.proposal_keys.pop(ref)
             for entry in entries:
-                self.pending[entry.index] = (entry.term, key)
+                self.pending[entry.index] = (entry.term, key, node_id)
         self._check_entries(node_id, batch)
         self._check_snapshot(node_id, batch)
         if node_id in self.disk_error:
@@ -337,8 +394,8 @@ class SimCluster:
             self._check_applied(node_id, entry)
             self.commit_term.setdefault(applied.index, node.term)
             proposed = self.pending.get(applied.index)
-            if node.is_ready_leader and proposed and proposed[0] == node.term:
-                self.acked.add(proposed[1])
+            if proposed and (proposed[0], proposed[2]) == (entry.term, node_id):
+                self.acked.add(proposed[1])  # the proposer applied it, of the term proposed
             if applied.op == "finish":
                 self._record_finish(node_id, applied, entry)
                 self._check_results(node_id, node, applied)
@@ -499,6 +556,7 @@ class SimCluster:
             self.last_term[node_id] = term
             self._check_committed_prefix(node_id, node)
             self._check_commit_is_durable(node_id, node)
+            self._check_configuration(node_id, node)
             if self.execute:
                 self._check_attempts(node_id, node)
         for leader in self.leaders():
@@ -526,7 +584,10 @@ class SimCluster:
 
     def _check_commit_is_durable(self, node_id: int, node: PeerCore) -> None:
         """A leader moves its commit index only to an entry a majority holds on disk
-        (its own disk counts only once its write landed)."""
+        (its own disk counts only once its write landed): a majority of the voters in
+        force when it moved, those of the step before or of this one."""
+        before = self.config_seen.get(node_id)
+        self.config_seen[node_id] = config = node.configuration
         commit = node.replicator.commit_index
         if not node.replicator.leading or commit <= self.leader_commit.get(node_id, 0):
             return
@@ -534,12 +595,25 @@ class SimCluster:
         entry = node.log.entry(commit)
         if entry is None:
             return  # (a snapshot installed at its commit index: committed before)
-        holders = [p for p, disk in self.disks.items() if disk.holds(commit, entry)]
-        if len(holders) < self.majority:
+        holders = {p for p, disk in self.disks.items() if disk.holds(commit, entry)}
+        if all(len(holders & c.voter_ids) < c.majority() for c in (config, before or config)):
             raise InvariantViolation(
                 f"t={self.now}: leader {node_id} committed {commit} with it on the disks "
                 f"of {holders} only"
             )
+
+    def _check_configuration(self, node_id: int, node: PeerCore) -> None:
+        """A ready leader has at most one configuration change uncommitted, and votes
+        in its committed configuration unless its own removal is that change."""
+        if not node.is_ready_leader:
+            return
+        pending = node.configs.pending
+        if len(pending) > 1:
+            raise InvariantViolation(
+                f"t={self.now}: leader {node_id} has {len(pending)} changes uncommitted"
+            )
+        if node_id not in node.committed_configuration.voter_ids and not pending:
+            raise InvariantViolation(f"t={self.now}: leader {node_id} leads, removed")
 
     def _check_results(self, node_id: int, node: PeerCore, applied: Applied) -> None:
         """A succeeded task holds what its current attempt produced (results differ
@@ -575,7 +649,9 @@ class SimCluster:
             grace += faults.long_max
         for node_id in self.up:
             paused = self.paused_until.get(node_id, 0.0) > self.now
-            if paused or len(self.component(node_id)) >= self.majority:
+            config = self.nodes[node_id].configuration
+            seen = len(self.component(node_id) & config.voter_ids)
+            if paused or seen >= config.majority():
                 # a paused peer cannot step down until it runs again: its grace starts then
                 self.minority_since.pop(node_id, None)
                 continue
@@ -594,6 +670,10 @@ class SimCluster:
         if self.nodes[top].role is not Role.LEADER:
             return False
         return all(self.nodes[p].leader == top for p in live)
+
+
+def url_of(node_id: int) -> str:
+    return f"sim://{node_id}"
 
 
 def _run(task: Task) -> ResultItem:

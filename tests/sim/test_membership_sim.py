@@ -1,0 +1,178 @@
+"""Ring 2 for membership changes: a new peer joins as a learner, catches up (by the
+leader's snapshot) and is promoted; a member, the leader among them, is removed; and
+changes run alongside random crashes, wipes, partitions and message loss.
+
+Besides the invariants every step checks (one leader per term, a committed entry never
+changes, commits on a majority of the configuration in force, no leader in a minority
+of its own configuration), a ready leader has at most one change uncommitted and never
+leads once its removal is committed. `SIM_SEED=N` replays one seed.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from peer.protocol.settings import Settings
+from tests.sim.cluster import SimCluster
+from tests.sim.schedule import (
+    apply_random_fault,
+    random_cluster_options,
+    random_faults,
+    random_snapshots,
+    seeds,
+)
+
+SNAPSHOTS = Settings(snapshot_every=10, snapshot_keep=2, snapshot_chunk=100)
+SETTLE = 10.0
+
+
+def _ready_leader(sim: SimCluster) -> int | None:
+    ready = [i for i, n in sim.nodes.items() if n.is_ready_leader]
+    return ready[0] if ready else None
+
+
+def _submit(sim: SimCluster, count: int) -> None:
+    for _ in range(count):
+        sim.propose()
+        sim.step()
+
+
+def _acked_tasks(sim: SimCluster) -> set[str]:
+    return {k for k in sim.acked if not k.startswith("cmd")}  # (not the changes)
+
+
+def _all_acked_everywhere(sim: SimCluster, among: set[int] | None = None) -> bool:
+    peers = sim.nodes if among is None else {i: sim.nodes[i] for i in among}
+    keys = _acked_tasks(sim)
+    return all(all(k in n.tasks.by_key for k in keys) for n in peers.values())
+
+
+def _all_acked(sim: SimCluster) -> bool:
+    """Every proposal was acknowledged (each was made with a ready leader running)."""
+    return len(sim.acked) == sim.proposals
+
+
+def _everyone_has(sim: SimCluster, voters: set[int]) -> bool:
+    return all(
+        sim.nodes[i].committed_configuration.voter_ids == voters for i in voters if i in sim.nodes
+    )
+
+
+def test_a_new_peer_joins_as_a_learner_by_snapshot_is_promoted_and_leads() -> None:
+    sim = SimCluster(5, seed=31, settings=SNAPSHOTS)
+    assert sim.run_until(lambda: _ready_leader(sim) == 5, 3.0)
+    _submit(sim, 60)
+    new = sim.add_peer()
+    assert sim.nodes[new].election.is_voter is False  # it joins as a learner
+    for _ in range(30):  # it asks nobody to vote for it, and nobody leads for it
+        sim.step()
+        assert sim.nodes[new].role.value == "follower"
+    assert sim.add_member(new)
+    sim.run(0.05)
+    learner = sim.nodes[5].configuration
+    assert learner.learner_ids == {new} and new not in learner.voter_ids
+    promoted = lambda: _everyone_has(sim, {1, 2, 3, 4, 5, 6})  # noqa: E731
+    assert sim.run_until(promoted, 5.0), sim.nodes[5].configuration
+    assert sim.installs[new] == 1  # it caught up from the leader's snapshot
+    # bully's rule over the members: the new highest id takes the lead, with everything
+    assert sim.run_until(lambda: _ready_leader(sim) == new, 5.0)
+    _submit(sim, 20)
+    assert sim.run_until(lambda: _all_acked(sim) and _all_acked_everywhere(sim), 5.0)
+    assert [s.index for s in sim.refusals] == []
+
+
+def test_a_removed_follower_learns_it_is_out_and_the_rest_goes_on() -> None:
+    sim = SimCluster(5, seed=32)
+    assert sim.run_until(lambda: _ready_leader(sim) == 5, 3.0)
+    _submit(sim, 20)
+    assert sim.remove_member(1)
+    assert sim.run_until(lambda: _everyone_has(sim, {2, 3, 4, 5}), 3.0)
+    assert sim.run_until(lambda: 1 not in sim.nodes[1].configuration.ids, 3.0)
+    assert sim.nodes[1].election.is_voter is False
+    assert _ready_leader(sim) == 5  # no leader change: it did not need one
+    sim.crash(1)
+    sim.crash(2)  # 3 of the 4 voters left run: a majority of the new configuration
+    _submit(sim, 20)
+    assert sim.run_until(lambda: _all_acked(sim) and _all_acked_everywhere(sim, {3, 4, 5}), 5.0)
+    assert sim.nodes[5].replicator.match_index(1) is None  # (no longer sent anything)
+
+
+def test_a_removed_leader_commits_its_removal_then_resigns() -> None:
+    sim = SimCluster(5, seed=33)
+    assert sim.run_until(lambda: _ready_leader(sim) == 5, 3.0)
+    _submit(sim, 20)
+    assert sim.remove_member(5)
+    assert sim.run_until(lambda: _ready_leader(sim) == 4, 5.0)
+    assert 5 not in sim.nodes[4].committed_configuration.ids
+    assert sim.nodes[5].election.is_voter is False
+    for _ in range(100):  # the removed peer never campaigns, never leads again
+        sim.step()
+        assert 5 not in sim.leaders()
+    _submit(sim, 20)
+    assert sim.run_until(lambda: _all_acked(sim) and _all_acked_everywhere(sim, {1, 2, 3, 4}), 5)
+
+
+def test_a_second_change_waits_for_the_first() -> None:
+    sim = SimCluster(3, seed=34)
+    assert sim.run_until(lambda: _ready_leader(sim) == 3, 3.0)
+    new = sim.add_peer()
+    assert sim.add_member(new)
+    assert sim.remove_member(1)  # proposed in the same cycle: refused
+    sim.step()
+    assert [str(r) for r in sim.refusals] == ["another membership change is under way"]
+    assert sim.run_until(lambda: _everyone_has(sim, {1, 2, 3, 4}), 5.0)
+
+
+@pytest.mark.parametrize("seed", seeds(60))
+def test_membership_changes_under_random_faults(seed: int) -> None:
+    """Peers join, are promoted and are removed while peers crash, restart, are wiped
+    and partitioned; every acknowledged command ends up on every member."""
+    rng = random.Random(seed)
+    settings = Settings(**random_snapshots(seed))
+    options = random_cluster_options(rng)
+    sim = SimCluster(rng.choice([3, 4, 5]), seed, random_faults(rng), settings, **options)
+    history = [f"size {len(sim.ids)}, faults {sim.net.faults}, {settings}"]
+    try:
+        sim.run(1.0, propose_rate=0.3)
+        for _ in range(rng.randint(4, 9)):
+            if rng.random() < 0.5:
+                history.append(f"t={sim.now:.2f} {_random_change(sim, rng)}")
+            else:
+                history.append(f"t={sim.now:.2f} {apply_random_fault(sim, rng)}")
+            sim.run(rng.uniform(0.2, 1.2), propose_rate=0.3)
+        sim.net.heal()
+        sim.net.faults = type(sim.net.faults)()
+        for node_id in sim.ids:
+            if node_id not in sim.nodes:
+                sim.start(node_id)
+        history.append(f"t={sim.now:.2f} heal, restart all; acked {len(sim.acked)}")
+        assert sim.run_until(lambda: _settled(sim), SETTLE), "acked entry missing"
+        sim.check_logs()
+    except AssertionError as exc:
+        pytest.fail(f"seed {seed} (replay: SIM_SEED={seed}): {exc}\n  " + "\n  ".join(history))
+
+
+def _random_change(sim: SimCluster, rng: random.Random) -> str:
+    leader = _ready_leader(sim)
+    if leader is None:
+        return "no ready leader for a change"
+    config = sim.nodes[leader].configuration
+    outsiders = [i for i in sim.ids if i not in config.ids and i in sim.nodes]
+    if rng.random() < 0.5 and len(config.voters) > 2:
+        victim = rng.choice(sorted(config.ids))
+        return f"remove {victim}: {'proposed' if sim.remove_member(victim) else 'refused'}"
+    new = rng.choice(outsiders) if outsiders and rng.random() < 0.3 else sim.add_peer()
+    return f"add {new}: {'proposed' if sim.add_member(new) else 'refused'}"
+
+
+def _settled(sim: SimCluster) -> bool:
+    """A ready leader whose committed configuration every running member shares, and
+    every acknowledged command on each of them."""
+    leader = _ready_leader(sim)
+    if leader is None:
+        return False
+    members = sim.nodes[leader].committed_configuration.ids
+    running = {i for i in members if i in sim.nodes}
+    return _all_acked_everywhere(sim, running)
