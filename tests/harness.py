@@ -114,6 +114,7 @@ class Cluster:
         self.log_level = log_level
         self.token: str | None = None  # sent with every request when the cluster has auth
         self.prefix: dict[int, list[str]] = {}  # a peer's command prefix (ip netns exec NS)
+        self.joining: dict[int, Path] = {}  # peers added later: their own cluster file
         self._peers: dict[int, _Peer] = {}
         self._conns: dict[int, http.client.HTTPConnection] = {}
         self.last_views: dict[int, View | None] = {}
@@ -147,7 +148,9 @@ class Cluster:
             [str(PROJECT_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
         )
         cmd = [*self.prefix.get(n, []), sys.executable, "-m", "peer", "serve"]
-        cmd += ["--config", str(self.config_path)]
+        cmd += ["--config", str(self.joining.get(n, self.config_path))]
+        if n in self.joining:
+            cmd.append("--join")
         popen = subprocess.Popen(
             [*cmd, "--id", str(n), "--log-level", self.log_level],
             stdin=subprocess.DEVNULL,
@@ -159,6 +162,22 @@ class Cluster:
         )
         self._peers[n] = _Peer(popen, log)
         return popen.pid
+
+    def add_node(self) -> int:
+        """A new peer (the next id, a free port) with its own cluster file listing it
+        too, which starts with `--join`; the others' file is left as it was, as on a
+        real cluster. Returns its id (not started)."""
+        n = max(self.ids) + 1
+        [port] = free_ports(1)
+        first = self.config.nodes[0]
+        self.config = replace(
+            self.config, nodes=(*self.config.nodes, NodeAddress(n, HOST, port, first.scheme))
+        )
+        path = self.data_dir / f"cluster-{n}.toml"
+        path.write_text(dump_config(self.config), encoding="utf-8")
+        path.chmod(0o600)
+        self.joining[n] = path
+        return n
 
     def start_all(self) -> None:
         for n in self.ids:

@@ -99,6 +99,9 @@ def test_the_config_file_keeps_digests_only_and_reads_back_the_same() -> None:
         ("POST", "/tasks/{task_id}/cancel", "write"),
         ("DELETE", "/schedules/{name}", "write"),
         ("POST", "/members/{peer}/{action}", "admin"),
+        ("GET", "/members", "read"),
+        ("POST", "/members", "admin"),
+        ("DELETE", "/members/{peer}", "admin"),
         ("GET", "/nowhere", "read"),
     ],
 )

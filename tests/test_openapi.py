@@ -19,6 +19,7 @@ from openapi_spec_validator import validate
 from peer.config import ClusterConfig, NodeAddress
 from peer.registry import Registry
 from peer.runtime.api import build_app
+from peer.runtime.member_routes import check_member
 from peer.runtime.node import Node
 from peer.runtime.openapi import document, encoded
 from peer.runtime.validation import (
@@ -36,6 +37,7 @@ CHECKS: dict[str, Callable[[Any], object]] = {
     "Batch": lambda body: check_batch(body, REGISTRY),
     "Requeue": check_requeue,
     "ScheduleBody": lambda body: check_schedule(body, REGISTRY),
+    "MemberBody": lambda body: check_member(body, "http"),
 }
 
 
@@ -176,7 +178,7 @@ def test_every_request_body_has_an_example() -> None:
         for method, op in item.items()
         if method != "parameters" and "requestBody" in op
     ]
-    assert len(bodies) == len(list(request_examples())) == 4
+    assert len(bodies) == len(list(request_examples())) == 5
 
 
 REFUSED = [
@@ -204,6 +206,12 @@ REFUSED = [
     ("ScheduleBody", {"name": "-a", "every": 1, "task": {"kind": "echo"}}),
     ("ScheduleBody", {"name": "a", "every": 1, "task": {"kind": "echo", "key": "k"}}),
     ("ScheduleBody", {"name": "a", "every": 1, "task": {"kind": "echo"}, "overlap": 1}),
+    ("MemberBody", {"id": 6}),
+    ("MemberBody", {"id": 0, "url": "http://h:1"}),
+    ("MemberBody", {"id": 6, "url": "http://h"}),
+    ("MemberBody", {"id": 6, "url": "http://h:1/x"}),
+    ("MemberBody", {"id": 6, "url": "http://u@h:1"}),
+    ("MemberBody", {"id": 6, "url": "http://h:1", "voter": True}),
 ]
 ACCEPTED = [
     ("TaskSpec", {"kind": "echo", "timeout": None, "depends_on": None, "key": None}),
@@ -213,6 +221,7 @@ ACCEPTED = [
     ("Requeue", {"queue": None, "kind": None, "state": "cancelled", "limit": 10_000}),
     ("ScheduleBody", {"name": "a", "every": None, "cron": "* * * * *", "task": {"kind": "echo"}}),
     ("ScheduleBody", {"name": "a.b-c_9", "every": 0.5, "task": {"kind": "echo", "key": None}}),
+    ("MemberBody", {"id": 2147483647, "url": "http://10.0.0.7:7006/"}),
 ]
 
 

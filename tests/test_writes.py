@@ -100,3 +100,22 @@ def test_a_refused_write_is_written_again_with_what_came_after_and_holds_what_ap
     (released,) = queue.landed()
     assert released.messages == []  # dropped: the protocol resends what matters
     assert [a.index for a in released.applied] == [1, 2]  # what was applied, in order
+
+
+def test_an_ack_of_an_older_term_than_a_landed_write_recorded_is_dropped() -> None:
+    """An old leader's append answered, then a newer leader's term adopted (and its
+    conflicting entries written over the ones acknowledged) before the write started:
+    the acknowledgement would vouch for entries no longer on disk, so it never leaves;
+    the rest of its batch does."""
+    queue = WriteQueue()
+    old = batch(entries_from=3, tag=4)
+    old.messages.append((1, AppendReply(2, 1, False, 0)))  # (a refusal is never stale)
+    queue.add(old)
+    new = batch(entries_from=3, hard=HardState(2, None))
+    new.messages = [(3, AppendReply(2, 1, True, 3))]  # the new leader's, of its term
+    queue.add(new)
+    write = queue.take_write(log_of(1, 1, 2))
+    assert write is not None and write.hard_state == HardState(2, None)
+    first, second = queue.landed()
+    assert [m for _, m in first.messages] == [AppendReply(2, 1, False, 0)]
+    assert [m for _, m in second.messages] == [AppendReply(2, 1, True, 3)]

@@ -255,6 +255,24 @@ class AsyncClient:
         )
         return result
 
+    async def members(self) -> dict[str, Any]:
+        """The configuration in force: `{index, voters, learners, committed}`, each
+        member as `{id, url}`."""
+        result: dict[str, Any] = await self._request("GET", "/members")
+        return result
+
+    async def add_member(self, peer: int, url: str) -> dict[str, Any]:
+        """Add `peer`, reached at `url`, as a learner (started with `peer serve --join`);
+        the leader makes it a voter once it has caught up. Returns the configuration."""
+        body = {"id": int(peer), "url": url}
+        result: dict[str, Any] = await self._request("POST", "/members", body=body)
+        return result
+
+    async def remove_member(self, peer: int) -> dict[str, Any]:
+        """Remove `peer` (a voter or a learner) from the cluster's configuration."""
+        result: dict[str, Any] = await self._request("DELETE", f"/members/{int(peer)}")
+        return result
+
     # ---------------------------------------------------------------- schedules
 
     async def put_schedule(self, schedule: Mapping[str, Any], replace: bool = False) -> Task:

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from peer.runtime.logs import FORMATS
 DEFAULT_PEER = "http://127.0.0.1:7001"
 DEFAULT_SUBMIT_WAIT = 60.0  # seconds `submit --wait` waits when given no number
 RETRY_TIME = 5.0  # seconds a command keeps retrying an unavailable cluster
+MEMBER_WAIT = 60.0  # seconds `members add` waits for the new peer to vote
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
@@ -74,6 +76,11 @@ def _add_serve(sub: Any) -> None:
     serve.add_argument("--config", default="cluster.toml", help="cluster file (cluster.toml)")
     serve.add_argument("--id", type=int, required=True, help="this peer's id in the file")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--join",
+        action="store_true",
+        help="new to a running cluster: wait, as a learner, for `peer members add`",
+    )
     serve.add_argument(
         "--log-format",
         choices=FORMATS,
@@ -179,7 +186,24 @@ def _add_operations(sub: Any, common: argparse.ArgumentParser) -> None:
     requeue.add_argument("--queue")
     requeue.add_argument("--kind")
     requeue.add_argument("--limit", type=int, help="at most this many (1000; up to 10000)")
-    sub.add_parser("members", parents=[common], help="the peers, as the one asked sees them")
+    members = sub.add_parser(
+        "members", parents=[common], help="the peers as the one asked sees them; add, remove"
+    )
+    actions = members.add_subparsers(dest="action")
+    add = actions.add_parser(
+        "add", parents=[common], help="add a peer started with `peer serve --join`"
+    )
+    add.add_argument("id", type=int, metavar="ID", help="its id (in its cluster.toml)")
+    add.add_argument("address", metavar="HOST:PORT", help="where it serves")
+    add.add_argument(
+        "--wait",
+        type=_seconds,
+        default=MEMBER_WAIT,
+        metavar="S",
+        help=f"seconds to wait until it votes (default {MEMBER_WAIT:g}; 0: do not wait)",
+    )
+    remove = actions.add_parser("remove", parents=[common], help="remove a peer")
+    remove.add_argument("id", type=int, metavar="ID")
     for name, text in (("drain", "give a peer no new tasks"), ("undrain", "undo drain")):
         one = sub.add_parser(name, parents=[common], help=text)
         one.add_argument("node", type=int, metavar="PEER", help="the peer's id")
@@ -225,7 +249,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     fmt = args.log_format or config.log_format
-    run(config, args.id, configure_logs(args.id, args.log_level, fmt))
+    run(config, args.id, configure_logs(args.id, args.log_level, fmt), join=args.join)
     return 0
 
 
@@ -266,7 +290,29 @@ def _status(client: Client, args: argparse.Namespace) -> Any:
 
 
 def _members(client: Client, args: argparse.Namespace) -> Any:
+    action = getattr(args, "action", None)
+    if action == "add":
+        return _add_member(client, args.id, args.address, args.wait)
+    if action == "remove":
+        return client.remove_member(args.id)
     return {"members": client.cluster()["members"]}
+
+
+def _add_member(client: Client, peer: int, address: str, wait: float) -> Any:
+    """Add the peer as a learner, then wait (bounded) until the leader promotes it."""
+    if "://" not in address:
+        scheme = client.cluster().get("url", "http://").partition("://")[0]
+        address = f"{scheme}://{address}"
+    config = client.add_member(peer, address)
+    deadline = time.monotonic() + wait
+    while not any(m["id"] == peer for m in config["voters"]):
+        if time.monotonic() >= deadline:
+            if wait:
+                print(f"peer {peer} is not yet a voter (still catching up)", file=sys.stderr)
+            break
+        time.sleep(0.2)
+        config = client.members()
+    return config
 
 
 def _operation(client: Client, args: argparse.Namespace) -> Any:
@@ -306,6 +352,10 @@ def _schedule(client: Client, args: argparse.Namespace) -> Any:
     return client.pause_schedule(args.name, paused=args.action == "pause")
 
 
+def _draw_members(data: Any) -> Any:
+    return render.members(data) if "members" in data else render.configuration(data)
+
+
 def _draw_schedule(data: Any) -> Any:
     return render.schedules(data) if isinstance(data, list) else render.schedule(data)
 
@@ -321,7 +371,7 @@ COMMANDS: dict[str, tuple[Command, Callable[[Any], Any]]] = {
     "requeue": (_operation, render.requeued),
     "drain": (_operation, render.drained),
     "undrain": (_operation, render.drained),
-    "members": (_members, render.members),
+    "members": (_members, _draw_members),
 }
 
 

@@ -135,6 +135,20 @@ def members(view: Mapping[str, Any]) -> Table:
     return table
 
 
+def configuration(config: Mapping[str, Any]) -> Table:
+    """A membership configuration (`GET /members`): each member, voter or learner."""
+    committed = "" if config.get("committed", True) else ", not yet committed"
+    title = f"configuration of log index {config.get('index')}{committed}"
+    table = Table(title=title, title_justify="left")
+    for column in ("id", "url", "votes"):
+        table.add_column(column)
+    voters = [(m, "yes") for m in config.get("voters", [])]
+    learners = [(m, "no (learner)") for m in config.get("learners", [])]
+    for member, votes in sorted(voters + learners, key=lambda pair: int(pair[0].get("id", 0))):
+        table.add_row(str(member.get("id")), plain(member.get("url")), votes)
+    return table
+
+
 def counts(view: Mapping[str, Any]) -> Table | None:
     """Tasks per state, when the view carries them."""
     per_state = view.get("tasks")

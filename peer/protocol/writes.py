@@ -14,6 +14,13 @@ of an entry only when the write of it landed (`Replicator.persisted`).
 A snapshot to store goes with the next write too (the newest one staged wins); the
 entries staged from below its base are not written, the snapshot holds them.
 
+An acknowledgement of entries (`AppendReply`) made in a term older than one a landed
+write recorded is dropped when its batch is released: that write may have truncated
+the entries it vouches for (a newer leader's conflicting entries replaced them, which
+only a newer term can do), and the old leader would count a copy that is not on disk.
+(The simulator found it: an old leader's append answered and a new leader's truncation
+in the same cycle.) Dropping a message is always safe: the protocol resends.
+
 A refused write (a full disk) is staged again under whatever came after it; what its
 batches applied waits for that retry, their messages are dropped.
 """
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 from election import HardState
 from peer.protocol.cycle import CoreReady
 from peer.protocol.log import Entry, Log
+from peer.protocol.messages import AppendReply
 from peer.protocol.snapshot import SnapshotWrite
 
 
@@ -56,6 +64,7 @@ class WriteQueue:
         self._base = 0  # the log's base in the writes taken so far (never rewritten below)
         self._next = 1  # number of the next write
         self.in_flight: Write | None = None
+        self._written_term = 0  # the newest term a landed write recorded
         self._held: deque[tuple[int, CoreReady]] = deque()  # (write it needs, batch)
 
     @property
@@ -104,9 +113,16 @@ class WriteQueue:
         """The write in flight is on disk: the batches it released, in order."""
         write, self.in_flight = self.in_flight, None
         assert write is not None, "no write in flight"
+        if write.hard_state is not None:
+            self._written_term = max(self._written_term, write.hard_state.term)
         released = []
         while self._held and self._held[0][0] <= write.number:
-            released.append(self._held.popleft()[1])
+            batch = self._held.popleft()[1]
+            if any(_stale_ack(m, self._written_term) for _, m in batch.messages):
+                batch.messages = [
+                    (to, m) for to, m in batch.messages if not _stale_ack(m, self._written_term)
+                ]
+            released.append(batch)
         return released
 
     def refused(self) -> None:
@@ -148,3 +164,7 @@ class WriteQueue:
             staged is None or snapshot.snapshot.index >= staged.snapshot.index
         ):
             self._snapshot = snapshot
+
+
+def _stale_ack(message: object, written_term: int) -> bool:
+    return isinstance(message, AppendReply) and message.ok and message.term < written_term

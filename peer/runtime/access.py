@@ -19,7 +19,8 @@ from peer.tokens import ApiToken, AuthConfig, allows
 
 TOKEN = web.AppKey("auth", AuthConfig)
 PUBLIC = frozenset({"/health", "/openapi.json", "/", "/ui/tasks/{task_id}", "/ui/static/{name}"})
-ADMIN_ROUTES = frozenset({"/members/{peer}/{action}"})
+# changes on these need admin (reads need read, as anywhere)
+ADMIN_ROUTES = frozenset({"/members/{peer}/{action}", "/members", "/members/{peer}"})
 REQUEST_TOKEN = "api_token"  # request key: the ApiToken that authorised the request
 SHELL = "shell"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -52,7 +53,7 @@ def needed_role(method: str, path: str, auth: AuthConfig) -> str | None:
         return None
     if path == "/metrics" and auth.metrics_public:
         return None
-    if path in ADMIN_ROUTES:
+    if path in ADMIN_ROUTES and method not in SAFE_METHODS:
         return "admin"
     return "read" if method in SAFE_METHODS else "write"
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import orjson
 from aiohttp import web
 
 from peer.registry import Registry
@@ -27,6 +25,7 @@ from peer.runtime.access import (
     demand_for_kinds,
     is_admin,
 )
+from peer.runtime.member_routes import add_member_routes
 from peer.runtime.metrics import PeerMetrics, get_metrics
 from peer.runtime.node import Node
 from peer.runtime.openapi import add_openapi_routes
@@ -39,7 +38,7 @@ from peer.runtime.responses import (
     bad_request,
     error,
     json_response,
-    read_body,
+    read_json,
     reply,
 )
 from peer.runtime.service import (
@@ -73,14 +72,6 @@ async def get_health(request: web.Request) -> web.Response:
     if request.query.get("ready") in ("1", "true") and not node.core.leader_is_ready():
         return error(503, "not_ready", "no ready leader is known", **{"Retry-After": "1"})
     return json_response({"ok": True, "id": node.id, "leader": node.core.leader})
-
-
-async def read_json(request: web.Request) -> Any:
-    body = await read_body(request, request.app[NODE].config.max_body)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise BadRequest("body", "is not valid JSON") from None
 
 
 async def post_task(request: web.Request) -> web.Response:
@@ -254,6 +245,7 @@ def build_app(node: Node, registry: Registry) -> web.Application:
     app.router.add_get("/schedules/{name}", get_schedule)
     app.router.add_delete("/schedules/{name}", delete_schedule)
     app.router.add_post("/schedules/{name}/{action:pause|resume}", pause_schedule)
+    add_member_routes(app)
     add_peer_routes(app)
     add_ui_routes(app, node)
     add_openapi_routes(app)

@@ -89,7 +89,10 @@ class Forwarder:
         assert self.session is not None
         headers = self.node.transport.signer.headers(leader, "writes", time.time(), body)
         headers["Content-Type"] = "application/json"
-        url = self.node.config.node(leader).url + PATH
+        known = self.node.transport.urls.get(leader)  # (from the configuration in force)
+        if known is None:
+            return None  # a leader this peer cannot reach yet: as if unreachable
+        url = known + PATH
         timeout = aiohttp.ClientTimeout(total=self.node.config.submit_wait + 1.0)
         try:
             async with self.session.post(url, data=body, headers=headers, timeout=timeout) as resp:

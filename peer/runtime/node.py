@@ -32,6 +32,7 @@ from typing import Any
 
 from peer.config import ClusterConfig
 from peer.protocol.commands import Command
+from peer.protocol.configuration import Configuration
 from peer.protocol.core import PeerCore
 from peer.protocol.cycle import (
     Completed,
@@ -70,7 +71,12 @@ def event_json(at: float, event: CoreEvent) -> dict[str, Any]:
 
 
 class Node:
-    def __init__(self, config: ClusterConfig, node_id: int, registry: Registry) -> None:
+    def __init__(
+        self, config: ClusterConfig, node_id: int, registry: Registry, join: bool = False
+    ) -> None:
+        """`join`: this peer is new to a running cluster (cluster.toml lists it, the
+        cluster's configuration does not yet): until the log says otherwise it is a
+        learner, which never campaigns; `peer members add` makes it a member."""
         self.config = config
         self.id = node_id
         self.address = config.node(node_id)
@@ -90,10 +96,15 @@ class Node:
             amnesiac=self.storage.fresh,
             declared_schedules=declared_schedules(config, registry),
             snapshot=self.storage.load_snapshot(),
+            bootstrap=Configuration.of(
+                {n.id: n.url for n in config.nodes}, (node_id,) if join else ()
+            ),
         )
-        urls = {n.id: n.url for n in config.nodes}
         context = config.tls.client_context(node_id) if config.tls is not None else None
-        self.transport = Transport(node_id, urls, secret(config), context, self.incarnation)
+        self.transport = Transport(
+            node_id, self.core.addresses(), secret(config), context, self.incarnation
+        )
+        self._addresses_version = self.core.addresses_version
         self.runner = TaskRunner(registry, config.slots, self._completed)
         self.done = 0  # attempts this peer has run to an end
         self._inbox: list[Input] = []
@@ -203,6 +214,8 @@ class Node:
 
     def _await_proposed(self, batch: CoreReady) -> None:
         """Each proposal of this cycle waits for its entry, or learns it was refused."""
+        for ref, refusal in batch.refused:
+            self._proposed.pop(ref).set_exception(refusal)
         for ref, entries in batch.proposed:
             future = self._proposed.pop(ref)
             if not entries:
@@ -215,6 +228,9 @@ class Node:
         sends nothing, so it looks down); the rest once the writes before it landed."""
         if self.disk_error:
             batch.messages[:0], batch.early = batch.early, []
+        if self.core.addresses_version != self._addresses_version:
+            self._addresses_version = self.core.addresses_version
+            self.transport.set_urls(self.core.addresses())
         self.transport.send(batch.early)
         for released in self.writes.add(batch):
             self._release(released)
@@ -332,9 +348,10 @@ class Node:
         view["done"] = self.done
         view["url"] = self.address.url
         view["events"] = list(self.recent_events)
-        urls = {n.id: n.url for n in self.config.nodes}
+        urls = self.core.addresses()
+        urls[self.id] = self.address.url
         for member in view["members"]:
-            member["url"] = urls[member["id"]]
+            member["url"] = urls.get(member["id"])
         return view
 
 

@@ -191,7 +191,28 @@ def task_paths() -> dict[str, Any]:
 
 
 def member_paths() -> dict[str, Any]:
-    paths = {}
+    configuration = answer("the configuration in force", ref("Configuration"))
+    paths: dict[str, Any] = {
+        "/members": {
+            "get": operation(
+                "the membership configuration: voters and learners",
+                {"200": configuration, **errors("401", "403")},
+            ),
+            "post": operation(
+                "add a peer (started with `peer serve --join`) as a learner; the leader "
+                "promotes it once caught up (the same request again: 200, no change)",
+                {"200": configuration, **errors(*WRITE_ERRORS, "409")},
+                request="MemberBody",
+            ),
+        },
+        "/members/{peer}": {
+            "delete": operation(
+                "remove a member, voter or learner (one change at a time)",
+                {"200": configuration, **errors("400", "401", "403", "404", "409", "503")},
+                parameters=[PEER],
+            ),
+        },
+    }
     for action, does in (("drain", "no new tasks for a peer"), ("undrain", "tasks again")):
         paths[f"/members/{{peer}}/{action}"] = {
             "post": operation(

@@ -14,6 +14,7 @@ from typing import Any
 
 from peer.protocol.commands import CATCH_UP
 from peer.protocol.records import STATES
+from peer.runtime.member_routes import MAX_PEER_ID
 from peer.runtime.validation import (
     MAX_BATCH_TASKS,
     MAX_DEPENDS,
@@ -33,6 +34,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 def ref(name: str) -> Schema:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+MEMBER_URL = r"^https?://[^/?#@\s]+:[0-9]{1,5}/?$"  # (the scheme is checked per cluster)
 
 
 def text(nullable: bool = False, description: str = "") -> Schema:
@@ -188,6 +192,19 @@ def schedule_answer() -> Schema:
     )
 
 
+def configuration_answer() -> Schema:
+    """A membership configuration, as `GET /members` shows it."""
+    member = record({"id": integer(), "url": {"type": "string"}})
+    return record(
+        {
+            "index": integer(),
+            "voters": array(member),
+            "learners": array(member),
+            "committed": {"type": "boolean"},
+        }
+    )
+
+
 def cluster_answer() -> Schema:
     member = record(
         {
@@ -200,6 +217,7 @@ def cluster_answer() -> Schema:
             "commit_index": integer(nullable=True),
             "last_seen_ms": integer(nullable=True),
             "drained": {"type": "boolean"},
+            "voter": {"type": "boolean"},
         }
     )
     return record(
@@ -222,6 +240,10 @@ def cluster_answer() -> Schema:
             "queues": {"type": "object"},
             "schedules": array({"type": "object"}),
             "members": array(member),
+            "configuration": {
+                "allOf": [configuration_answer()],
+                "description": "the configuration in force here; `member`: this peer is one",
+            },
             "running": {},
             "done": {},
             "events": array({}),
@@ -260,6 +282,14 @@ def component_schemas() -> dict[str, Schema]:
         "Tasks": record({"tasks": array(ref("Task"))}),
         "Requeued": record({"requeued": integer(), "ids": array(integer())}),
         "Drained": record({"peer": integer(), "drained": {"type": "boolean"}}),
+        "MemberBody": closed(
+            {
+                "id": integer(1, MAX_PEER_ID),
+                "url": {"type": "string", "maxLength": 300, "pattern": MEMBER_URL},
+            },
+            ("id", "url"),
+        ),
+        "Configuration": configuration_answer(),
         "Schedule": schedule_answer(),
         "Schedules": record({"schedules": array(ref("Schedule"))}),
         "Deleted": record({"deleted": {"type": "string"}}),
@@ -279,5 +309,6 @@ EXAMPLES: dict[str, Any] = {
         ]
     },
     "Requeue": {"state": "failed", "limit": 100},
+    "MemberBody": {"id": 6, "url": "http://127.0.0.1:7006"},
     "ScheduleBody": {"name": "heartbeat", "every": 3600, "task": {"kind": "echo", "args": "hi"}},
 }

@@ -57,3 +57,12 @@ async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     if limit is not None and len(body) > limit:
         raise web.HTTPRequestEntityTooLarge(limit, len(body))
     return body
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request's body as JSON (400 naming `body` if it is not)."""
+    body = await read_body(request, request.app[NODE].config.max_body)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("body", "is not valid JSON") from None

@@ -239,18 +239,22 @@ class HttpServer:
         await self.runner.cleanup()
 
 
-def run(config: ClusterConfig, node_id: int, logs: PeerContext | None = None) -> None:
+def run(
+    config: ClusterConfig, node_id: int, logs: PeerContext | None = None, join: bool = False
+) -> None:
     try:
         import uvloop
     except ImportError:  # not on this platform: the standard loop works the same
-        asyncio.run(serve(config, node_id, logs))
+        asyncio.run(serve(config, node_id, logs, join))
     else:
-        uvloop.run(serve(config, node_id, logs))
+        uvloop.run(serve(config, node_id, logs, join))
 
 
-async def serve(config: ClusterConfig, node_id: int, logs: PeerContext | None = None) -> None:
+async def serve(
+    config: ClusterConfig, node_id: int, logs: PeerContext | None = None, join: bool = False
+) -> None:
     registry = Registry(config.task_modules, config.allow_shell)
-    node = Node(config, node_id, registry)
+    node = Node(config, node_id, registry, join)
     if logs is not None:
         logs.term = lambda: node.core.term
     limits = ConnectionLimits(config.max_connections_per_client, config.header_timeout)

@@ -23,6 +23,7 @@ from urllib.parse import quote
 from peer.protocol.commands import Cancel, Submit, TaskSpec
 from peer.protocol.records import TERMINAL, Applied, Task, forgotten_json
 from peer.runtime.forwarding import Forwarder
+from peer.runtime.member_writes import MEMBER_OPS, write_member
 from peer.runtime.node import FORWARDED_BY, DiskRefused, LeadershipLost, Node, NotLeader
 from peer.runtime.schedule_writes import SCHEDULE_OPS, schedule_settled, write_schedule
 from peer.runtime.task_writes import TASK_OPS, write_task_op
@@ -215,6 +216,9 @@ class WriteService:
                 return Reply(status, body)
             if write.op in TASK_OPS:
                 status, body = await write_task_op(self.node, write)
+                return Reply(status, body)
+            if write.op in MEMBER_OPS:
+                status, body = await write_member(self.node, write)
                 return Reply(status, body)
         except BadRequest as exc:
             return bad_request_reply(exc)

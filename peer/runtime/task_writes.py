@@ -66,7 +66,7 @@ async def _requeue(node: Node, query: dict[str, Any], admin: bool) -> Answer:
 
 
 async def _drain(node: Node, peer: int, drained: bool) -> Answer:
-    if peer not in node.config.ids:
+    if peer not in node.core.configuration.ids:
         return error_answer(404, "not_found", f"no peer {peer}")
     await node.propose(Drain(time.time(), peer, drained))
     return 200, {"peer": peer, "drained": drained}

@@ -113,6 +113,7 @@ class Transport:
         self.guard = ReplayGuard(since=time.time())
         self.session: aiohttp.ClientSession | None = None
         self.outboxes: dict[int, PeerOutbox] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # outboxes of peers no longer named
 
     async def start(self) -> None:
         timeout = aiohttp.ClientTimeout(total=1.0, connect=0.3)
@@ -120,6 +121,22 @@ class Transport:
         self.session = aiohttp.ClientSession(timeout=timeout, connector=connector)
         for peer, url in self.urls.items():
             if peer != self.node_id:
+                self.outboxes[peer] = PeerOutbox(self.session, url, peer, self.signer)
+
+    def set_urls(self, urls: dict[int, str]) -> None:
+        """The peers to reach changed (the membership configuration): an outbox for
+        each new one or new url, and those no longer named are closed."""
+        self.urls = dict(urls)
+        for peer, outbox in list(self.outboxes.items()):
+            if urls.get(peer) is None or outbox.url != urls[peer] + STREAM_PATH:
+                del self.outboxes[peer]
+                closing = asyncio.create_task(outbox.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
+        if self.session is None:
+            return
+        for peer, url in urls.items():
+            if peer != self.node_id and peer not in self.outboxes:
                 self.outboxes[peer] = PeerOutbox(self.session, url, peer, self.signer)
 
     def send(self, messages: list[tuple[int, PeerMessage]]) -> None:

@@ -100,7 +100,8 @@ class SimCluster:
         self.disks = {i: SimDisk() for i in self.ids}
         self.writes: dict[int, WriteQueue] = {}  # per running peer, as in its driver
         self.disk_error: set[int] = set()  # peers whose last write was refused
-        self.leader_commit: dict[int, int] = {}  # per leader: commit index last checked
+        # per leader: (term, commit index) last checked
+        self.leader_commit: dict[int, tuple[int, int]] = {}
         self.config_seen: dict[int, Configuration] = {}  # per peer: in force last step
         self.paused_until: dict[int, float] = {}
         self.skew = {i: self.rng.uniform(-wall_skew, wall_skew) for i in self.ids}
@@ -554,8 +555,9 @@ class SimCluster:
             if term < self.last_term[node_id]:
                 raise InvariantViolation(f"t={self.now}: peer {node_id} term went backwards")
             self.last_term[node_id] = term
+            known_before = self.commit_seen.get(node_id, 0)
             self._check_committed_prefix(node_id, node)
-            self._check_commit_is_durable(node_id, node)
+            self._check_commit_is_durable(node_id, node, known_before)
             self._check_configuration(node_id, node)
             if self.execute:
                 self._check_attempts(node_id, node)
@@ -582,16 +584,21 @@ class SimCluster:
                 f"t={self.now}: peer {node_id} lost or replaced committed entry {commit}"
             )
 
-    def _check_commit_is_durable(self, node_id: int, node: PeerCore) -> None:
+    def _check_commit_is_durable(self, node_id: int, node: PeerCore, known_before: int) -> None:
         """A leader moves its commit index only to an entry a majority holds on disk
         (its own disk counts only once its write landed): a majority of the voters in
         force when it moved, those of the step before or of this one."""
         before = self.config_seen.get(node_id)
         self.config_seen[node_id] = config = node.configuration
         commit = node.replicator.commit_index
-        if not node.replicator.leading or commit <= self.leader_commit.get(node_id, 0):
+        if not node.replicator.leading:
             return
-        self.leader_commit[node_id] = commit
+        term, checked = self.leader_commit.get(node_id, (0, 0))
+        self.leader_commit[node_id] = (node.term, commit)
+        if term != node.term:  # new in the lead: what it knew committed before was checked
+            checked = known_before
+        if commit <= checked:
+            return
         entry = node.log.entry(commit)
         if entry is None:
             return  # (a snapshot installed at its commit index: committed before)
