@@ -190,6 +190,22 @@ def test_cli_commands_print_json_and_exit_codes(cluster_factory: ClusterFactory)
     assert refused[0] == 1, refused
     assert refused[2].startswith("error: 400 bad_request: kind: unknown task kind"), refused
 
+    # membership: a learner added (never started, so never promoted: --wait 0) and removed
+    [added, table] = _cli(
+        ["members", "add", "4", "127.0.0.1:9", "--wait", "0", "--peer", peer, "--json"],
+        ["members", "--peer", peer],
+    )
+    config = _json_of(added)
+    assert [m["id"] for m in config["learners"]] == [4], config
+    assert config["learners"][0]["url"] == "http://127.0.0.1:9"
+    assert table[0] == 0 and "members" in table[1], table
+    [again, removed] = _cli(
+        ["members", "add", "2", "127.0.0.1:9", "--peer", peer],
+        ["members", "remove", "4", "--peer", peer, "--json"],
+    )
+    assert again[0] == 1 and "409 conflict: peer 2 is already a member" in again[2], again
+    assert _json_of(removed)["learners"] == []
+
 
 def test_cli_schedule_commands_add_list_show_pause_resume_and_remove(
     cluster_factory: ClusterFactory,

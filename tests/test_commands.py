@@ -19,6 +19,7 @@ from peer.protocol.commands import (
     CommandError,
     Drain,
     Finish,
+    Members,
     Noop,
     Outcome,
     Retry,
@@ -27,6 +28,7 @@ from peer.protocol.commands import (
     decode_command,
     encode_command,
 )
+from peer.protocol.configuration import Configuration
 
 INTS = st.integers(-(2**63), 2**63 - 1)
 FLOATS = st.floats(allow_nan=False, allow_infinity=False)
@@ -72,6 +74,15 @@ COMMANDS: st.SearchStrategy[Command] = st.one_of(
     st.builds(Cancel, at=FLOATS, task=COUNTS),
     st.builds(Retry, at=FLOATS, tasks=st.lists(COUNTS, max_size=3).map(tuple)),
     st.builds(Drain, at=FLOATS, peer=COUNTS, drained=st.booleans()),
+    st.builds(
+        Members,
+        at=FLOATS,
+        base=COUNTS,
+        configuration=st.builds(
+            Configuration.of,
+            st.dictionaries(st.integers(1, 50), NAMES, min_size=1, max_size=5),
+        ).filter(lambda c: bool(c.voters)),
+    ),
 )
 
 

@@ -21,6 +21,7 @@ from peer.protocol.commands import (
     Drain,
     Finish,
     Forget,
+    Members,
     Outcome,
     Retry,
     ScheduleDelete,
@@ -33,6 +34,7 @@ from peer.protocol.commands import (
     Trim,
     encode_command,
 )
+from peer.protocol.configuration import Configuration
 from peer.protocol.log import Entry, Log
 from peer.protocol.records import READY, TERMINAL, TaskState
 from peer.protocol.settings import QueuePolicy
@@ -96,8 +98,18 @@ def _one(rng: random.Random, table: TaskTable, at: float, n: int) -> Command:
         return Trim(at, tuple(rng.sample(ended, min(3, len(ended)))))
     if roll < 0.9 and ended:
         return Forget(at, tuple(rng.sample(ended, min(3, len(ended)))), at - rng.uniform(0, 20))
-    if roll < 0.93:
+    if roll < 0.91:
         return Drain(at, rng.randint(1, 3), rng.random() < 0.5)
+    if roll < 0.93:  # a membership change (now and then over a stale base: a conflict)
+        current = table.configuration or Configuration.of({1: "http://a:1", 2: "http://b:2"})
+        base = current.index if rng.random() < 0.8 else current.index + 1
+        peer = rng.randint(3, 9)
+        changed = (
+            current.without(peer)
+            if peer in current.ids
+            else current.with_learner(peer, f"http://h{peer}:{peer}")
+        )
+        return Members(at, base, changed)
     return _schedule_command(rng, at)
 
 
