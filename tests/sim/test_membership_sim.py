@@ -54,9 +54,12 @@ def _all_acked(sim: SimCluster) -> bool:
     return len(sim.acked) == sim.proposals
 
 
-def _everyone_has(sim: SimCluster, voters: set[int]) -> bool:
+def _everyone_has(sim: SimCluster, voters: set[int], peers: set[int] | None = None) -> bool:
+    """Every running one of `peers` (default: the voters) has committed `voters`."""
     return all(
-        sim.nodes[i].committed_configuration.voter_ids == voters for i in voters if i in sim.nodes
+        sim.nodes[i].committed_configuration.voter_ids == voters
+        for i in (voters if peers is None else peers)
+        if i in sim.nodes
     )
 
 
@@ -176,3 +179,70 @@ def _settled(sim: SimCluster) -> bool:
     members = sim.nodes[leader].committed_configuration.ids
     running = {i for i in members if i in sim.nodes}
     return _all_acked_everywhere(sim, running)
+
+
+def test_a_change_commits_only_on_a_majority_of_the_configuration_it_makes() -> None:
+    """Raft's rule: a configuration is in force from the moment its entry is in the log.
+    Three voters and a caught-up learner; the moment the leader proposes the learner's
+    promotion, the learner and one voter are cut off: the two left are a majority of the
+    old voters, not of the four the promotion makes, so it must not commit."""
+    sim = SimCluster(3, seed=35)
+    assert sim.run_until(lambda: _ready_leader(sim) == 3, 3.0)
+    new = sim.add_peer()
+    assert sim.add_member(new)
+    assert sim.run_until(lambda: new in sim.voters(3), 5.0)  # proposed (maybe not committed)
+    promotion = sim.nodes[3].configuration.index
+    sim.net.partition({1, new}, {2, 3})
+    for _ in range(100):
+        sim.step()
+        assert all(n.replicator.commit_index < promotion for n in sim.nodes.values())
+    sim.net.heal()
+    assert sim.run_until(lambda: _everyone_has(sim, {1, 2, 3, new}), 5.0)
+
+
+def test_a_leader_whose_synced_log_brings_a_newer_configuration_rechecks_its_claim() -> None:
+    """Peer 1 misses two changes (4, then 5 added), and 2 misses the second; the entries
+    after it commit on 3, 4 and 5, which then crash. Peer 1, in the oldest configuration
+    ({1, 2, 3}), can win 2's ack: a majority of the configuration it knows. Its log sync
+    then brings 2's newer one ({1, 2, 3, 4}), where {1, 2} is no majority: it must resign,
+    not lead on (it lacks what 3, 4 and 5 committed, and would overwrite it)."""
+    sim = SimCluster(3, seed=36)
+    assert sim.run_until(lambda: _ready_leader(sim) == 3, 3.0)
+    sim.net.partition({1}, {2, 3})
+    four = sim.add_peer()
+    sim.net.cut_link(1, four)
+    assert sim.add_member(four)
+    voters = {1, 2, 3, four}
+    assert sim.run_until(lambda: _everyone_has(sim, voters, {2, 3, four}) and _ready_leader(sim), 5)
+    five = sim.add_peer()
+    sim.net.cut_link(1, five)
+    assert sim.add_member(five)
+    learning = lambda: five in sim.nodes[four].committed_configuration.learner_ids  # noqa: E731
+    assert sim.run_until(learning, 3.0)
+    sim.net.partition({1, 2}, {3, four, five})  # 2 holds the learner's entry, no more
+    voters = {1, 2, 3, four, five}
+    assert sim.run_until(
+        lambda: _everyone_has(sim, voters, {3, four, five}) and _ready_leader(sim), 5
+    )
+    _submit(sim, 10)
+    assert sim.run_until(lambda: _all_acked(sim), 3.0)
+    missing = max(e for e in sim.committed)  # committed on 3, 4 and 5 only
+    assert sim.nodes[2].log.last_index < missing and sim.nodes[1].log.last_index < missing
+    for peer in (3, four, five):
+        sim.crash(peer)
+    sim.run(0.5)  # what the crashed peers had sent is delivered or dropped, still cut off
+    sim.net.heal()
+    led = False
+    for _ in range(500):
+        sim.step()
+        assert not any(n.is_ready_leader for n in sim.nodes.values())
+        led = sim.nodes[1].role.value == "leader"
+        if led:
+            break
+    assert led  # it won 2's ack: a majority of the configuration it knew
+    # peer 3 comes back with every committed entry: a leader that went on leading from its
+    # synced log would overwrite them there; the recount made it stand down instead
+    sim.start(3)
+    assert sim.run_until(lambda: _ready_leader(sim) is not None, 5.0)
+    assert sim.run_until(lambda: _all_acked_everywhere(sim, {1, 2, 3}), 5.0)
+    sim.check_logs()
