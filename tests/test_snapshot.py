@@ -174,27 +174,6 @@ def test_a_table_decoded_from_its_snapshot_goes_on_as_the_table_that_applied_the
     assert views(restored) == views(whole)
 
 
-@pytest.mark.parametrize("seed", range(25))
-def test_the_rows_a_table_keeps_for_its_snapshots_are_never_stale(seed: int) -> None:
-    """A table encoded every few entries (so its terminal tasks' rows are kept between
-    snapshots, then retried, trimmed, forgotten, depended on) encodes exactly as the same
-    table with no rows kept."""
-    rng = random.Random(seed)
-    history = random_history(rng, 200)
-    table = TaskTable(QUEUES)
-    kept = 0
-    for index, command in enumerate(history, start=1):
-        table.apply(index, encode_command(command))
-        if index % rng.randint(1, 6) == 0:
-            text = encode_table(table)
-            kept = max(kept, len(table.encoded_rows))
-            rows, table.encoded_rows = table.encoded_rows, {}
-            assert encode_table(table) == text, f"a kept row is stale at index {index}"
-            assert set(rows) <= set(table.tasks)  # (none kept of a forgotten task)
-            table.encoded_rows = rows
-    assert kept > 0  # (rows were kept: the check above compared something)
-
-
 def test_the_random_histories_reach_every_kind_of_state() -> None:
     """(So the round trip above is not of empty tables.)"""
     tables = [applied(random_history(random.Random(seed), 160)) for seed in range(25)]

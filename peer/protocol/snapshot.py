@@ -31,7 +31,7 @@ import orjson
 from peer.protocol.commands import CommandError, ScheduleSpec
 from peer.protocol.configuration import Configuration
 from peer.protocol.queues import Bucket
-from peer.protocol.records import TERMINAL, Task, TaskState
+from peer.protocol.records import Task, TaskState
 from peer.protocol.schedules import Schedule
 from peer.protocol.settings import QueuePolicy
 from peer.protocol.stats import Histogram
@@ -75,12 +75,6 @@ def encode_table(table: TaskTable) -> str:
     50,000 tasks would briefly take more memory than the table's snapshot is worth."""
     deflate = zlib.compressobj(1)
     out = [deflate.compress(orjson.dumps(_small_parts(table))[:-1])]
-    out.append(deflate.compress(b',"tasks":['))
-    first = True
-    for rows in _task_rows(table):
-        out.append(deflate.compress((b"" if first else b",") + rows))
-        first = False
-    out.append(deflate.compress(b"]"))
     for name, items in _big_parts(table).items():
         out.append(deflate.compress(b',"' + name.encode() + b'":['))
         rest, first = iter(items), True
@@ -125,32 +119,10 @@ def _small_parts(table: TaskTable) -> dict[str, Any]:
     }
 
 
-def _task_rows(table: TaskTable) -> Iterable[bytes]:
-    """The tasks' rows as JSON, `ITEMS_PER_SLICE` at a time, joined by commas. A
-    terminal task's row is kept (`table.encoded_rows`) until the task changes again
-    (retried, trimmed, forgotten, depended on: the table drops the row): most of a
-    long-running table is finished tasks waiting for retention, and each would otherwise
-    be encoded again at every snapshot."""
-    cache = table.encoded_rows
-    rest = iter(table.tasks.values())
-    while chunk := list(islice(rest, ITEMS_PER_SLICE)):
-        rows = []
-        for task in chunk:
-            row = cache.get(task.id)
-            if row is None:
-                # (a copy: orjson's own bytes keep the room of its whole output buffer,
-                # kilobytes for a row of a few hundred bytes)
-                row = bytes(memoryview(orjson.dumps(_task_row(task))))
-                if task.state in TERMINAL:
-                    cache[task.id] = row
-            rows.append(row)
-        yield b",".join(rows)
-
-
 def _big_parts(table: TaskTable) -> dict[str, Iterable[Any]]:
-    """The collections that grow with the tasks (but the tasks themselves, whose rows
-    `_task_rows` makes), as items to encode a slice at a time."""
+    """The collections that grow with the tasks, as items to encode a slice at a time."""
     return {
+        "tasks": map(_task_row, table.tasks.values()),
         "by_key": table.by_key.items(),
         "by_rid": table.by_rid.items(),
         "rid_times": table.rid_times.items(),

@@ -99,10 +99,6 @@ class TaskTable:
         self.stats = TaskStats()
         self.drained: set[int] = set()  # peers that get no new assignments
         self.configuration: Configuration | None = None  # the last Members applied
-        # the snapshot encoder's rows of terminal tasks (`peer.protocol.snapshot`); every
-        # change to a task drops its row (`_set_state`, or `_changed` where a task changes
-        # without changing state)
-        self.encoded_rows: dict[int, bytes] = {}
         # retention: per queue, finished tasks whole in the order they ended and
         # trimmed ones in the order they were trimmed (with when); keys of forgotten
         # tasks (with when), when each request id was seen; the lowest id maybe held
@@ -330,7 +326,6 @@ class TaskTable:
         for dep in deps:
             if dep in self.tasks:
                 self.tasks[dep].dependents.append(task.id)
-                self._changed(dep)
         task.state = self._initial_state(task)
         self._count(task.queue, task.state, 1)
         if task.state in READY:
@@ -405,11 +400,7 @@ class TaskTable:
             for child in current.dependents:
                 pending.append((self.tasks[child], f"dependency {current.id} was cancelled"))
 
-    def _changed(self, task_id: int) -> None:
-        self.encoded_rows.pop(task_id, None)
-
     def _set_state(self, task: Task, state: TaskState) -> None:
-        self.encoded_rows.pop(task.id, None)
         self._count(task.queue, task.state, -1)
         if task.state in TERMINAL and state not in TERMINAL:  # retried
             self.finished.get(task.queue, {}).pop(task.id, None)
@@ -439,7 +430,6 @@ class TaskTable:
             task.args = task.result = None
             task.attempts = []
             task.trimmed = True
-            self._changed(task_id)
             self.finished.get(task.queue, {}).pop(task_id, None)
             self.trimmed.setdefault(task.queue, {})[task_id] = at
             done.append(task_id)
@@ -452,7 +442,6 @@ class TaskTable:
             if task is None or task.state not in TERMINAL:
                 continue
             del self.tasks[task_id]
-            self._changed(task_id)
             self._count(task.queue, task.state, -1)
             self.finished.get(task.queue, {}).pop(task_id, None)
             self.trimmed.get(task.queue, {}).pop(task_id, None)
@@ -465,7 +454,6 @@ class TaskTable:
                 parent = self.tasks.get(parent_id)
                 if parent is not None and task_id in parent.dependents:
                     parent.dependents.remove(task_id)
-                    self._changed(parent_id)
             done.append(task_id)
         self.forgotten += len(done)
         if added:
@@ -496,7 +484,6 @@ class TaskTable:
         self.by_key = dict(self.by_key)
         self.forgotten_keys = dict(self.forgotten_keys)
         self.by_rid, self.rid_times = dict(self.by_rid), dict(self.rid_times)
-        self.encoded_rows = dict(self.encoded_rows)
         self.finished = {queue: dict(ids) for queue, ids in self.finished.items()}
         self.trimmed = {queue: dict(ids) for queue, ids in self.trimmed.items()}
         self._dropped = 0
