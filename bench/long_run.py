@@ -1,7 +1,7 @@
 """A cluster's months in minutes: a million tasks through retention and snapshots.
 
     python bench/long_run.py [--nodes 5] [--tasks 1000000] [--batch 500] [--posters 4]
-                             [--backlog 20000] [--keep 5s] [--no-snapshots]
+                             [--backlog 20000] [--keep 5s] [--no-snapshots | --snapshot-bytes N]
                              [--json OUT] [--data-dir D]
 
 Starts its own cluster on free loopback ports (tests/harness.py, log level WARNING) with
@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep", default="5s", help="keep_finished and keep_trimmed (5s)")
     parser.add_argument(
         "--no-snapshots", action="store_true", help="never snapshot (the baseline to compare)"
+    )
+    parser.add_argument(
+        "--snapshot-bytes", type=int, help="characters of log between snapshots (the default)"
     )
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     parser.add_argument("--data-dir", help="keep config and peer logs here (default: a tmp dir)")
@@ -176,7 +179,10 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     }
     if args.no_snapshots:
         overrides.update(snapshot_every=0, snapshot_bytes=0)
+    elif args.snapshot_bytes is not None:
+        overrides.update(snapshot_bytes=args.snapshot_bytes)
     out: dict[str, Any] = {"nodes": args.nodes, "tasks": args.tasks, "keep": args.keep}
+    out["snapshot_bytes"] = overrides.get("snapshot_bytes")
     out["snapshots"] = not args.no_snapshots
     with Cluster(args.nodes, data_dir, overrides, log_level="WARNING") as cluster:
         out["empty_start_s"] = timed_start(cluster, "an empty cluster to elect")
@@ -205,7 +211,9 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
 
 
 def _wipe_one(cluster: Any, total: int) -> dict[str, Any]:
-    leader = cluster.wait_for_leader(timeout=START_TIMEOUT)
+    # the highest id: a restarted cluster may first elect a lower one, which the highest
+    # then preempts (bully's rule); a wiped peer that follows the new leader has caught up
+    leader = cluster.wait_for_leader(expected=max(cluster.ids), timeout=START_TIMEOUT)
     victim = min(n for n in cluster.ids if n != leader)
     cluster.kill(victim)
     shutil.rmtree(cluster.config.node_dir(victim))
