@@ -63,6 +63,7 @@ BULLY = "election/bully.py"
 REPLICATION = "peer/protocol/replication.py"
 SCHEDULES = "peer/protocol/schedules.py"
 CORE = "peer/protocol/core.py"
+RECONFIGURATION = "peer/protocol/reconfiguration.py"
 WRITES = "peer/protocol/writes.py"
 
 MUTATIONS = [
@@ -79,8 +80,8 @@ MUTATIONS = [
         BULLY,
         # leader_contact: the term rule for Append/FetchLog lives in `_settle_term`;
         # settling on max(term, self.term) accepts a lower term without adopting it
-        "if leader not in self.others or not self._settle_term(term):",
-        "if leader not in self.others or not self._settle_term(max(term, self.term)):",
+        "if leader == self.id or not self._settle_term(term):",
+        "if leader == self.id or not self._settle_term(max(term, self.term)):",
         "a stale lower-term Append is accepted",
         "ring 1 test_bully / ring 2 replication sim",
     ),
@@ -146,7 +147,7 @@ MUTATIONS = [
     Mutation(
         "step_down_leader_without_majority",
         BULLY,
-        "if len(recent | {self.id}) < self.majority:",
+        "if len((recent | {self.id}) & self.voters) < self.majority:",
         "if False:  # mutation: never step down",
         "a leader that lost its majority never steps down",
         "ring 1 test_bully / ring 2 election sim (partitions)",
@@ -210,8 +211,8 @@ MUTATIONS = [
     Mutation(
         "own_copy_before_write",
         REPLICATION,
-        "[self.durable_index] + [f.match_index for f in self._followers.values()],",
-        "[self.log.last_index] + [f.match_index for f in self._followers.values()],",
+        "            matches.append(self.durable_index)",
+        "            matches.append(self.log.last_index)",
         "a leader counts its own copy of an entry before its write of it landed",
         "ring 1 test_replicator / ring 2 sims (commit on a majority of disks)",
     ),
@@ -265,7 +266,7 @@ MUTATIONS = [
     ),
     Mutation(
         "two_membership_changes_at_once",
-        CORE,
+        RECONFIGURATION,
         "        if self.configs.pending:\n            raise ChangeRefused",
         "        if False:\n            raise ChangeRefused",
         "a leader proposes a membership change while another is uncommitted",
@@ -289,7 +290,7 @@ MUTATIONS = [
     ),
     Mutation(
         "removed_leader_stays",
-        CORE,
+        RECONFIGURATION,
         "        if self.replicator.leading and not self._votes_in(self.committed_configuration):",
         "        if False:",
         "a leader whose removal is committed goes on leading",
@@ -297,7 +298,7 @@ MUTATIONS = [
     ),
     Mutation(
         "claim_never_recounted",
-        CORE,
+        RECONFIGURATION,
         "        return self.election.claim_holds(self.configuration.voter_ids)",
         "        return True",
         "a new leader serves though its acks are no majority of its synced log's configuration",
@@ -313,7 +314,7 @@ MUTATIONS = [
     ),
     Mutation(
         "learner_promoted_at_once",
-        CORE,
+        RECONFIGURATION,
         "            if alive and caught_up:",
         "            if True:",
         "a learner is promoted before it has caught up (it would count while far behind)",

@@ -48,7 +48,6 @@ from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Received
 from peer.protocol.dispatch import Dispatcher, WorkOrders
 from peer.protocol.events import (
     CoreEvent,
-    MembersChanged,
     PeerRestarted,
     SnapshotInstalled,
     SnapshotRefused,
@@ -67,6 +66,7 @@ from peer.protocol.messages import (
     SnapshotChunk,
     SnapshotReply,
 )
+from peer.protocol.reconfiguration import Reconfiguration
 from peer.protocol.records import TERMINAL, Applied
 from peer.protocol.replication import Replicator
 from peer.protocol.retention import Retention
@@ -79,10 +79,9 @@ from peer.protocol.view import describe
 
 RELAY_SLACK = 1.5  # heartbeats without a relayed beat before gossiping with everyone
 TICK_SLACK = 1.5  # heartbeats between two ticks at most (a later one than the leader's)
-PROMOTE_LAG = 64  # entries a learner may lack of the commit index and still be promoted
 
 
-class PeerCore:
+class PeerCore(Reconfiguration):
     def __init__(
         self,
         node_id: int,
@@ -290,21 +289,6 @@ class PeerCore:
             return self._propose_members(commands)
         return self._propose(commands, () if origin is None else (origin,))
 
-    def _propose_members(self, commands: list[Command]) -> list[Entry]:
-        """A membership change, alone in its proposal: refused (`ChangeRefused`) unless
-        it replaces the configuration in force, and that one is committed."""
-        change = commands[0]
-        if len(commands) != 1 or not isinstance(change, Members):
-            raise ChangeRefused(409, "a membership change goes alone")
-        current = self.configuration
-        if self.configs.pending:
-            raise ChangeRefused(409, "another membership change is under way")
-        if change.base != current.index:
-            raise ChangeRefused(409, "the configuration changed meanwhile")
-        entries = self._propose(commands)
-        self._follow_configuration()
-        return entries
-
     def _propose(self, commands: list[Command], notify: Iterable[int] = ()) -> list[Entry]:
         """Encode and append `commands`; each is kept typed until applied here, so the
         leader does not decode what it has just encoded (`_apply`)."""
@@ -500,21 +484,6 @@ class PeerCore:
         if ticked and self.configuration.learners and not self.configs.pending:
             self._promote_caught_up()
 
-    def _promote_caught_up(self) -> None:
-        """A learner alive, holding the entry that made it one, and within
-        `PROMOTE_LAG` entries of the commit index becomes a voter (one at a time, as
-        every change)."""
-        config = self.configuration
-        for learner in sorted(config.learner_ids):
-            match = self.replicator.match_index(learner) or 0
-            alive = self.membership.status(learner, self._now) is Status.ALIVE
-            caught_up = match >= max(config.index, self.replicator.commit_index - PROMOTE_LAG)
-            if alive and caught_up:
-                change = Members(self._wall, config.index, config.promoted(learner))
-                self._propose([change])
-                self._follow_configuration()
-                return
-
     def _declare_schedules(self) -> list[Command]:
         """The schedules of `cluster.toml`, put by whoever leads when missing or
         different (never duplicated: a schedule is known by its name)."""
@@ -540,77 +509,6 @@ class PeerCore:
             if digest and self.membership.status(peer, self._now) in statuses:
                 workers.append(Worker(peer, digest.incarnation))
         return workers
-
-    # -------------------------------------------------------------- membership
-
-    @property
-    def configuration(self) -> Configuration:
-        """The configuration in force here: the latest in the log."""
-        return self.configs.current(self.tasks)
-
-    @property
-    def committed_configuration(self) -> Configuration:
-        return self.configs.committed(self.tasks)
-
-    def addresses(self) -> dict[int, str]:
-        """Where to reach each peer: the members of the configurations in the log, and
-        others that gossiped to this one (a leader its configuration lags behind)."""
-        urls = dict(self._urls_heard)
-        for config in (self.committed_configuration, *self.configs.pending):
-            urls.update(config.urls())
-        urls.pop(self.id, None)
-        return {peer: url for peer, url in urls.items() if url}
-
-    def _votes_in(self, config: Configuration) -> bool:
-        return self.id in config.voter_ids
-
-    def _follow_configuration(self) -> None:
-        """Take in the log's changes; if the configuration in force changed, the
-        election, replication and gossip follow it."""
-        self.configs.follow(self.log, self.tasks)
-        config = self.configuration
-        if config == self._in_force:
-            return
-        first = self._in_force is None
-        self._in_force = config
-        voters, learners = config.voter_ids, config.learner_ids
-        self.election.set_members(voters, learners)
-        self.replicator.set_members(voters, learners, self._now)
-        self.membership.set_members(config.ids)
-        own = config.urls().get(self.id) or self.configs.bootstrap.urls().get(self.id, "")
-        self.membership.set_local(url=own)
-        self.addresses_version += 1
-        if not first:
-            self._events.append(
-                MembersChanged(config.index, tuple(sorted(voters)), tuple(sorted(learners)))
-            )
-
-    def _applied_configuration(self) -> None:
-        """After applying entries: a `Members` among them may be in force now; a leader
-        whose removal is committed resigns (the remaining voters elect)."""
-        self._follow_configuration()
-        if self.replicator.leading and not self._votes_in(self.committed_configuration):
-            self.election.resign()
-            self._sync_roles()
-
-    def _confirm_claim(self) -> bool:
-        """Called by the replicator when this new leader's log is synced: whether the
-        acks it was elected with are a majority of the configuration that log ends with
-        (which may be newer than the one it counted them in)."""
-        self._follow_configuration()
-        return self.election.claim_holds(self.configuration.voter_ids)
-
-    def _hear_url(self, gossip: Gossip) -> None:
-        """A non-member's own digest names its url: kept, so this peer can answer it
-        (a leader added while this peer was away reaches it before its log does)."""
-        own = gossip.members[0] if gossip.members else None
-        if own is None or own.id != gossip.sender or not own.url:
-            return
-        if gossip.sender in self.configuration.ids or gossip.sender == self.id:
-            return
-        if self._urls_heard.get(gossip.sender) != own.url and len(self._urls_heard) < 64:
-            self._urls_heard[gossip.sender] = own.url
-            self.addresses_version += 1
 
     # ----------------------------------------------------------------- queries
 
