@@ -83,6 +83,13 @@ def test_every_route_refuses_a_missing_wrong_or_weak_token_and_changes_nothing(
 ) -> None:
     cluster = cluster_factory(3, token=ADMIN, auth=AUTH, allow_shell=True)
     cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
+    # a follower learns the leader's first commit with its next heartbeat: wait for it, so
+    # the comparison below sees only what the refused requests could have changed
+    cluster.wait_for(
+        lambda: all(v and v["ready"] for v in cluster.views().values()),
+        START_TIMEOUT,
+        "every peer to know the leader's first commit",
+    )
     routes = _routes(cluster)
     assert len(routes) >= 20, routes
     before = _logs(cluster)

@@ -49,10 +49,17 @@ def test_a_wiped_follower_rejoins_and_holds_the_leaders_tasks(
     cluster = cluster_factory(3, **(settings if snapshots else {}))
     leader = cluster.wait_for_leader(expected=3, timeout=START_TIMEOUT)
     follower = 1
-    view = cluster.view(leader)
-    assert view is not None
-    elected = [e for e in view["events"] if e["event"] == "became_leader"]
-    assert elected and elected[-1]["peer"] == leader and elected[-1]["term"] == view["term"]
+
+    def elected() -> list[Json]:
+        # (its event is reported once its own write of the term landed, which may come
+        # after two followers' acks already committed its no-op)
+        view = _view(cluster, leader)
+        return [e for e in view["events"] if e["event"] == "became_leader"]
+
+    cluster.wait_for(lambda: bool(elected()), START_TIMEOUT, "the leader's became_leader event")
+    assert (
+        elected()[-1]["peer"] == leader and elected()[-1]["term"] == _view(cluster, leader)["term"]
+    )
     _submit_batches(cluster, leader)
     cluster.wait_for(lambda: _all_succeeded(cluster, leader), 60, "every task to succeed")
     expected = _tasks(cluster, leader)
