@@ -513,8 +513,8 @@ class BullyElection:
         self._send(msg.sender, CoordinatorAck(self.term, self.id, granted, self.log))
 
     def _on_coordinator_ack(self, msg: CoordinatorAck) -> None:
-        if self.phase is not Phase.CLAIMING or not msg.granted:
-            return
+        if self.phase is not Phase.CLAIMING or not msg.granted or msg.sender not in self.voters:
+            return  # (a member that does not vote is neither counted nor synced from)
         self._quorum.grant(msg.sender)
         if msg.log.key() > self.best_log[1].key():
             self.best_log = (msg.sender, msg.log)

@@ -321,6 +321,14 @@ MUTATIONS = [
         "ring 2 test_membership_sim (promoted after catching up by snapshot)",
     ),
     Mutation(
+        "sync_fetch_not_resent_to_a_removed_source",
+        CORE,
+        "        if beats and source is not None and source not in beats:",
+        "        if False:",
+        "a new leader whose synced log removed its sync source never resends a lost fetch",
+        "ring 2 test_membership_sim seed 532 (liveness: a ready leader after healing)",
+    ),
+    Mutation(
         "stale_ack_released",
         WRITES,
         "message.ok and message.term < written_term",

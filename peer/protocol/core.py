@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from election import BullyElection, HardState, Heartbeat, LogPosition, Role
+from election.messages import Envelope
 from peer.protocol.commands import (
     Assign,
     Command,
@@ -384,7 +385,6 @@ class PeerCore(Reconfiguration):
         out = self.election.ready()
         batch = CoreReady(hard_state=out.hard_state, events=[*self._events, *out.events])
         self._sync_roles()
-        beats = []
         for entry in self.replicator.take_committed():
             before = self.tasks.log_bytes
             batch.applied.append(self._apply(entry))
@@ -402,12 +402,7 @@ class PeerCore(Reconfiguration):
         self._send_results()
         if self.is_ready_leader:
             self._lead_round()
-        for envelope in out.messages:
-            if isinstance(envelope.message, Heartbeat) and self.replicator.leading:
-                self.replicator.heartbeat(self._now, envelope.to)
-                beats.append(envelope.to)
-            else:
-                batch.messages.append((envelope.to, envelope.message))
+        beats = self._send_election(out.messages, batch)
         for to, message in self.replicator.take_messages():
             early = isinstance(message, Append) and self.replicator.leading
             (batch.early if early else batch.messages).append((to, message))
@@ -424,6 +419,23 @@ class PeerCore(Reconfiguration):
             batch.commit_index = self._persisted_commit = self.replicator.commit_index
         self._out, self._events = [], []
         return batch
+
+    def _send_election(self, messages: list[Envelope], batch: CoreReady) -> list[int]:
+        """The election's messages into `batch`; its heartbeats leave as the replicator's
+        Appends. Returns the peers beaten."""
+        beats = []
+        for envelope in messages:
+            if isinstance(envelope.message, Heartbeat) and self.replicator.leading:
+                self.replicator.heartbeat(self._now, envelope.to)
+                beats.append(envelope.to)
+            else:
+                batch.messages.append((envelope.to, envelope.message))
+        source = self.replicator.sync_from
+        if beats and source is not None and source not in beats:
+            # the log being synced brought a configuration without its source: the fetch
+            # is still resent with each heartbeat (a lost one would stall the sync)
+            self.replicator.heartbeat(self._now, source)
+        return beats
 
     def _beat_with_reply(self, leader: int) -> None:
         """A follower heard its leader: gossip goes with the reply, at most twice a beat,
