@@ -63,8 +63,3 @@ class ConfigLog:
             return  # (the table skips it too)
         if isinstance(command, Members) and command.base == self.current(table).index:
             self.pending.append(replace(command.configuration, index=index))
-
-    def clear(self) -> None:
-        """Forget the scanned tail (the next `follow` scans it again)."""
-        self.pending = []
-        self._scanned = (0, 0)

@@ -67,6 +67,10 @@ class Reconfiguration:
     def committed_configuration(self) -> Configuration:
         return self.configs.committed(self.tasks)
 
+    def describe_configuration(self) -> dict[str, object]:
+        """The configuration in force as the API shows it (`GET /members`)."""
+        return {**self.configuration.describe(), "committed": not self.configs.pending}
+
     def addresses(self) -> dict[int, str]:
         """Where to reach each peer: the members of the configurations in the log, and
         others that gossiped to this one (a leader its configuration lags behind)."""

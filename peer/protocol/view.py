@@ -59,9 +59,5 @@ def describe(core: PeerCore, now: float) -> dict[str, Any]:
             for summary in (s.to_json() for _, s in sorted(core.tasks.schedules.schedules.items()))
         ],
         "members": members,
-        "configuration": {
-            **config.describe(),
-            "committed": not core.configs.pending,
-            "member": core.id in config.ids,
-        },
+        "configuration": {**core.describe_configuration(), "member": core.id in config.ids},
     }

@@ -45,5 +45,4 @@ async def write_member(node: Node, write: Write) -> Answer:
 
 def members_json(node: Node) -> dict[str, object]:
     """The configuration in force on `node`, and whether it is committed."""
-    core = node.core
-    return {**core.configuration.describe(), "committed": not core.configs.pending}
+    return node.core.describe_configuration()
