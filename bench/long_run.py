@@ -2,7 +2,7 @@
 
     python bench/long_run.py [--nodes 5] [--tasks 1000000] [--batch 500] [--posters 4]
                              [--backlog 20000] [--keep 5s] [--no-snapshots | --snapshot-bytes N]
-                             [--json OUT] [--data-dir D]
+                             [--load-only] [--json OUT] [--data-dir D]
 
 Starts its own cluster on free loopback ports (tests/harness.py, log level WARNING) with
 `keep_finished` and `keep_trimmed` at `--keep` and `keep_keys` at a minute, so finished
@@ -18,7 +18,8 @@ a snapshot every 2 MiB of log or 20,000 entries).
    seconds (2) each peer's resident memory (VmRSS) and its database files (state.sqlite3 with its
    WAL) are sampled, and the leader's counts of tasks succeeded or forgotten. Reported:
    tasks/s over the whole run and in each tenth of its time (a cluster that slows as it
-   ages shows it), the peak RSS and database per peer.
+   ages shows it), the peak RSS and database per peer, and the CPU every peer used
+   (user and system, per task in all: steadier than tasks/s on a shared machine).
 3. full restart: every peer SIGKILLed, then all started again: the time to a ready
    leader every peer follows, and to every peer answering with the whole history
    counted (loaded from its snapshot and the log's tail).
@@ -26,7 +27,8 @@ a snapshot every 2 MiB of log or 20,000 entries).
    time until it follows the leader with every task counted (from the leader's
    snapshot: `/cluster` shows the `snapshot_installed` event).
 
-Prints the figures; `--json OUT` also writes them.
+`--load-only` stops after step 2 (for interleaved A/B runs). Prints the figures;
+`--json OUT` also writes them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -64,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--snapshot-bytes", type=int, help="characters of log between snapshots (the default)"
+    )
+    parser.add_argument(
+        "--load-only", action="store_true", help="skip the restart and the wiped peer (A/B runs)"
     )
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
     parser.add_argument("--data-dir", help="keep config and peer logs here (default: a tmp dir)")
@@ -141,6 +147,17 @@ def rss_mib(pid: int | None) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User and system CPU a process has used (/proc/PID/stat), 0 once it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def db_mib(node_dir: Path) -> float:
     files = [node_dir / name for name in ("state.sqlite3", "state.sqlite3-wal")]
     return sum(f.stat().st_size for f in files if f.exists()) / (1 << 20)
@@ -188,6 +205,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         out["empty_start_s"] = timed_start(cluster, "an empty cluster to elect")
         print(f"empty start: {out['empty_start_s']:.2f} s to a ready leader", flush=True)
         out.update(_run_load(cluster, args))
+        if args.load_only:
+            return out
         for n in cluster.ids:
             cluster.kill(n)
         out["restart_ready_s"] = timed_start(cluster, "the restarted cluster to elect")
@@ -248,6 +267,7 @@ def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
     peak_rss: dict[int, float] = {}
     peak_db: dict[int, float] = {}
     leader = cluster.wait_for_leader(timeout=START_TIMEOUT)
+    cpu_before = {n: cpu_seconds(cluster.pid(n)) for n in cluster.ids}
     while time.monotonic() < deadline:
         view = cluster.view(leader)
         if view is not None and view["role"] != "leader" and view["leader"] is not None:
@@ -276,6 +296,7 @@ def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
         client.kill()
         raise AssertionError(f"not all {args.tasks} tasks done in time")
     seconds = samples[-1]["t"]
+    cpu = {n: cpu_seconds(cluster.pid(n)) - cpu_before[n] for n in cluster.ids}
     load = json.loads(client.communicate(timeout=60)[0].strip().splitlines()[-1])
     rates = []  # tasks/s in each tenth of the run's time, from the samples nearest
     marks = [min(samples, key=lambda s: abs(s["t"] - seconds * k / 10)) for k in range(11)]
@@ -289,6 +310,8 @@ def _run_load(cluster: Any, args: argparse.Namespace) -> dict[str, Any]:
         "per_second_by_tenth": rates,
         "peak_rss_mib": peak_rss,
         "peak_db_mib": peak_db,
+        "peer_cpu_s": cpu,
+        "peer_cpu_ms_per_task": 1000 * sum(cpu.values()) / args.tasks,
         "client": load,
         "end": {
             n: {"log_base": v["log_base"], "last_index": v["last_index"], "tasks": v["tasks"]}
@@ -306,6 +329,12 @@ def print_report(out: dict[str, Any]) -> None:
     print("  by tenth:   " + " ".join(f"{r:.0f}" for r in out["per_second_by_tenth"]))
     print("  peak RSS MiB per peer: " + _per_peer(out["peak_rss_mib"]))
     print("  peak database MiB per peer: " + _per_peer(out["peak_db_mib"]))
+    print(
+        f"  peer CPU: {out['peer_cpu_ms_per_task']:.3f} ms per task in all; seconds per peer: "
+        + _per_peer(out["peer_cpu_s"])
+    )
+    if "restart_ready_s" not in out:
+        return
     print(
         f"  start: empty {out['empty_start_s']:.2f} s; full restart {out['restart_ready_s']:.2f}"
         f" s to a ready leader, {out['restart_loaded_s']:.2f} s to every peer loaded"
