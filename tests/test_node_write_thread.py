@@ -9,23 +9,13 @@ import threading
 import time
 from pathlib import Path
 
-from peer.config import ClusterConfig, NodeAddress
 from peer.protocol.commands import Submit, TaskSpec
-from peer.registry import Registry
 from peer.runtime import node as node_module
-from peer.runtime.node import Node
-from tests.harness import free_ports
+from tests.single_node import ready_single_node
 
 
 async def _scenario(tmp: Path) -> None:
-    [port] = free_ports(1)
-    config = ClusterConfig(nodes=(NodeAddress(1, "127.0.0.1", port),), data_dir=str(tmp))
-    node = Node(config, 1, Registry())
-    await node.start()
-    try:
-        async with asyncio.timeout(10):
-            while not node.core.is_ready_leader:
-                await node.wait_changed(0.05)
+    async with ready_single_node(tmp) as node:
         real_save = node.storage.save
         threads: list[tuple[str, int]] = []  # (what, thread ident) of each write
         stall = 0.0
@@ -59,8 +49,6 @@ async def _scenario(tmp: Path) -> None:
                 "a write after a slow inline one ran on the loop"
             )
         assert len(node.core.tasks.tasks) == 4
-    finally:
-        await node.stop()
 
 
 def test_small_writes_on_the_loop_big_and_after_a_slow_one_on_the_disk_thread(
