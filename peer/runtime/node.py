@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import ctypes
 import dataclasses
 import logging
 import os
@@ -48,6 +47,7 @@ from peer.protocol.messages import PeerMessage, ResultItem
 from peer.protocol.records import Applied
 from peer.protocol.writes import Write, WriteQueue
 from peer.registry import Registry
+from peer.runtime.memory import release_free_memory
 from peer.runtime.storage import Storage
 from peer.runtime.transport import Transport
 from peer.runtime.validation import declared_schedules
@@ -371,24 +371,6 @@ class DiskRefused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.proposed = proposed
-
-
-_LIBC: Any = None
-
-
-def release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc's `malloc_trim`): retention
-    frees what every task used, but the heap keeps the pages unless asked; nothing
-    where the C library has no such call."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL("libc.so.6")
-            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-        except (OSError, AttributeError):
-            _LIBC = False
-    if _LIBC:
-        _LIBC.malloc_trim(0)
 
 
 def secret(config: ClusterConfig) -> bytes:

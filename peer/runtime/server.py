@@ -38,6 +38,7 @@ from peer.config import ClusterConfig
 from peer.registry import Registry
 from peer.runtime.api import build_app
 from peer.runtime.logs import PeerContext
+from peer.runtime.memory import tune_collector
 from peer.runtime.node import Node
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,7 @@ class HttpServer:
 def run(
     config: ClusterConfig, node_id: int, logs: PeerContext | None = None, join: bool = False
 ) -> None:
+    tune_collector()
     try:
         import uvloop
     except ImportError:  # not on this platform: the standard loop works the same
