@@ -31,6 +31,7 @@ import orjson
 from peer.protocol.configuration import Configuration
 from peer.protocol.fields import SPEC_CHECKS as _SPEC_CHECKS
 from peer.protocol.fields import CommandError as CommandError  # (re-exported)
+from peer.protocol.fields import as_is as _as_is
 from peer.protocol.fields import at as _at
 from peer.protocol.fields import integer as _integer
 from peer.protocol.fields import list_field as _list
@@ -40,10 +41,11 @@ from peer.protocol.fields import row as _row
 from peer.protocol.fields import typed as _typed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskSpec:
     """One task as submitted (already checked by the API); `ref`/`after` name other
-    specs of the same submit."""
+    specs of the same submit. Never changed once made (not frozen only because a frozen
+    dataclass costs twice as much to make, and a batch submit makes thousands)."""
 
     kind: str
     args: Any = None
@@ -62,7 +64,11 @@ class TaskSpec:
     def to_json(self) -> dict[str, Any]:
         """The spec as JSON, defaults left out (as a client would send it)."""
         out: dict[str, Any] = {"kind": self.kind}
-        for name, default in _SPEC_DEFAULTS.items():
+        if self.args is not None:
+            out["args"] = self.args
+        if self.queue != "default":
+            out["queue"] = self.queue
+        for name, default in _SPEC_RARE_DEFAULTS:
             value = getattr(self, name)
             if value != default:
                 out[name] = list(value) if isinstance(value, tuple) else value
@@ -78,7 +84,7 @@ class TaskSpec:
         for name, value in data.items():
             check = _SPEC_CHECKS.get(name)
             if check is not None:
-                fields[name] = check(value, name)
+                fields[name] = value if check is _as_is else check(value, name)
         return cls(**fields)
 
 
@@ -96,6 +102,8 @@ _SPEC_DEFAULTS: dict[str, Any] = {
     "schedule": None,
     "due": None,
 }
+# the fields `to_json` compares one by one (args and queue, in most specs, it tests first)
+_SPEC_RARE_DEFAULTS = tuple((n, d) for n, d in _SPEC_DEFAULTS.items() if n not in ("args", "queue"))
 
 
 CATCH_UP = ("all", "latest", "none")

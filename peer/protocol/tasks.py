@@ -299,7 +299,9 @@ class TaskTable:
         return Applied(index, "submit", tuple(ids), tuple(created))
 
     def _new_task(self, at: float, spec: TaskSpec, refs: dict[str, int]) -> Task:
-        deps = spec.depends_on + tuple(refs[r] for r in spec.after)
+        deps = (
+            spec.depends_on + tuple(refs[r] for r in spec.after) if spec.after else spec.depends_on
+        )
         task = Task(
             id=self.next_id,
             kind=self.name(spec.kind),
@@ -335,9 +337,10 @@ class TaskTable:
         return task
 
     def _initial_state(self, task: Task) -> TaskState:
-        deps = [self.tasks[d] for d in task.depends_on if d in self.tasks]
-        if any(d.state is not TaskState.SUCCEEDED for d in deps):
-            return TaskState.BLOCKED
+        if task.depends_on:
+            deps = [self.tasks[d] for d in task.depends_on if d in self.tasks]
+            if any(d.state is not TaskState.SUCCEEDED for d in deps):
+                return TaskState.BLOCKED
         return TaskState.SCHEDULED if task.not_before > task.submitted_at else TaskState.QUEUED
 
     def _dependency_failed(self, task: Task) -> bool:

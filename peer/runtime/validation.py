@@ -87,9 +87,9 @@ def check_spec(
     """A normalised task spec (only the fields given, checked) from a request body."""
     if not isinstance(data, dict):
         raise BadRequest(prefix.rstrip(".") or "body", "must be a JSON object")
-    unknown = sorted(set(data) - (BATCH_FIELDS if batch else SPEC_FIELDS))
-    if unknown:
-        raise BadRequest(prefix + unknown[0], "unknown field")
+    allowed = BATCH_FIELDS if batch else SPEC_FIELDS
+    if not data.keys() <= allowed:
+        raise BadRequest(prefix + sorted(set(data) - allowed)[0], "unknown field")
     if "kind" not in data:
         raise BadRequest(prefix + "kind", "is required")
     kind = _text(prefix + "kind", data["kind"])
@@ -131,7 +131,7 @@ def nesting(value: Any, limit: int) -> int:
 
 
 def _check_args_bounds(field: str, args: Any) -> None:
-    if nesting(args, MAX_ARGS_DEPTH) > MAX_ARGS_DEPTH:
+    if isinstance(args, dict | list) and nesting(args, MAX_ARGS_DEPTH) > MAX_ARGS_DEPTH:
         raise BadRequest(field, f"nests deeper than {MAX_ARGS_DEPTH} levels of lists and objects")
     try:
         size = len(orjson.dumps(args))
@@ -166,6 +166,8 @@ def check_batch(data: Any, registry: Registry) -> tuple[list[dict[str, Any]], li
         for ref in spec.get("after", ()):
             if ref not in by_ref:
                 raise BadRequest(f"tasks[{i}].after", f"names no ref {ref!r} of this batch")
+    if not any("after" in spec for spec in specs):
+        return specs, list(range(len(specs)))  # (no spec waits for another)
     order = _topological(specs, by_ref)
     return [specs[i] for i in order], order
 
