@@ -212,6 +212,26 @@ def test_malformed_snapshot_text_is_refused(text: str) -> None:
         decode_table(text)
 
 
+def test_attempt_records_of_earlier_snapshots_load_as_the_api_showed_them() -> None:
+    """Snapshots written before attempts were records held them as the API's dicts: one
+    still running had three keys, one ended six."""
+    table = applied([Submit(1.0, (TaskSpec("echo"),) * 2)])
+    applied([Assign(2.0, (Assignment(1, 1, 2, 1), Assignment(2, 1, 3, 1)))], 2, table)
+    applied([Finish(3.0, (Outcome(1, 1, True, 7, 0.0),))], 3, table)
+    before = {i: table.tasks[i].to_json()["attempts"] for i in (1, 2)}
+    doc = orjson.loads(zlib.decompress(base64.b64decode(encode_table(table))))
+    where = doc["fields"].index("attempts")
+    for row in doc["tasks"]:
+        row[where] = before[row[0]]  # the old shape
+    assert [len(before[1][0]), len(before[2][0])] == [6, 3]
+    restored = decode_table(_packed(doc))
+    assert {i: restored.tasks[i].to_json()["attempts"] for i in (1, 2)} == before
+    assert encode_table(restored) == encode_table(table)
+    with pytest.raises(SnapshotError):  # an attempt with a field no version had
+        doc["tasks"][0][where] = [{**before[1][0], "color": "red"}]
+        decode_table(_packed(doc))
+
+
 def entries(*terms: int, start: int = 1) -> list[Entry]:
     return [Entry(term, start + i, f"c{start + i}") for i, term in enumerate(terms)]
 

@@ -26,6 +26,33 @@ STATES = tuple(s.value for s in TaskState)
 
 
 @dataclass(slots=True)
+class Attempt:
+    """One attempt's record: where and when it ran, and how it ended (None while it
+    runs). A slotted record, not a dict: every task held keeps one per attempt."""
+
+    attempt: int
+    worker: int
+    started_at: float
+    finished_at: float | None = None
+    outcome: str | None = None
+    error: Any = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "attempt": self.attempt,
+            "worker": self.worker,
+            "started_at": self.started_at,
+        }
+        if self.outcome is not None:  # (ended)
+            out["finished_at"], out["outcome"], out["error"] = (
+                self.finished_at,
+                self.outcome,
+                self.error,
+            )
+        return out
+
+
+@dataclass(slots=True)
 class Task:
     id: int
     kind: str
@@ -47,7 +74,7 @@ class Task:
     started_at: float | None = None
     finished_at: float | None = None
     budget: int = 0  # attempts a retry grants (its first max_attempts)
-    attempts: list[dict[str, Any]] = field(default_factory=list)  # each attempt, in order
+    attempts: list[Attempt] = field(default_factory=list)  # each attempt, in order
     dependents: list[int] = field(default_factory=list)  # tasks that depend on this one
     schedule: str | None = None  # the schedule whose tick made it
     due: float | None = None  # ... that tick's due time (lateness: submitted_at - due)
@@ -77,7 +104,7 @@ class Task:
             "schedule": self.schedule,
             "due": self.due,
             "lateness": None if self.due is None else self.submitted_at - self.due,
-            "attempts": [dict(a) for a in self.attempts],
+            "attempts": [a.to_json() for a in self.attempts],
             "dependents": list(self.dependents),
             "trimmed": self.trimmed,
         }

@@ -31,7 +31,7 @@ import orjson
 from peer.protocol.commands import CommandError, ScheduleSpec
 from peer.protocol.configuration import Configuration
 from peer.protocol.queues import Bucket
-from peer.protocol.records import Task, TaskState
+from peer.protocol.records import Attempt, Task, TaskState
 from peer.protocol.schedules import Schedule
 from peer.protocol.settings import QueuePolicy
 from peer.protocol.stats import Histogram
@@ -42,6 +42,7 @@ TASK_FIELDS = tuple(f.name for f in dataclasses.fields(Task))
 _task_row = operator.attrgetter(*TASK_FIELDS)
 _STATE = TASK_FIELDS.index("state")
 _DEPENDS_ON = TASK_FIELDS.index("depends_on")
+_ATTEMPTS = TASK_FIELDS.index("attempts")
 ITEMS_PER_SLICE = 2000
 
 
@@ -157,6 +158,7 @@ def _build(doc: dict[str, Any], queues: dict[str, QueuePolicy]) -> TaskTable:
     for row in doc["tasks"]:
         row[_STATE] = TaskState(row[_STATE])
         row[_DEPENDS_ON] = tuple(row[_DEPENDS_ON])
+        row[_ATTEMPTS] = [Attempt(**a) for a in row[_ATTEMPTS]]
         task = Task(*row)
         task.kind, task.queue = table.name(task.kind), table.name(task.queue)
         table.tasks[task.id] = task

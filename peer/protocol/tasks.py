@@ -51,7 +51,7 @@ from peer.protocol.commands import (
 )
 from peer.protocol.configuration import Configuration
 from peer.protocol.queues import RateBook
-from peer.protocol.records import READY, STATES, TERMINAL, Applied, Task, TaskState
+from peer.protocol.records import READY, STATES, TERMINAL, Applied, Attempt, Task, TaskState
 from peer.protocol.schedules import ScheduleBook
 from peer.protocol.settings import QueuePolicy
 from peer.protocol.stats import TaskStats, failure_reason
@@ -74,8 +74,8 @@ def _drop_older(ordered: dict[str, Any], when: Callable[[Any], float], before: f
 
 def _ended(task: Task, at: float, outcome: str, error: Any) -> None:
     """Close the record of the task's running attempt."""
-    if task.attempts and task.attempts[-1]["attempt"] == task.attempt:
-        task.attempts[-1].update(finished_at=at, outcome=outcome, error=error)
+    if task.attempts and (last := task.attempts[-1]).attempt == task.attempt:
+        last.finished_at, last.outcome, last.error = at, outcome, error
 
 
 class TaskTable:
@@ -224,7 +224,7 @@ class TaskTable:
             )
             self.stats.wait_seconds.observe(at - task.not_before)
             task.started_at, task.finished_at = at, None
-            task.attempts.append({"attempt": item.attempt, "worker": item.worker, "started_at": at})
+            task.attempts.append(Attempt(item.attempt, item.worker, at))
             self.running.setdefault(item.worker, set()).add(task.id)
             self.running_by_queue[task.queue] = self.running_by_queue.get(task.queue, 0) + 1
             self.rates.started(task.queue, at)
