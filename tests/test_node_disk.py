@@ -10,22 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from peer.config import ClusterConfig, NodeAddress
 from peer.protocol.commands import Submit, TaskSpec
-from peer.registry import Registry
-from peer.runtime.node import DiskRefused, Node
-from tests.harness import free_ports
+from peer.runtime.node import DiskRefused
+from tests.single_node import ready_single_node
 
 
 async def _scenario(tmp: Path) -> None:
-    [port] = free_ports(1)
-    config = ClusterConfig(nodes=(NodeAddress(1, "127.0.0.1", port),), data_dir=str(tmp))
-    node = Node(config, 1, Registry())
-    await node.start()
-    try:
-        async with asyncio.timeout(10):
-            while not node.core.is_ready_leader:
-                await node.wait_changed(0.05)
+    async with ready_single_node(tmp) as node:
         real_save = node.storage.save
 
         def full_disk(*args: object) -> None:
@@ -50,8 +41,6 @@ async def _scenario(tmp: Path) -> None:
         assert node.disk_error is None and len(node.core.tasks.tasks) == 1
         entries = node.storage.load_log()[0].entries
         assert any('"submit"' in e.command for e in entries)
-    finally:
-        await node.stop()
 
 
 def test_full_disk_holds_writes_back_until_it_recovers(tmp_path: Path) -> None:

@@ -2,8 +2,9 @@
 out what it returns, in a fixed order: persist, then send, then report.
 
 One task owns the core; request handlers only queue messages into its inbox, or ask
-for a proposal, so there is no lock around protocol state. Writes run on a disk thread
-while the driver goes on cycling; what a batch sends or hands out waits for the write
+for a proposal, so there is no lock around protocol state. Big writes run on a disk
+thread while the driver goes on cycling, small ones on the loop (the hand-off to a
+thread costs more than they do); what a batch sends or hands out waits for the write
 that covers it (`peer.protocol.writes`), except a leader's appends, which leave at once.
 A failed write to disk (a full disk) holds the peer back instead of crashing it: it
 sends nothing that depends on the unsaved state and retries the write after every
@@ -62,6 +63,9 @@ FORWARDED_BY: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 )
 RECENT_EVENTS = 20  # core events `/cluster` shows, newest last
 TRIM_EVERY = 1.0  # seconds between two returns of free heap memory to the system
+INLINE_WRITE_CHARS = 64 * 1024  # writes of at most this much log text run on the loop
+SLOW_INLINE_WRITE = 0.01  # seconds: an inline write this slow sends writes to the thread
+SLOW_DISK_BACKOFF = 1.0  # seconds they stay there (the loop keeps sending meanwhile)
 
 
 def event_json(at: float, event: CoreEvent) -> dict[str, Any]:
@@ -117,6 +121,7 @@ class Node:
         self._writing: asyncio.Future[None] | None = None  # the write in flight
         self._write_started = 0.0
         self._trimmed_at = 0.0  # (the disk thread's)
+        self._threaded_until = 0.0  # every write on the disk thread until then (slow disk)
         self.disk_error: str | None = None
         self._waiters: dict[int, tuple[int, asyncio.Future[Applied]]] = {}
         self.changed = asyncio.Event()  # set and replaced after every cycle that did work
@@ -253,15 +258,48 @@ class Node:
             self.changed = asyncio.Event()
 
     def _start_write(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Write what the cycles staged, off the loop: the driver goes on cycling (and
-        handlers on proposing) meanwhile, which is what fills the next write."""
+        """Write what the cycles staged: a big write (or a snapshot) off the loop, so
+        the driver goes on cycling (and handlers on proposing) meanwhile, which is what
+        fills the next write; a small one on the loop, once the callbacks already due
+        ran (`_save_inline`)."""
         write = self.writes.take_write(self.core.log)
         if write is None:
             return
         self._write_started = time.perf_counter()
+        if (
+            write.snapshot is None
+            and _text_size(write) <= INLINE_WRITE_CHARS
+            and time.monotonic() >= self._threaded_until
+        ):
+            self._writing = loop.create_future()
+            loop.call_soon(self._save_inline, write, self._writing)
+            return
         self._writing = loop.run_in_executor(self._disk, self._save, write)
         # a refused write is noticed at the next cycle and retried after it, not at once
         self._writing.add_done_callback(self._wake_if_written)
+
+    def _save_inline(self, write: Write, done: asyncio.Future[None]) -> None:
+        """A small write, on the loop: after the callbacks already due (a leader's
+        appends leave first), and cheaper than handing it to the disk thread and back,
+        which costs more than the write when it is small. One that took long (a slow
+        or busy disk) sends the writes of the next second to the thread, so a stalling
+        disk never holds up the loop's heartbeats for long."""
+        started = time.perf_counter()
+        try:
+            self.storage.save(
+                write.hard_state, write.entries_from, write.entries, write.commit_index
+            )
+        except Exception as exc:
+            done.set_exception(exc)  # noticed at the next cycle, as a thread's write
+            return
+        done.set_result(None)
+        self._wake.set()
+        if time.perf_counter() - started > SLOW_INLINE_WRITE:
+            self._threaded_until = time.monotonic() + SLOW_DISK_BACKOFF
+        if time.monotonic() - self._trimmed_at > TRIM_EVERY:
+            self._trimmed_at = time.monotonic()
+            with contextlib.suppress(RuntimeError):  # the disk thread shut down
+                self._disk.submit(release_free_memory)
 
     def _wake_if_written(self, future: asyncio.Future[None]) -> None:
         if not future.cancelled() and future.exception() is None:
@@ -371,6 +409,10 @@ class DiskRefused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.proposed = proposed
+
+
+def _text_size(write: Write) -> int:
+    return sum(len(entry.command) for entry in write.entries)
 
 
 def secret(config: ClusterConfig) -> bytes:
