@@ -243,7 +243,6 @@ class HttpServer:
 def run(
     config: ClusterConfig, node_id: int, logs: PeerContext | None = None, join: bool = False
 ) -> None:
-    tune_collector()
     try:
         import uvloop
     except ImportError:  # not on this platform: the standard loop works the same
@@ -257,6 +256,7 @@ async def serve(
 ) -> None:
     registry = Registry(config.task_modules, config.allow_shell)
     node = Node(config, node_id, registry, join)
+    tune_collector()  # (its state loaded)
     if logs is not None:
         logs.term = lambda: node.core.term
     limits = ConnectionLimits(config.max_connections_per_client, config.header_timeout)
