@@ -88,7 +88,7 @@ class Reconfiguration:
         election, replication and gossip follow it."""
         self.configs.follow(self.log, self.tasks)
         config = self.configuration
-        if config == self._in_force:
+        if config is self._in_force or config == self._in_force:  # (`is`: the usual case)
             return
         first = self._in_force is None
         self._in_force = config
