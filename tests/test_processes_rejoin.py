@@ -1,6 +1,7 @@
 """Ring 3: a peer whose data directory is wiped (a replaced disk) rejoins and is caught up,
 from the entries or, once the leader compacted them, from its snapshot; a whole cluster
-restarts from its snapshots and the logs' tails.
+restarts from its snapshots and the logs' tails; a peer started a second time on the
+same data directory is refused (exit 2, saying why) and the first goes on.
 
 Real peer processes on loopback, read only through the public API: three peers take a
 few thousand tasks, a follower is SIGKILLed, its data directory deleted and the peer
@@ -11,13 +12,16 @@ restarted empty; within seconds it holds exactly the tasks the leader holds, and
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 from tests.chaos import START_TIMEOUT, Json, list_all, request_once
 from tests.conftest import ClusterFactory
-from tests.harness import Cluster
+from tests.harness import PROJECT_ROOT, Cluster
 
 TASKS = 2_000
 BATCH = 500
@@ -115,3 +119,24 @@ def _view(cluster: Cluster, peer: int) -> Json:
     view = cluster.view(peer)
     assert view is not None, f"peer {peer} does not answer"
     return view
+
+
+def test_a_peer_started_twice_on_one_data_directory_is_refused_and_the_first_goes_on(
+    cluster_factory: ClusterFactory,
+) -> None:
+    cluster = cluster_factory(3)
+    cluster.wait_for_leader(timeout=START_TIMEOUT)
+    env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    second = subprocess.run(
+        [sys.executable, "-m", "peer", "serve", "--config", str(cluster.config_path), "--id", "1"],
+        capture_output=True,
+        text=True,
+        cwd=cluster.data_dir,
+        env=env,
+        timeout=60,
+    )
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert "is held by another process" in second.stderr, second.stderr[-2000:]
+    assert "Traceback" not in second.stderr
+    status, _ = request_once(cluster, 1, "POST", "/tasks", b'{"kind": "echo"}')
+    assert status == 201  # the first peer 1 still serves, its database untouched

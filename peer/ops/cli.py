@@ -236,6 +236,7 @@ def _serve(args: argparse.Namespace) -> int:
     from peer.registry import Registry
     from peer.runtime.logs import configure as configure_logs
     from peer.runtime.server import run
+    from peer.runtime.storage import StorageBusy
     from peer.runtime.validation import declared_schedules
 
     try:
@@ -249,7 +250,11 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     fmt = args.log_format or config.log_format
-    run(config, args.id, configure_logs(args.id, args.log_level, fmt), join=args.join)
+    try:
+        run(config, args.id, configure_logs(args.id, args.log_level, fmt), join=args.join)
+    except StorageBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
