@@ -336,6 +336,22 @@ MUTATIONS = [
         "an ack of an older term goes out after a write that may have truncated what it names",
         "ring 1 test_writes; ring 2 test_membership_sim seed 217",
     ),
+    Mutation(
+        "placement_slot_not_held",
+        "peer/protocol/scheduler.py",
+        "        busy += self._placed.get(worker, 0)\n",
+        "",
+        "a slot placed in a submit not yet applied is given out again",
+        "ring 1 test_placement / ring 2 execution sim (slots never exceeded)",
+    ),
+    Mutation(
+        "placed_task_not_started",
+        "peer/protocol/dispatch.py",
+        "            elif entry.started:  # a submit that placed its tasks\n",
+        "            elif False:  # mutation: a placed attempt never starts\n",
+        "the worker a submit placed a task on never runs it",
+        "ring 1 test_placement / ring 2 execution sim",
+    ),
 ]
 
 

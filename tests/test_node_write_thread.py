@@ -13,6 +13,8 @@ from peer.protocol.commands import Submit, TaskSpec
 from peer.runtime import node as node_module
 from tests.single_node import ready_single_node
 
+PARKED = 3600.0  # the tasks wait: no attempt's writes (a finish) mix with the submits'
+
 
 async def _scenario(tmp: Path) -> None:
     async with ready_single_node(tmp) as node:
@@ -30,21 +32,23 @@ async def _scenario(tmp: Path) -> None:
         node.storage.save = watched_save  # type: ignore[method-assign]
         loop_thread = threading.get_ident()
         async with asyncio.timeout(10):
-            await node.propose(Submit(1.0, (TaskSpec("echo"),)))
+            await node.propose(Submit(1.0, (TaskSpec("echo", delay=PARKED),)))
             assert threads and all(t == loop_thread for _, t in threads), threads
 
             threads.clear()
-            big = TaskSpec("echo", args=("x" * (node_module.INLINE_WRITE_CHARS + 10),))
+            big = TaskSpec(
+                "echo", args=("x" * (node_module.INLINE_WRITE_CHARS + 10),), delay=PARKED
+            )
             await node.propose(Submit(2.0, (big,)))
             assert ("big", loop_thread) not in threads, "a big write ran on the loop"
             assert any(what == "big" for what, _ in threads), threads
 
             threads.clear()
             stall = node_module.SLOW_INLINE_WRITE * 3
-            await node.propose(Submit(3.0, (TaskSpec("echo"),)))  # slow, inline
+            await node.propose(Submit(3.0, (TaskSpec("echo", delay=PARKED),)))  # slow, inline
             stall = 0.0
             threads.clear()
-            await node.propose(Submit(4.0, (TaskSpec("echo"),)))
+            await node.propose(Submit(4.0, (TaskSpec("echo", delay=PARKED),)))
             assert threads and all(t != loop_thread for _, t in threads), (
                 "a write after a slow inline one ran on the loop"
             )

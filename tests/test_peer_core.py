@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from election import HardState, Role
@@ -213,7 +214,12 @@ def test_a_proposal_to_a_ready_leader_gets_its_entries_and_is_applied() -> None:
     (ref, entries), *_ = batches[1].proposed
     assert ref == 5 and len(batches[1].proposed) == 1
     assert [(e.term, e.index) for e in entries] == [(1, 2), (1, 3)]
-    assert [decode_command(e.command) for e in entries] == list(commands)
+    decoded = [decode_command(e.command) for e in entries]
+    # the submit was placed on the lone peer's free slot: it starts in its own entry
+    assert decoded[0] == commands[0] and isinstance(decoded[1], Submit)
+    assert decoded[1] == replace(commands[1], place=decoded[1].place)
+    placed = [(p.worker, p.incarnation) for p in decoded[1].place]
+    assert placed == [(1, core.dispatcher.incarnation)]
     applied: dict[int, str] = {}
     persisted: set[int] = set()
     for _ in range(3):

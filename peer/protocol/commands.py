@@ -7,7 +7,7 @@ and the task table applies typed commands, so no dict crosses the core.
 
 The JSON shapes (kept stable, as they are on disk):
   {"op": "noop"}
-  {"op": "submit", "at": T, "rid": R, "tasks": [spec, ...]}
+  {"op": "submit", "at": T, "rid": R, "tasks": [spec, ...], "place": [[pos, worker, inc], ...]}
   {"op": "assign", "at": T, "items": [[id, attempt, worker, incarnation], ...]}
   {"op": "finish", "at": T, "items": [[id, attempt, ok, value, retry_at], ...]}
   {"op": "cancel", "at": T, "id": N}
@@ -166,6 +166,17 @@ class Assignment:
 
 
 @dataclass(frozen=True, slots=True)
+class Placement:
+    """A submitted spec started at once, in its submit entry: the spec at `position`
+    runs its first attempt on `worker` (at `incarnation`) if the task it creates is
+    queued when the entry is applied (the leader saw a free slot and nothing waiting)."""
+
+    position: int
+    worker: int
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How one attempt ended: ok with its result, or not with an error message, and
     when a failed task may run again (the leader's backoff)."""
@@ -187,6 +198,7 @@ class Submit:
     at: float
     tasks: tuple[TaskSpec, ...]
     rid: str = ""  # the request id: a retry inside the cluster returns the same tasks
+    place: tuple[Placement, ...] = ()  # specs that start in this entry (by position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +327,10 @@ def encode_command(command: Command) -> str:
 
 
 def _encode_submit(c: Any) -> dict[str, Any]:
-    return {"op": "submit", "at": c.at, "rid": c.rid, "tasks": [s.to_json() for s in c.tasks]}
+    out = {"op": "submit", "at": c.at, "rid": c.rid, "tasks": [s.to_json() for s in c.tasks]}
+    if c.place:
+        out["place"] = [[p.position, p.worker, p.incarnation] for p in c.place]
+    return out
 
 
 def _encode_assign(c: Any) -> dict[str, Any]:
@@ -398,7 +413,19 @@ def _decode_submit(data: dict[str, Any]) -> Submit:
         if not refs.issuperset(spec.after):
             raise CommandError("after: names a spec that does not come before it")
         refs.add(spec.ref or "")
-    return Submit(_at(data), tasks, _typed(data.get("rid", ""), str, "rid"))
+    place = _decode_place(data, len(tasks)) if "place" in data else ()
+    return Submit(_at(data), tasks, _typed(data.get("rid", ""), str, "rid"), place)
+
+
+def _decode_place(data: dict[str, Any], count: int) -> tuple[Placement, ...]:
+    """The placements of a submit: positions of its specs, each once and in order."""
+    place: list[Placement] = []
+    for item in _list(data, "place", required=True):
+        position, worker, incarnation = (_integer(v, "place") for v in _row(item, 3))
+        if not 0 <= position < count or (place and position <= place[-1].position):
+            raise CommandError("place: positions must name the specs in order, once each")
+        place.append(Placement(position, worker, incarnation))
+    return tuple(place)
 
 
 def _decode_assign(data: dict[str, Any]) -> Assign:

@@ -40,6 +40,7 @@ from peer.protocol.commands import (
     Members,
     SchedulePut,
     ScheduleSpec,
+    Submit,
     encode_command,
 )
 from peer.protocol.compaction import Compaction
@@ -292,11 +293,22 @@ class PeerCore(Reconfiguration):
 
     def _propose(self, commands: list[Command], notify: Iterable[int] = ()) -> list[Entry]:
         """Encode and append `commands`; each is kept typed until applied here, so the
-        leader does not decode what it has just encoded (`_apply`)."""
+        leader does not decode what it has just encoded (`_apply`). A submit places what
+        can start at once (`Dispatcher.place`); those workers hear of the commit at once."""
+        placing = self._serving_since is not None and any(type(c) is Submit for c in commands)
+        if placing:
+            workers = self._assignable()
+            commands = [
+                self.dispatcher.place(c.at, self.tasks, workers, c) if type(c) is Submit else c
+                for c in commands
+            ]
+            notify = {*notify, *(p.worker for c in commands if type(c) is Submit for p in c.place)}
         texts = [encode_command(c) for c in commands]
         entries = self.replicator.propose(self._now, texts, notify)
         for entry, command in zip(entries, commands, strict=True):
             self._own[entry.index] = (entry.command, command)
+            if placing and type(command) is Submit and command.place:
+                self.dispatcher.reserve(entry.index, command)
         return entries
 
     def _apply(self, entry: Entry) -> Applied:
@@ -485,10 +497,8 @@ class PeerCore(Reconfiguration):
             live = {}
             if judge:
                 live = {w.id: w.incarnation for w in self._workers(Status.ALIVE, Status.SUSPECT)}
-            drained = self.tasks.drained
-            workers = [w for w in self._workers(Status.ALIVE) if w.id not in drained]
             commands += self.dispatcher.round(
-                self._wall, self.tasks, workers, live, judge_lost, judge
+                self._wall, self.tasks, self._assignable(), live, judge_lost, judge
             )
         if commands:
             assignees = {a.worker for c in commands if isinstance(c, Assign) for a in c.items}
@@ -509,6 +519,11 @@ class PeerCore(Reconfiguration):
     def _unended(self, task_id: int) -> bool:
         task = self.tasks.get(task_id)
         return task is not None and task.state not in TERMINAL
+
+    def _assignable(self) -> list[Worker]:
+        """The workers new attempts may go to: alive and not drained."""
+        drained = self.tasks.drained
+        return [w for w in self._workers(Status.ALIVE) if w.id not in drained]
 
     def _workers(self, *statuses: Status) -> list[Worker]:
         """Peers in one of `statuses`, with their incarnation."""

@@ -1,7 +1,8 @@
 """Execution bookkeeping between the task table and the peers, pure: `Dispatcher`.
 
 On the leader: turns the scheduler's decisions and the workers' results into log
-commands (`assign`, `finish`), one of each per round at most. On every peer: tells the
+commands (`assign`, `finish`), one of each per round at most, and places the tasks of a
+submit that can start at once in the submit itself. On every peer: tells the
 driver which attempts to start (an applied `assign` naming this peer and its current
 incarnation) and which to stop (an attempt that ended while it ran here), and keeps the
 worker's unrecorded results. Time comes in; no I/O.
@@ -9,12 +10,12 @@ worker's unrecorded results. Time comes in; no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
-from peer.protocol.commands import Assign, Command, Finish, Outcome
+from peer.protocol.commands import Assign, Command, Finish, Outcome, Submit
 from peer.protocol.execution import WorkerLedger
 from peer.protocol.messages import ResultItem
 from peer.protocol.records import Applied, Task, TaskState
@@ -93,6 +94,15 @@ class Dispatcher:
             commands.append(Assign(wall, tuple(assignments)))
         return commands
 
+    def place(self, wall: float, table: TaskTable, workers: list[Worker], submit: Submit) -> Submit:
+        """`submit` with the specs that may start in its own entry placed on workers."""
+        placements = self.scheduler.place(wall, table, workers, submit.tasks)
+        return replace(submit, place=tuple(placements)) if placements else submit
+
+    def reserve(self, index: int, submit: Submit) -> None:
+        """The placed `submit` is the entry at `index`: its slots are held until then."""
+        self.scheduler.reserve(index, submit.place)
+
     # ------------------------------------------------------------ every peer
 
     def on_applied(self, table: TaskTable, applied: list[Applied], leading: bool) -> WorkOrders:
@@ -103,6 +113,8 @@ class Dispatcher:
             if leading:
                 if entry.op in ("assign", "finish", "cancel"):
                     self.scheduler.applied(table, entry.task_ids)
+                elif entry.op == "submit":
+                    self.scheduler.placed(entry.index)
                 self.scheduler.take_ready(table, entry.ready)
             for ended in entry.ended:
                 if ended in self._running_here:
@@ -110,6 +122,8 @@ class Dispatcher:
                     self._stop(ended, orders)
             if entry.op == "assign":
                 self._start_mine(table, entry.task_ids, orders)
+            elif entry.started:  # a submit that placed its tasks
+                self._start_mine(table, entry.started, orders)
         return orders
 
     @staticmethod

@@ -123,7 +123,8 @@ def forgotten_json(task_id: int, kind: str, key: str | None) -> dict[str, Any]:
 @dataclass(frozen=True, slots=True)
 class Applied:
     """What applying one entry did: the tasks it names (and whether each is new), the
-    tasks it made ready to run, and the attempts it ended (finished or cancelled)."""
+    tasks it made ready to run, the attempts it ended (finished or cancelled), and the
+    tasks a submit started at once (`Placement`)."""
 
     index: int
     op: str
@@ -132,3 +133,4 @@ class Applied:
     outcome: str = "ok"
     ready: tuple[int, ...] = ()
     ended: tuple[tuple[int, int], ...] = ()
+    started: tuple[int, ...] = ()

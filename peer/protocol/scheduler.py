@@ -17,6 +17,11 @@ jitter from the `random.Random` passed in.
 
 Assignments and failures it has proposed are held "in flight" until their entry is
 applied, so nothing is proposed twice. No I/O, no clock reads.
+
+A submit may start its tasks in its own entry (`place`): when a worker has a free slot
+and nothing waits to be assigned, a spec that can run at once (no delay, no
+dependencies, a queue without a cap or rate) is placed on the next worker round-robin,
+so the task costs one round fewer. Its slot is held until that entry is applied.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from peer.protocol.commands import Assignment
+from peer.protocol.commands import Assignment, Placement, TaskSpec
 from peer.protocol.queues import QueueChooser
 from peer.protocol.records import READY, Task, TaskState
 from peer.protocol.settings import POLICIES, QueuePolicy
@@ -67,6 +72,8 @@ class Scheduler:
         self._assigning: dict[int, int] = {}  # task -> worker, proposed not yet applied
         self._finishing: set[tuple[int, int]] = set()  # (task, attempt) proposed to end
         self._reported: dict[int, set[int]] = {}  # worker -> tasks it has reported done
+        self._placed: dict[int, int] = {}  # worker -> specs placed there, entry not applied
+        self._placing: dict[int, tuple[int, ...]] = {}  # entry index -> the workers placed
         self._last_worker = 0  # round-robin cursor, carried across rounds
 
     # --------------------------------------------------------------- intake
@@ -76,6 +83,7 @@ class Scheduler:
         self._ready, self._waiting = {}, []
         self._chooser.reset()
         self._assigning, self._finishing, self._reported = {}, set(), {}
+        self._placed, self._placing = {}, {}
         for task in table.tasks.values():
             if task.state in READY:
                 self._push(task)
@@ -147,7 +155,46 @@ class Scheduler:
         running = table.running.get(worker, set())
         busy = len(running - self._reported.get(worker, set()))
         busy += sum(1 for w in self._assigning.values() if w == worker)
+        busy += self._placed.get(worker, 0)
         return max(0, self.slots * self.prefetch - busy)
+
+    # ------------------------------------------------------------ placement
+
+    def place(
+        self, wall: float, table: TaskTable, workers: Iterable[Worker], specs: Iterable[TaskSpec]
+    ) -> list[Placement]:
+        """Which of a submit's specs start in its own entry (none while anything waits
+        to be assigned: those go first). Their slots are held from now on; `reserve`
+        ties them to the entry."""
+        if self.has_ready(wall):
+            return []
+        free = {w.id: self._free_slots(w.id, table) for w in workers}
+        incarnations = {w.id: w.incarnation for w in workers}
+        order = sorted(w for w, n in free.items() if n > 0)
+        out: list[Placement] = []
+        for position, spec in enumerate(specs):
+            if not order:
+                break
+            if spec.delay > 0 or spec.depends_on or spec.after or spec.queue in self.queues:
+                continue  # it waits (or its queue's policy decides): the scheduler's
+            worker = next((w for w in order if w > self._last_worker), order[0])
+            self._last_worker = worker
+            out.append(Placement(position, worker, incarnations[worker]))
+            self._placed[worker] = self._placed.get(worker, 0) + 1
+            free[worker] -= 1
+            if free[worker] == 0:
+                order.remove(worker)
+        return out
+
+    def reserve(self, index: int, placements: Iterable[Placement]) -> None:
+        """The placements `place` made went into the entry at `index`."""
+        self._placing[index] = tuple(p.worker for p in placements)
+
+    def placed(self, index: int) -> None:
+        """The submit entry at `index` was applied: its placed tasks run (or were not
+        made), and the table counts them from now on."""
+        for worker in self._placing.pop(index, ()):
+            self._placed[worker] -= 1
 
     def _room(self, wall: float, table: TaskTable) -> dict[str, float]:
         """Starts each capped or rate-limited queue may still take this round: under its

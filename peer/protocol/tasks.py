@@ -39,6 +39,7 @@ from peer.protocol.commands import (
     Members,
     Noop,
     Outcome,
+    Placement,
     Retry,
     ScheduleDelete,
     SchedulePause,
@@ -146,6 +147,7 @@ class TaskTable:
                 applied.outcome,
                 tuple(self._ready),
                 tuple(self._ended),
+                applied.started,
             )
         self._ready, self._ended = [], []
         return applied
@@ -204,7 +206,7 @@ class TaskTable:
         seen = self.by_rid.get(command.rid) if command.rid else None
         if seen is not None:  # the same request, retried inside the cluster
             return Applied(index, "submit", seen, (False,) * len(seen))
-        applied = self._submit(index, command.at, command.tasks)
+        applied = self._submit(index, command.at, command.tasks, command.place)
         if command.rid:
             self.by_rid[command.rid] = applied.task_ids
             self.rid_times[command.rid] = command.at
@@ -216,20 +218,20 @@ class TaskTable:
             task = self.tasks.get(item.task)
             if task is None or task.state not in READY or item.attempt != task.attempt + 1:
                 continue
-            self._set_state(task, TaskState.RUNNING)
-            task.attempt, task.worker, task.incarnation = (
-                item.attempt,
-                item.worker,
-                item.incarnation,
-            )
-            self.stats.wait_seconds.observe(at - task.not_before)
-            task.started_at, task.finished_at = at, None
-            task.attempts.append(Attempt(item.attempt, item.worker, at))
-            self.running.setdefault(item.worker, set()).add(task.id)
-            self.running_by_queue[task.queue] = self.running_by_queue.get(task.queue, 0) + 1
-            self.rates.started(task.queue, at)
+            self._start(task, at, item.attempt, item.worker, item.incarnation)
             done.append(task.id)
         return Applied(index, "assign", tuple(done))
+
+    def _start(self, task: Task, at: float, attempt: int, worker: int, incarnation: int) -> None:
+        """A ready task's attempt `attempt` runs on `worker` from `at`."""
+        self._set_state(task, TaskState.RUNNING)
+        task.attempt, task.worker, task.incarnation = attempt, worker, incarnation
+        self.stats.wait_seconds.observe(at - task.not_before)
+        task.started_at, task.finished_at = at, None
+        task.attempts.append(Attempt(attempt, worker, at))
+        self.running.setdefault(worker, set()).add(task.id)
+        self.running_by_queue[task.queue] = self.running_by_queue.get(task.queue, 0) + 1
+        self.rates.started(task.queue, at)
 
     def _finish(self, index: int, at: float, items: tuple[Outcome, ...]) -> Applied:
         done = []
@@ -280,7 +282,9 @@ class TaskTable:
                 self._set_state(child, TaskState.QUEUED)
                 self._ready.append(child.id)
 
-    def _submit(self, index: int, at: float, specs: tuple[TaskSpec, ...]) -> Applied:
+    def _submit(
+        self, index: int, at: float, specs: tuple[TaskSpec, ...], place: tuple[Placement, ...]
+    ) -> Applied:
         refs: dict[str, int] = {}
         ids, created = [], []
         for spec in specs:
@@ -296,7 +300,22 @@ class TaskTable:
                 refs[spec.ref] = task.id
             ids.append(task.id)
             created.append(True)
-        return Applied(index, "submit", tuple(ids), tuple(created))
+        started = self._start_placed(at, ids, created, place) if place else ()
+        return Applied(index, "submit", tuple(ids), tuple(created), started=started)
+
+    def _start_placed(
+        self, at: float, ids: list[int], created: list[bool], place: tuple[Placement, ...]
+    ) -> tuple[int, ...]:
+        """Start the placed specs' new tasks that are queued (not delayed, blocked or
+        cancelled); a placement of a spec that made no new task does nothing."""
+        started = []
+        for p in place:
+            task = self.tasks.get(ids[p.position])
+            if created[p.position] and task is not None and task.state is TaskState.QUEUED:
+                self._ready.remove(task.id)  # (it runs: nothing waits for the scheduler)
+                self._start(task, at, 1, p.worker, p.incarnation)
+                started.append(task.id)
+        return tuple(started)
 
     def _new_task(self, at: float, spec: TaskSpec, refs: dict[str, int]) -> Task:
         deps = (

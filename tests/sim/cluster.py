@@ -113,6 +113,7 @@ class SimCluster:
         self.execute = execute
         self.make_task: Callable[[int], dict[str, Any]] = echo_task  # spec of proposal n
         self.work: dict[int, dict[tuple[int, int], tuple[float, ResultItem]]] = {}
+        self.peak_work: dict[int, int] = {}  # per peer: the most attempts it held at once
         self.outcomes: dict[tuple[int, int], tuple[bool, Any]] = {}  # recorded finishes
         self.commit_term: dict[int, int] = {}  # index -> first applier's term (>= commit term)
         self.net = SimNetwork(random.Random(f"net-{seed}"), faults)
@@ -415,6 +416,7 @@ class SimCluster:
             else:
                 due = self.now + self.rng.uniform(*RUN_TIME)
             work[(task.id, task.attempt)] = (due, _run(task))
+        self.peak_work[node_id] = max(self.peak_work.get(node_id, 0), len(work))
 
     def _complete_due(self) -> None:
         """Complete the work that is due; a finished attempt wakes its peer's driver."""

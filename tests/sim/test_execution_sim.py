@@ -18,6 +18,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from peer.protocol.records import TERMINAL
@@ -187,6 +188,42 @@ def test_echo_and_fail_tasks_run_to_their_end_without_faults() -> None:
         ("failed", 3, "failed")
     }
     assert {t.worker for t in tasks} == set(sim.ids)  # round-robin reached every peer
+    settings = sim.settings
+    assert max(sim.peak_work.values()) <= settings.slots * settings.prefetch
+
+
+def _ops(sim: SimCluster) -> dict[str, int]:
+    """How many committed entries of each op the log holds (placed submits apart)."""
+    ops: dict[str, int] = {}
+    for entry in sim.committed.values():
+        data = orjson.loads(entry.command)
+        op = "placed submit" if data.get("place") else data["op"]
+        ops[op] = ops.get(op, 0) + 1
+    return ops
+
+
+def test_a_task_submitted_to_an_idle_cluster_starts_in_its_submit_entry() -> None:
+    sim = SimCluster(3, seed=8, execute=True)
+    assert sim.run_until(lambda: any(n.is_ready_leader for n in sim.nodes.values()), 3.0)
+    for n in range(10):  # one at a time: each finds the cluster idle
+        sim.propose()
+        assert sim.run_until(lambda n=n: len(sim.acked) == n + 1 and _settled(sim), 5.0)
+    assert _check_final(sim) == 10
+    ops = _ops(sim)
+    assert ops.get("placed submit") == 10 and "assign" not in ops, ops
+
+
+def test_a_burst_bigger_than_the_slots_is_placed_then_assigned_never_over_the_slots() -> None:
+    settings = Settings(slots=1, prefetch=1)
+    sim = SimCluster(3, seed=9, settings=settings, execute=True)
+    assert sim.run_until(lambda: any(n.is_ready_leader for n in sim.nodes.values()), 3.0)
+    for _ in range(30):  # all at once: the first fill the free slots, the rest queue
+        sim.propose()
+    assert sim.run_until(lambda: len(sim.acked) == 30 and _settled(sim), 20.0)
+    assert _check_final(sim) == 30
+    ops = _ops(sim)
+    assert ops.get("placed submit", 0) >= 1 and ops.get("assign", 0) >= 1, ops
+    assert max(sim.peak_work.values()) == 1  # one slot each, placed or assigned
 
 
 def test_a_crashed_workers_attempt_is_retried_elsewhere() -> None:
