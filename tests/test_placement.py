@@ -61,8 +61,9 @@ def test_a_placed_slot_is_held_until_its_entry_is_applied() -> None:
 def test_nothing_is_placed_while_a_task_waits_to_be_assigned() -> None:
     scheduler, table = _scheduler(), TaskTable()
     applied = table.apply(1, encode_command(Submit(1.0, (TaskSpec("echo"),))))
+    assert scheduler.may_place(1.0, [TaskSpec("echo")])
     scheduler.take_ready(table, applied.ready)
-    assert scheduler.place(1.0, table, [W1, W2], [TaskSpec("echo")]) == []
+    assert not scheduler.may_place(1.0, [TaskSpec("echo")])
 
 
 @pytest.mark.parametrize(
@@ -76,6 +77,7 @@ def test_nothing_is_placed_while_a_task_waits_to_be_assigned() -> None:
 )
 def test_a_spec_that_cannot_start_at_once_is_left_to_the_scheduler(spec: TaskSpec) -> None:
     scheduler = _scheduler(queues={"capped": QueuePolicy(max_running=1)})
+    assert not scheduler.may_place(1.0, [spec])
     assert scheduler.place(1.0, TaskTable(), [W1], [spec, TaskSpec("echo")]) == [Placement(1, 1, 7)]
 
 

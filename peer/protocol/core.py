@@ -295,11 +295,11 @@ class PeerCore(Reconfiguration):
         """Encode and append `commands`; each is kept typed until applied here, so the
         leader does not decode what it has just encoded (`_apply`). A submit places what
         can start at once (`Dispatcher.place`); those workers hear of the commit at once."""
-        placing = self._serving_since is not None and any(type(c) is Submit for c in commands)
+        placing = self._serving_since is not None and any(map(self.dispatcher.may_place, commands))
         if placing:
             workers = self._assignable()
             commands = [
-                self.dispatcher.place(c.at, self.tasks, workers, c) if type(c) is Submit else c
+                self.dispatcher.place(self.tasks, workers, c) if type(c) is Submit else c
                 for c in commands
             ]
             notify = {*notify, *(p.worker for c in commands if type(c) is Submit for p in c.place)}

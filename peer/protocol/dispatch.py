@@ -94,9 +94,13 @@ class Dispatcher:
             commands.append(Assign(wall, tuple(assignments)))
         return commands
 
-    def place(self, wall: float, table: TaskTable, workers: list[Worker], submit: Submit) -> Submit:
+    def may_place(self, command: Command) -> bool:
+        """Whether `command` is a submit some of whose specs may start in its entry."""
+        return type(command) is Submit and self.scheduler.may_place(command.at, command.tasks)
+
+    def place(self, table: TaskTable, workers: list[Worker], submit: Submit) -> Submit:
         """`submit` with the specs that may start in its own entry placed on workers."""
-        placements = self.scheduler.place(wall, table, workers, submit.tasks)
+        placements = self.scheduler.place(submit.at, table, workers, submit.tasks)
         return replace(submit, place=tuple(placements)) if placements else submit
 
     def reserve(self, index: int, submit: Submit) -> None:

@@ -163,11 +163,9 @@ class Scheduler:
     def place(
         self, wall: float, table: TaskTable, workers: Iterable[Worker], specs: Iterable[TaskSpec]
     ) -> list[Placement]:
-        """Which of a submit's specs start in its own entry (none while anything waits
-        to be assigned: those go first). Their slots are held from now on; `reserve`
-        ties them to the entry."""
-        if self.has_ready(wall):
-            return []
+        """Which of a submit's specs start in its own entry (asked only when `may_place`:
+        nothing waits to be assigned, those go first). Their slots are held from now
+        on; `reserve` ties them to the entry."""
         free = {w.id: self._free_slots(w.id, table) for w in workers}
         incarnations = {w.id: w.incarnation for w in workers}
         order = sorted(w for w, n in free.items() if n > 0)
@@ -175,8 +173,8 @@ class Scheduler:
         for position, spec in enumerate(specs):
             if not order:
                 break
-            if spec.delay > 0 or spec.depends_on or spec.after or spec.queue in self.queues:
-                continue  # it waits (or its queue's policy decides): the scheduler's
+            if not self._startable(spec):
+                continue
             worker = next((w for w in order if w > self._last_worker), order[0])
             self._last_worker = worker
             out.append(Placement(position, worker, incarnations[worker]))
@@ -185,6 +183,15 @@ class Scheduler:
             if free[worker] == 0:
                 order.remove(worker)
         return out
+
+    def may_place(self, wall: float, specs: Iterable[TaskSpec]) -> bool:
+        """Whether `place` could place any of `specs` (cheap: no slot is counted)."""
+        return not self.has_ready(wall) and any(map(self._startable, specs))
+
+    def _startable(self, spec: TaskSpec) -> bool:
+        """A spec whose task can run as soon as it exists: not delayed, not waiting for
+        others, in a queue no policy (cap, rate, weight) orders."""
+        return not (spec.delay > 0 or spec.depends_on or spec.after or spec.queue in self.queues)
 
     def reserve(self, index: int, placements: Iterable[Placement]) -> None:
         """The placements `place` made went into the entry at `index`."""
