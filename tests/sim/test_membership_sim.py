@@ -15,7 +15,7 @@ import random
 import pytest
 
 from peer.protocol.settings import Settings
-from tests.sim.cluster import SimCluster
+from tests.sim.cluster import InvariantViolation, SimCluster
 from tests.sim.schedule import (
     apply_random_fault,
     random_cluster_options,
@@ -261,3 +261,37 @@ def test_a_leader_whose_synced_log_brings_a_newer_configuration_rechecks_its_cla
     assert sim.run_until(lambda: _ready_leader(sim) is not None, 5.0)
     assert sim.run_until(lambda: _all_acked_everywhere(sim, {1, 2, 3}), 5.0)
     sim.check_logs()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=InvariantViolation,
+    reason="known gap: a peer that missed two configuration changes takes the leader role "
+    "in a term a leader of the newer configuration already used (it resigns at its log "
+    "sync's recount and never serves); DESIGN says two leaders never exist in one term",
+)
+def test_a_peer_that_missed_two_changes_never_leads_a_term_already_led() -> None:
+    """Peer 1 is cut off while 4 and then 5 join ({1, 2, 3} is all it knows); 2 is cut off
+    too before 5, the highest, takes over from the leader in a new term with 3 and 4.
+    When 3, 4 and 5 crash, 1 and 2 meet: neither heard of that term, and {1, 2} is a
+    majority of 1's configuration, so 1 claims the same term, and 2 acks it."""
+    sim = SimCluster(3, seed=41)
+    assert sim.run_until(lambda: _ready_leader(sim) == 3, 3.0)
+    sim.net.partition({1}, {2, 3})
+    for _ in range(2):
+        new = sim.add_peer()
+        sim.net.cut_link(1, new)
+        assert sim.add_member(new)
+        voters = {1, 2, 3, *range(4, new + 1)}
+        settled = lambda v=voters: _everyone_has(sim, v, v - {1}) and _ready_leader(sim)  # noqa: E731
+        assert sim.run_until(settled, 5.0)
+    sim.net.partition({1}, {2}, {3, 4, 5})
+    assert sim.run_until(lambda: _ready_leader(sim) == 5, 5.0)
+    led = sim.nodes[5].election.term
+    assert sim.nodes[2].election.term < led and sim.nodes[1].election.term < led
+    for peer in (3, 4, 5):
+        sim.crash(peer)
+    sim.run(0.5)
+    sim.net.partition({1, 2}, {3, 4, 5})
+    sim.run(3.0)  # the simulator checks every step: no second leader of any term
+    assert not any(n.is_ready_leader for n in sim.nodes.values())  # {1, 2} of 5 voters
