@@ -43,18 +43,18 @@ def _placed(placements: list[Placement]) -> list[tuple[int, int, int]]:
 def test_specs_are_placed_round_robin_on_free_slots_with_each_workers_incarnation() -> None:
     scheduler, table = _scheduler(), TaskTable()
     specs = [TaskSpec("echo")] * 3
-    assert _placed(scheduler.place(1.0, table, [W1, W2], specs)) == [(0, 1, 7), (1, 2, 9)]
+    assert _placed(scheduler.place(table, [W1, W2], specs)) == [(0, 1, 7), (1, 2, 9)]
 
 
 def test_a_placed_slot_is_held_until_its_entry_is_applied() -> None:
     scheduler, table = _scheduler(), TaskTable()
-    first = scheduler.place(1.0, table, [W1], [TaskSpec("echo")])
+    first = scheduler.place(table, [W1], [TaskSpec("echo")])
     scheduler.reserve(5, first)
-    assert scheduler.place(1.0, table, [W1], [TaskSpec("echo")]) == []
+    assert scheduler.place(table, [W1], [TaskSpec("echo")]) == []
     assert scheduler.plan(1.0, table, [W1]) == []  # nor does the scheduler assign into it
     table.apply(5, encode_command(Submit(1.0, (TaskSpec("echo"),), place=tuple(first))))
     scheduler.placed(5)  # now the table counts it: still no room
-    assert scheduler.place(1.0, table, [W1], [TaskSpec("echo")]) == []
+    assert scheduler.place(table, [W1], [TaskSpec("echo")]) == []
     assert table.running == {1: {1}}
 
 
@@ -78,15 +78,15 @@ def test_nothing_is_placed_while_a_task_waits_to_be_assigned() -> None:
 def test_a_spec_that_cannot_start_at_once_is_left_to_the_scheduler(spec: TaskSpec) -> None:
     scheduler = _scheduler(queues={"capped": QueuePolicy(max_running=1)})
     assert not scheduler.may_place(1.0, [spec])
-    assert scheduler.place(1.0, TaskTable(), [W1], [spec, TaskSpec("echo")]) == [Placement(1, 1, 7)]
+    assert scheduler.place(TaskTable(), [W1], [spec, TaskSpec("echo")]) == [Placement(1, 1, 7)]
 
 
 def test_a_new_leader_holds_no_placement_of_an_earlier_one() -> None:
     scheduler, table = _scheduler(), TaskTable()
-    scheduler.reserve(3, scheduler.place(1.0, table, [W1], [TaskSpec("echo")]))
+    scheduler.reserve(3, scheduler.place(table, [W1], [TaskSpec("echo")]))
     scheduler.reset(table)
     scheduler.placed(3)  # (applied after the reset: nothing to release, nothing breaks)
-    assert _placed(scheduler.place(1.0, table, [W1], [TaskSpec("echo")])) == [(0, 1, 7)]
+    assert _placed(scheduler.place(table, [W1], [TaskSpec("echo")])) == [(0, 1, 7)]
 
 
 def test_a_placed_task_starts_its_first_attempt_in_the_submit_entry() -> None:

@@ -100,7 +100,7 @@ class Dispatcher:
 
     def place(self, table: TaskTable, workers: list[Worker], submit: Submit) -> Submit:
         """`submit` with the specs that may start in its own entry placed on workers."""
-        placements = self.scheduler.place(submit.at, table, workers, submit.tasks)
+        placements = self.scheduler.place(table, workers, submit.tasks)
         return replace(submit, place=tuple(placements)) if placements else submit
 
     def reserve(self, index: int, submit: Submit) -> None:

@@ -161,7 +161,7 @@ class Scheduler:
     # ------------------------------------------------------------ placement
 
     def place(
-        self, wall: float, table: TaskTable, workers: Iterable[Worker], specs: Iterable[TaskSpec]
+        self, table: TaskTable, workers: Iterable[Worker], specs: Iterable[TaskSpec]
     ) -> list[Placement]:
         """Which of a submit's specs start in its own entry (asked only when `may_place`:
         nothing waits to be assigned, those go first). Their slots are held from now
