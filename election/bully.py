@@ -36,7 +36,10 @@ Membership. The voters elect and count; other members (learners, joining the clu
 get heartbeats and follow, never campaign and are never counted. `set_members` moves the
 sets as the configuration changes (Raft's single-server changes, decided by the log:
 `peer.protocol.configuration`). A leader is followed whoever it is, as long as its term
-is current: a peer whose configuration lags must still hear the leader it lacks.
+is current: a peer whose configuration lags must still hear the leader it lacks. An ack
+names the acker's configuration (`set_members`' version and voters), and a claimant
+leads only with a majority of the newest one named as well as of its own: a peer that
+missed changes does not lead a term a leader of the newer configuration may hold.
 
 Inputs: `tick(now, live)` with the membership view, `step(now, message)`, `set_log(...)`.
 `step` checks a message's term once, before its handler sees it (`_check_term`): the
@@ -127,6 +130,8 @@ class BullyElection:
         self.id = node_id
         self.peers: tuple[int, ...] = ()  # the voters, by id
         self.voters: frozenset[int] = frozenset()
+        self.config_version = 0  # of the configuration in force (`set_members`)
+        self._newer: tuple[int, frozenset[int]] | None = None  # newest config an ack named
         self.others: tuple[int, ...] = ()  # every other member, voter or not
         self._voting_others: tuple[int, ...] = ()
         self.timings = timings
@@ -217,8 +222,10 @@ class BullyElection:
 
     # ------------------------------------------------------------------ inputs
 
-    def set_members(self, voters: Iterable[int], learners: Iterable[int]) -> None:
-        """The configuration in force: who votes, and who else is a member."""
+    def set_members(self, voters: Iterable[int], learners: Iterable[int], version: int = 0) -> None:
+        """The configuration in force: who votes, and who else is a member; `version`
+        orders configurations (the log index of the change that made it; 0: the first)."""
+        self.config_version = version
         self.voters = frozenset(voters)
         self.peers = tuple(sorted(self.voters))
         members = self.voters | frozenset(learners)
@@ -351,13 +358,22 @@ class BullyElection:
         self.leader = None
         self._quorum.reset(self.term)
         self._quorum.grant(self.id)
+        self._newer = None
         self.best_log = (self.id, self.log)
         self._deadline = self._now + self.timings.election_timeout
         claim = Coordinator(self.term, self.id, self.log)
         for peer in self._voting_others:
             self._send(peer, claim)
-        if self._quorum.won():
+        if self._claim_won():
             self._become_leader()
+
+    def _claim_won(self) -> bool:
+        """A majority acked, of this peer's configuration and of the newest one an ack
+        named: a peer that missed membership changes is no leader of a majority it no
+        longer has (a leader of the newer configuration may hold this very term)."""
+        if not self._quorum.won():
+            return False
+        return self._newer is None or self.claim_holds(self._newer[1])
 
     def _tick_candidate(self) -> None:
         if self.phase is Phase.PROBING and self._refused and self._now >= self._reprobe_at:
@@ -510,7 +526,9 @@ class BullyElection:
             self.voted_for = msg.sender
             self._dirty = True
             self._not_before = self._now + self.timings.failure_timeout
-        self._send(msg.sender, CoordinatorAck(self.term, self.id, granted, self.log))
+        voters = self.peers if self.config_version else ()
+        ack = CoordinatorAck(self.term, self.id, granted, self.log, self.config_version, voters)
+        self._send(msg.sender, ack)
 
     def _on_coordinator_ack(self, msg: CoordinatorAck) -> None:
         if self.phase is not Phase.CLAIMING or not msg.granted or msg.sender not in self.voters:
@@ -518,7 +536,10 @@ class BullyElection:
         self._quorum.grant(msg.sender)
         if msg.log.key() > self.best_log[1].key():
             self.best_log = (msg.sender, msg.log)
-        if self._quorum.won():
+        newest = self.config_version if self._newer is None else self._newer[0]
+        if msg.config > newest:
+            self._newer = (msg.config, frozenset(msg.voters))
+        if self._claim_won():
             self._become_leader()
 
     def _on_heartbeat(self, msg: Heartbeat) -> None:

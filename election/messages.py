@@ -76,10 +76,16 @@ class Coordinator:
 
 @dataclass(frozen=True, slots=True)
 class CoordinatorAck:
+    """An answer to a claim. It names the acker's configuration when that came from a
+    membership change (`config`: its version, `voters`), so that a claimant that missed
+    changes does not count its acks in a configuration it no longer holds."""
+
     term: int
     sender: int
     granted: bool
     log: LogPosition = field(default_factory=LogPosition)
+    config: int = 0
+    voters: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -352,6 +352,14 @@ MUTATIONS = [
         "the worker a submit placed a task on never runs it",
         "ring 1 test_placement / ring 2 execution sim",
     ),
+    Mutation(
+        "ack_configuration_ignored",
+        BULLY,
+        "        return self._newer is None or self.claim_holds(self._newer[1])",
+        "        return True",
+        "a claimant counts its acks in a configuration an ack shows it no longer holds",
+        "ring 2 test_membership_sim (a peer that missed two changes)",
+    ),
 ]
 
 

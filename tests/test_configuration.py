@@ -10,8 +10,8 @@ import random
 import orjson
 import pytest
 
-from election import BullyElection, Timings
-from election.messages import Coordinator, LogPosition, Probe
+from election import BullyElection, Phase, Role, Timings
+from election.messages import Coordinator, CoordinatorAck, LogPosition, Probe, ProbeReply
 from peer.protocol.commands import Members, Noop, encode_command
 from peer.protocol.config_log import ConfigLog
 from peer.protocol.configuration import ChangeRefused, Configuration
@@ -93,6 +93,59 @@ def test_a_learner_never_campaigns_and_a_campaign_from_a_non_voter_is_ignored() 
     assert out.messages == [] and voter.voted_for is None  # no vote spent on it
     # a leader is followed whoever it is (a peer whose configuration lags must hear it)
     assert learner.leader_contact(1.0, 3, 9) and learner.leader == 9 and learner.term == 3
+
+
+def test_an_ack_names_the_ackers_configuration_once_a_change_made_it() -> None:
+    acker = _election(2, {1, 2, 3}, set())
+    acker.step(0.0, Coordinator(1, 1, LogPosition()))
+    assert acker.ready().messages[0].message == CoordinatorAck(1, 2, True, LogPosition())
+    changed = _election(2, {1, 2, 3, 4}, set())
+    changed.set_members({1, 2, 3, 4}, set(), version=7)
+    changed.step(0.0, Coordinator(1, 1, LogPosition()))
+    ack = changed.ready().messages[0].message
+    assert ack == CoordinatorAck(1, 2, True, LogPosition(), 7, (1, 2, 3, 4))
+
+
+def _claiming(node: int, voters: set[int], version: int = 0) -> BullyElection:
+    """`node` (the highest) has won its probe and claims term 1 (its own ack counted)."""
+    claimant = _election(node, voters, set())
+    claimant.set_members(voters, set(), version)
+    claimant.tick(0.0, voters)
+    for peer in sorted(voters - {node}):
+        claimant.step(0.0, ProbeReply(0, peer, 1, True))
+    assert claimant.ready().messages and claimant.phase is Phase.CLAIMING
+    return claimant
+
+
+@pytest.mark.parametrize(
+    ("newer_voters", "leads"),
+    [((1, 2, 3, 4, 5), False), ((1, 2, 3, 4), False), ((2, 3), True), ((1, 2, 4), False)],
+    ids=["two-added", "one-added", "shrunk-to-the-acks", "without-the-claimant"],
+)
+def test_a_claimant_leads_only_on_a_majority_of_the_newest_configuration_an_ack_names(
+    newer_voters: tuple[int, ...], leads: bool
+) -> None:
+    """A peer that missed membership changes counts its acks in what it knows ({1, 2, 3}:
+    3 and 2 are a majority), and in the newer configuration an ack names: a leader of that
+    one may hold this very term."""
+    claimant = _claiming(3, {1, 2, 3})
+    claimant.step(0.0, CoordinatorAck(1, 2, True, LogPosition(), 9, newer_voters))
+    assert (claimant.role is Role.LEADER) is leads
+    older = _claiming(3, {1, 2, 3}, version=12)  # its own is newer than the ack's
+    older.step(0.0, CoordinatorAck(1, 2, True, LogPosition(), 9, newer_voters))
+    assert older.role is Role.LEADER
+
+
+def test_a_synced_log_with_a_newer_configuration_recounts_the_claim_in_it() -> None:
+    """The recount behind the ack check: a new leader whose synced log ends with a
+    configuration where its acks are no majority does not serve (`_confirm_claim`)."""
+    bootstrap = Configuration.of(URLS)
+    four = bootstrap.with_learner(4, "http://d:4").promoted(4)
+    core = PeerCore(1, (1, 2, 3), Settings(), random.Random(1), bootstrap=bootstrap)
+    core.election._quorum.granted = {1, 2}  # its claim's acks  # noqa: SLF001
+    assert core._confirm_claim()  # a majority of {1, 2, 3}  # noqa: SLF001
+    core.log.merge((Entry(1, 1, encode_command(Members(1.0, 0, four))),))
+    assert not core._confirm_claim()  # 2 of {1, 2, 3, 4}  # noqa: SLF001
 
 
 def test_the_replicator_commits_on_a_majority_of_the_voters_only() -> None:

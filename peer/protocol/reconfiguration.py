@@ -93,7 +93,7 @@ class Reconfiguration:
         first = self._in_force is None
         self._in_force = config
         voters, learners = config.voter_ids, config.learner_ids
-        self.election.set_members(voters, learners)
+        self.election.set_members(voters, learners, config.index)
         self.replicator.set_members(voters, learners, self._now)
         self.membership.set_members(config.ids)
         own = config.urls().get(self.id) or self.configs.bootstrap.urls().get(self.id, "")
