@@ -20,7 +20,7 @@ applied, so nothing is proposed twice. No I/O, no clock reads.
 
 A submit may start its tasks in its own entry (`place`): when a worker has a free slot
 and nothing waits to be assigned, a spec that can run at once (no delay, no
-dependencies, a queue without a cap or rate) is placed on the next worker round-robin,
+dependencies, a queue with no `[queues.X]` policy) is placed on the next worker round-robin,
 so the task costs one round fewer. Its slot is held until that entry is applied.
 """
 
@@ -131,24 +131,18 @@ class Scheduler:
     def plan(self, wall: float, table: TaskTable, workers: Iterable[Worker]) -> list[Assignment]:
         """This round's assignments."""
         self._release_due(wall, table)
-        free = {w.id: self._free_slots(w.id, table) for w in workers}
-        incarnations = {w.id: w.incarnation for w in workers}
-        order = sorted(w for w, n in free.items() if n > 0)
+        slots = _Slots(self, table, workers)
         out: list[Assignment] = []
         room = self._room(wall, table)
-        while order:
+        while slots.order:
             task = self._next_task(table, room)
             if task is None:
                 break
             if task.queue in room:
                 room[task.queue] -= 1
-            worker = next((w for w in order if w > self._last_worker), order[0])
-            self._last_worker = worker
-            out.append(Assignment(task.id, task.attempt + 1, worker, incarnations[worker]))
+            worker = slots.take()
+            out.append(Assignment(task.id, task.attempt + 1, worker, slots.incarnations[worker]))
             self._assigning[task.id] = worker
-            free[worker] -= 1
-            if free[worker] == 0:
-                order.remove(worker)
         return out
 
     def _free_slots(self, worker: int, table: TaskTable) -> int:
@@ -166,22 +160,16 @@ class Scheduler:
         """Which of a submit's specs start in its own entry (asked only when `may_place`:
         nothing waits to be assigned, those go first). Their slots are held from now
         on; `reserve` ties them to the entry."""
-        free = {w.id: self._free_slots(w.id, table) for w in workers}
-        incarnations = {w.id: w.incarnation for w in workers}
-        order = sorted(w for w, n in free.items() if n > 0)
+        slots = _Slots(self, table, workers)
         out: list[Placement] = []
         for position, spec in enumerate(specs):
-            if not order:
+            if not slots.order:
                 break
             if not self._startable(spec):
                 continue
-            worker = next((w for w in order if w > self._last_worker), order[0])
-            self._last_worker = worker
-            out.append(Placement(position, worker, incarnations[worker]))
+            worker = slots.take()
+            out.append(Placement(position, worker, slots.incarnations[worker]))
             self._placed[worker] = self._placed.get(worker, 0) + 1
-            free[worker] -= 1
-            if free[worker] == 0:
-                order.remove(worker)
         return out
 
     def may_place(self, wall: float, specs: Iterable[TaskSpec]) -> bool:
@@ -314,6 +302,26 @@ class Scheduler:
         """When a task whose attempt `attempt` failed may run again."""
         backoff = min(self.retry_max, self.retry_base * 2.0 ** max(0, attempt - 1))
         return wall + backoff * (0.5 + 0.5 * self.rng.random())
+
+
+class _Slots:
+    """One round's free slots per worker, handed out round-robin from the scheduler's
+    cursor (which carries on across rounds)."""
+
+    def __init__(self, scheduler: Scheduler, table: TaskTable, workers: Iterable[Worker]):
+        self.scheduler = scheduler
+        self.free = {w.id: scheduler._free_slots(w.id, table) for w in workers}
+        self.incarnations = {w.id: w.incarnation for w in workers}
+        self.order = sorted(w for w, n in self.free.items() if n > 0)  # with a free slot
+
+    def take(self) -> int:
+        """The next worker after the cursor with a free slot; that slot is taken."""
+        worker = next((w for w in self.order if w > self.scheduler._last_worker), self.order[0])
+        self.scheduler._last_worker = worker
+        self.free[worker] -= 1
+        if self.free[worker] == 0:
+            self.order.remove(worker)
+        return worker
 
 
 def _still_running(table: TaskTable, task_id: int, attempt: int) -> bool:
