@@ -495,7 +495,7 @@ def test_a_joining_follower_shows_catching_up_and_how_far_behind_until_synced() 
     log does not match its leader's, and `behind` counts the committed entries it
     lacks; both clear once it has them."""
     net = settled(up=(2, 3))
-    leader = _commit_many(net, 2000)
+    leader = _commit_many(net, 5000)  # (more than one window of full Appends)
     joined = net.start(1)
     views: list[dict[str, Any]] = []
     while len(views) < 300 and not (views and views[-1]["leader"] and not views[-1]["catching_up"]):

@@ -174,6 +174,7 @@ class PeerCore(Reconfiguration):
         """One driver cycle: take the inbox in order, tick the timers when they are due
         (`tick_due`; `tick` forces the choice), and return the batch to carry out."""
         proposed, refused = [], []
+        self.replicator.hold_sends()  # (one Append per follower for all of it: `ready`)
         for item in inbox:
             if isinstance(item, Received):
                 self.receive(item.at, item.message)
@@ -415,6 +416,7 @@ class PeerCore(Reconfiguration):
         if self.is_ready_leader:
             self._lead_round()
         beats = self._send_election(out.messages, batch)
+        self.replicator.flush(self._now)
         for to, message in self.replicator.take_messages():
             early = isinstance(message, Append) and self.replicator.leading
             (batch.early if early else batch.messages).append((to, message))

@@ -117,6 +117,7 @@ class Replicator:
         self._notify: dict[int, int] = {}  # peer -> index it wants to hear committed at once
         self._persist_from: int | None = None
         self._outbox: list[tuple[int, ReplicationMessage]] = []
+        self._due: dict[int, None] | None = None  # holding: the peers owed an Append
 
     # -------------------------------------------------------------- membership
 
@@ -153,7 +154,7 @@ class Replicator:
             follower.retire_at
         )
         if done:
-            self._send_append(peer, now)  # (the commit index alone)
+            self._build_append(peer, now)  # (the commit index alone, before it is dropped)
             del self._followers[peer]
         return bool(done)
 
@@ -260,7 +261,33 @@ class Replicator:
             follower.next_index = follower.match_index + 1
             follower.probing = True
 
+    def hold_sends(self) -> None:
+        """Until `flush`, Appends owed to followers are only noted: a driver cycle that
+        takes several proposals and replies sends each follower one Append with all of
+        them, not one per proposal."""
+        if self._due is None:
+            self._due = {}
+
+    def flush(self, now: float) -> None:
+        """Send the Appends noted since `hold_sends`: one to each peer owed one, and
+        more while entries beyond one Append's batch wait and its window has room."""
+        due, self._due = self._due, None
+        for peer in due or ():
+            follower = self._followers.get(peer)
+            if follower is None:
+                continue  # (dropped since: retired, or this peer stepped down)
+            self._build_append(peer, now)
+            while self._may_send(follower):
+                self._build_append(peer, now)
+
     def _send_append(self, peer: int, now: float) -> None:
+        """The next Append to `peer`, or noted for `flush` while sends are held."""
+        if self._due is not None:
+            self._due[peer] = None
+        else:
+            self._build_append(peer, now)
+
+    def _build_append(self, peer: int, now: float) -> None:
         """The next Append to `peer`: the entries from its next index on (none when it
         has them all: then it carries the commit index alone)."""
         follower = self._followers[peer]

@@ -266,7 +266,7 @@ def test_a_peer_that_missed_two_changes_never_leads_a_term_already_led() -> None
     too before 5, the highest, takes over from the leader in a new term with 3 and 4.
     When 3, 4 and 5 crash, 1 and 2 meet: neither heard of that term, and {1, 2} is a
     majority of 1's configuration, so 1 claims the same term, and 2 acks it."""
-    sim = SimCluster(3, seed=41)
+    sim = SimCluster(3, seed=2)  # (a seed whose timing sets the scene as described)
     assert sim.run_until(lambda: _ready_leader(sim) == 3, 3.0)
     sim.net.partition({1}, {2, 3})
     for _ in range(2):
