@@ -381,6 +381,33 @@ def test_a_window_of_appends_in_flight_per_follower_then_group_commit() -> None:
     assert machine.commit_index == 5
 
 
+def test_held_sends_go_out_as_one_append_per_follower_at_flush() -> None:
+    """`hold_sends` (a driver cycle): proposals and replies only note who is owed an
+    Append; `flush` sends each one Append with all of them, and more only while what
+    waits is beyond one Append's batch and the window has room."""
+    p2, p3 = follower(2), follower(3)
+    machine, net = serving_leader(p2, p3)
+    machine.hold_sends()
+    made = [machine.propose(1.0, [f"c{i}"])[0] for i in range(3)]
+    assert machine.take_messages() == []  # held
+    machine.flush(1.0)
+    out = machine.take_messages()
+    assert [a.entries for a in loaded(out, 2)] == [tuple(made)]
+    assert [a.entries for a in loaded(out, 3)] == [tuple(made)]
+    net.run(1.0, out)
+    assert machine.commit_index == made[-1].index
+    machine.flush(1.1)
+    assert machine.take_messages() == []  # nothing held: nothing owed
+    machine.max_batch, machine.window = 2, 2
+    machine.hold_sends()
+    more = machine.propose(1.2, [f"d{i}" for i in range(5)])
+    machine.flush(1.2)
+    out = machine.take_messages()
+    assert [a.entries for a in loaded(out, 2)] == [tuple(more[:2]), tuple(more[2:4])]  # window
+    machine.propose(1.3, ["e"])
+    assert loaded(machine.take_messages()) == []  # not held, but both windows are full
+
+
 def test_after_a_refusal_one_append_probes_until_one_is_accepted() -> None:
     """Module docstring: a follower whose log's end is unknown (after a refusal) gets one
     Append at a time until one is accepted; then the window opens again."""
