@@ -265,8 +265,16 @@ def test_a_peer_that_missed_two_changes_never_leads_a_term_already_led() -> None
     """Peer 1 is cut off while 4 and then 5 join ({1, 2, 3} is all it knows); 2 is cut off
     too before 5, the highest, takes over from the leader in a new term with 3 and 4.
     When 3, 4 and 5 crash, 1 and 2 meet: neither heard of that term, and {1, 2} is a
-    majority of 1's configuration, so 1 claims the same term, and 2 acks it."""
-    sim = SimCluster(3, seed=2)  # (a seed whose timing sets the scene as described)
+    majority of 1's configuration, so 1 claims the same term, and 2 acks it. Whether 2
+    missed that term depends on timing, so seeds are tried until three set the scene."""
+    scenes = sum(_two_changes_missed(seed) for seed in range(1, 41))
+    assert scenes >= 3
+
+
+def _two_changes_missed(seed: int) -> bool:
+    """The scene above at `seed`; False when its timing did not set it (2 heard of 5's
+    term). The simulator checks every step: no second leader of any term."""
+    sim = SimCluster(3, seed=seed)
     assert sim.run_until(lambda: _ready_leader(sim) == 3, 3.0)
     sim.net.partition({1}, {2, 3})
     for _ in range(2):
@@ -279,10 +287,12 @@ def test_a_peer_that_missed_two_changes_never_leads_a_term_already_led() -> None
     sim.net.partition({1}, {2}, {3, 4, 5})
     assert sim.run_until(lambda: _ready_leader(sim) == 5, 5.0)
     led = sim.nodes[5].election.term
-    assert sim.nodes[2].election.term < led and sim.nodes[1].election.term < led
+    if not (sim.nodes[2].election.term < led and sim.nodes[1].election.term < led):
+        return False
     for peer in (3, 4, 5):
         sim.crash(peer)
     sim.run(0.5)
     sim.net.partition({1, 2}, {3, 4, 5})
-    sim.run(3.0)  # the simulator checks every step: no second leader of any term
+    sim.run(3.0)
     assert not any(n.is_ready_leader for n in sim.nodes.values())  # {1, 2} of 5 voters
+    return True
