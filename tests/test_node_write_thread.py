@@ -1,6 +1,7 @@
 """Where the driver writes: a small write on the loop's own thread, a big one on the disk
-thread, and after a slow inline write (a stalling disk) the next ones on the disk thread,
-so the loop is not held up by the disk for long. Every proposal is applied either way."""
+thread, and after an inline write that stalls the next ones on the disk thread, so the
+loop is not held up by the disk for long (tests/test_write_placement.py has the rule).
+Every proposal is applied either way."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from peer.protocol.commands import Submit, TaskSpec
 from peer.runtime import node as node_module
+from peer.runtime import write_placement
 from tests.single_node import ready_single_node
 
 PARKED = 3600.0  # the tasks wait: no attempt's writes (a finish) mix with the submits'
@@ -44,13 +46,13 @@ async def _scenario(tmp: Path) -> None:
             assert any(what == "big" for what, _ in threads), threads
 
             threads.clear()
-            stall = node_module.SLOW_INLINE_WRITE * 3
-            await node.propose(Submit(3.0, (TaskSpec("echo", delay=PARKED),)))  # slow, inline
+            stall = write_placement.STALLED * 1.5
+            await node.propose(Submit(3.0, (TaskSpec("echo", delay=PARKED),)))  # stalls, inline
             stall = 0.0
             threads.clear()
             await node.propose(Submit(4.0, (TaskSpec("echo", delay=PARKED),)))
             assert threads and all(t != loop_thread for _, t in threads), (
-                "a write after a slow inline one ran on the loop"
+                "a write after an inline one that stalled ran on the loop"
             )
         assert len(node.core.tasks.tasks) == 4
 

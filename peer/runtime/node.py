@@ -53,6 +53,7 @@ from peer.runtime.storage import Storage
 from peer.runtime.transport import Transport
 from peer.runtime.validation import declared_schedules
 from peer.runtime.worker import TaskRunner
+from peer.runtime.write_placement import WritePlacement
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ FORWARDED_BY: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 RECENT_EVENTS = 20  # core events `/cluster` shows, newest last
 TRIM_EVERY = 1.0  # seconds between two returns of free heap memory to the system
 INLINE_WRITE_CHARS = 64 * 1024  # writes of at most this much log text run on the loop
-SLOW_INLINE_WRITE = 0.01  # seconds: an inline write this slow sends writes to the thread
-SLOW_DISK_BACKOFF = 1.0  # seconds they stay there (the loop keeps sending meanwhile)
 
 
 def event_json(at: float, event: CoreEvent) -> dict[str, Any]:
@@ -121,7 +120,7 @@ class Node:
         self._writing: asyncio.Future[None] | None = None  # the write in flight
         self._write_started = 0.0
         self._trimmed_at = 0.0  # (the disk thread's)
-        self._threaded_until = 0.0  # every write on the disk thread until then (slow disk)
+        self.placement = WritePlacement()  # small writes on the loop unless the disk is slow
         self.disk_error: str | None = None
         self._waiters: dict[int, tuple[int, asyncio.Future[Applied]]] = {}
         self.changed = asyncio.Event()  # set and replaced after every cycle that did work
@@ -269,7 +268,7 @@ class Node:
         if (
             write.snapshot is None
             and _text_size(write) <= INLINE_WRITE_CHARS
-            and time.monotonic() >= self._threaded_until
+            and self.placement.inline(time.monotonic())
         ):
             self._writing = loop.create_future()
             loop.call_soon(self._save_inline, write, self._writing)
@@ -281,9 +280,9 @@ class Node:
     def _save_inline(self, write: Write, done: asyncio.Future[None]) -> None:
         """A small write, on the loop: after the callbacks already due (a leader's
         appends leave first), and cheaper than handing it to the disk thread and back,
-        which costs more than the write when it is small. One that took long (a slow
-        or busy disk) sends the writes of the next second to the thread, so a stalling
-        disk never holds up the loop's heartbeats for long."""
+        which costs more than the write when it is small. A disk slow for a run of writes,
+        or one write that stalls, sends the writes of the next second to the thread
+        (`WritePlacement`), so a slow disk never holds up the loop's heartbeats for long."""
         started = time.perf_counter()
         try:
             self.storage.save(
@@ -294,8 +293,7 @@ class Node:
             return
         done.set_result(None)
         self._wake.set()
-        if time.perf_counter() - started > SLOW_INLINE_WRITE:
-            self._threaded_until = time.monotonic() + SLOW_DISK_BACKOFF
+        self.placement.took(time.perf_counter() - started, time.monotonic())
         if time.monotonic() - self._trimmed_at > TRIM_EVERY:
             self._trimmed_at = time.monotonic()
             with contextlib.suppress(RuntimeError):  # the disk thread shut down
