@@ -354,9 +354,10 @@ def test_follower_commit_never_exceeds_what_it_has_matched() -> None:
 
 def test_a_window_of_appends_in_flight_per_follower_then_group_commit() -> None:
     """Module docstring: up to `window` Appends in flight per follower; what is proposed
-    while the window is full goes out together in the next one, once a reply comes."""
-    p2, p3 = follower(2), follower(3)
-    machine, net = serving_leader(p2, p3)  # the no-op's reply opened both windows
+    while the window is full goes out together in the next one, once a reply comes.
+    (One follower, so no spare: those have their own tests below.)"""
+    p2 = follower(2)
+    machine, net = serving_leader(p2, peers=(1, 2))  # the no-op's reply opened the window
     machine.window = 2
     (c1,) = machine.propose(1.0, ["c1"])
     (c2,) = machine.propose(1.05, ["c2"])
@@ -365,20 +366,73 @@ def test_a_window_of_appends_in_flight_per_follower_then_group_commit() -> None:
     (c3,) = machine.propose(1.1, ["c3"])
     (c4,) = machine.propose(1.1, ["c4"])
     assert machine.take_messages() == []  # the window is full
-    machine.heartbeat(1.15, 3)
+    machine.heartbeat(1.15, 2)
     beat = machine.take_messages()
     assert [(a.prev_index, a.entries) for a in sent(beat, Append)] == [(1, ())]  # as matched
     net.deliver(1.15, beat)
-    net.deliver(1.15, p3.take_messages())  # p3 answers the beat, not c1's Append
+    net.deliver(1.15, p2.take_messages())  # p2 answers the beat, not c1's Append
     assert machine.take_messages() == []  # its window is still full
-    net.deliver(1.2, [s for s in first if s[0] == 2][:1])  # c1 reaches p2
+    net.deliver(1.2, first[:1])  # c1 reaches p2
     net.deliver(1.2, p2.take_messages())
     batch = machine.take_messages()
     assert [a.entries for a in loaded(batch, 2)] == [(c3, c4)]  # c3 and c4 together
-    assert loaded(batch, 3) == []
-    net.run(1.2, [s for s in first if s[0] == 2][1:] + batch)
+    net.run(1.2, first[1:] + batch)
     assert p2.log.entries == machine.log.entries
     assert machine.commit_index == 5
+
+
+def test_under_load_the_followers_a_majority_does_not_need_get_entries_by_heartbeat() -> None:
+    """Module docstring (`_spares`): once enough followers are busy (an Append in flight)
+    to make a majority with the leader, the others are spares: a proposal goes to the
+    busy ones alone, and a spare gets everything it lacks with its heartbeat."""
+    followers = [follower(n) for n in (2, 3, 4, 5)]
+    machine, net = serving_leader(*followers, peers=FIVE)
+    (c1,) = machine.propose(1.0, ["c1"])
+    out = machine.take_messages()
+    assert all([a.entries for a in loaded(out, n)] == [(c1,)] for n in (2, 3, 4, 5))  # idle
+    (c2,) = machine.propose(1.01, ["c2"])  # all four busy with c1: 2 and 3 are enough
+    out2 = machine.take_messages()
+    assert [a.entries for a in loaded(out2, 2)] == [(c2,)]
+    assert [a.entries for a in loaded(out2, 3)] == [(c2,)]
+    assert loaded(out2, 4) == [] and loaded(out2, 5) == []
+    (c3,) = machine.propose(1.02, ["c3"])
+    out3 = machine.take_messages()
+    assert loaded(out3, 4) == []  # still a spare
+    machine.heartbeat(1.1, 4)
+    beat = machine.take_messages()
+    assert [a.entries for a in loaded(beat, 4)] == [(c2, c3)]  # what it lacks, at once
+    written(machine)
+    net.run(1.1, out + out2 + out3 + beat)
+    machine.heartbeat(1.2, 5)
+    net.run(1.2, machine.take_messages())
+    assert machine.commit_index == c3.index
+    assert all(f.log.entries == machine.log.entries for f in followers)
+
+
+def test_a_follower_waiting_to_hear_of_a_commit_is_never_a_spare() -> None:
+    """A follower that forwarded the write (or was given a task) hears of its commit at
+    once, so it gets the entry at once even when a majority is busy without it."""
+    p2, p3 = follower(2), follower(3)
+    machine, _ = serving_leader(p2, p3)
+    machine.propose(1.0, ["c1"])
+    machine.take_messages()  # both busy: 3 would be a spare
+    (c2,) = machine.propose(1.01, ["c2"], notify=[3])
+    assert [a.entries for a in loaded(machine.take_messages(), 3)] == [(c2,)]
+
+
+def test_with_no_follower_busy_every_follower_gets_each_entry_at_once() -> None:
+    """At low load (no Append in flight when an entry comes) there is no spare: the
+    commit takes the fastest majority of all the followers."""
+    p2, p3 = follower(2), follower(3)
+    machine, net = serving_leader(p2, p3)
+    for i in range(3):
+        (entry,) = machine.propose(1.0 + i, [f"c{i}"])
+        out = machine.take_messages()
+        assert [a.entries for a in loaded(out, 2)] == [(entry,)]
+        assert [a.entries for a in loaded(out, 3)] == [(entry,)]
+        written(machine)
+        net.run(1.0 + i, out)
+        assert machine.commit_index == entry.index
 
 
 def test_held_sends_go_out_as_one_append_per_follower_at_flush() -> None:

@@ -3,6 +3,8 @@
 Leader: up to `window` Appends in flight per follower (one while probing: at the start,
 after a refusal or a loss, until one is accepted); entries proposed while the window is
 full go out together in the next one (group commit), at most `max_batch` per message.
+The followers beyond those a majority needs are spares (`_spare`): they get their
+entries with each heartbeat, not each round.
 An index of the leader's own term is committed once a majority holds it on disk, and
 everything below with it. The leader sends its entries while its own write of them is
 still in flight (Raft thesis 10.2.1): its own copy counts only from `persisted`, when
@@ -217,9 +219,11 @@ class Replicator:
             for peer in notify:
                 if peer in self._followers:
                     self._notify[peer] = entries[-1].index
-        for peer, follower in self._followers.items():
+        for follower in self._followers.values():
             self._expire(follower, now)
-            if self._may_send(follower):
+        spares = self._spares()
+        for peer, follower in self._followers.items():
+            if self._may_send(peer, follower, spares):
                 self._send_append(peer, now)
         self._advance_commit()
         return entries
@@ -234,7 +238,7 @@ class Replicator:
                 self._outbox.append((peer, fetch))
             return
         self._expire(follower, now)
-        if follower.inflight and not self._may_send(follower):
+        if follower.inflight and not self._may_send(peer, follower):
             # entries (or a snapshot's part) are on their way: affirm leadership from
             # what it surely holds, or from nothing if that was compacted here
             prev = follower.match_index
@@ -247,11 +251,46 @@ class Replicator:
         else:
             self._send_append(peer, now)
 
-    def _may_send(self, follower: _Follower) -> bool:
+    def _may_send(
+        self, peer: int, follower: _Follower, spares: frozenset[int] = frozenset()
+    ) -> bool:
         """Entries wait for it and its window has room: one Append in flight while
-        probing (after a refusal, a loss or at the start), `window` once it matched."""
-        room = len(follower.inflight) < (1 if follower.probing else self.window)
-        return room and follower.next_index <= self.log.last_index
+        probing (after a refusal, a loss or at the start), `window` once it matched,
+        none while it is one of `spares` (those get their entries with the heartbeat)."""
+        if follower.next_index > self.log.last_index or peer in spares:
+            return False
+        return len(follower.inflight) < (1 if follower.probing else self.window)
+
+    def _spares(self) -> frozenset[int]:
+        """The followers that wait for the heartbeat for their entries: those behind
+        enough busy voting followers (an Append in flight; a higher match index, or the
+        same and a lower id) to make a majority with the leader's own copy. Under load
+        a round then costs the spares no frame, write or reply, and the busy followers
+        carry the commit; a spare holds every entry a heartbeat later. At low load no
+        follower is busy when an entry comes, so every follower gets it at once (the
+        commit takes the fastest majority). Never a spare: one waiting to hear of a
+        commit at once (it forwarded the write, or a task was given to it), one more
+        than one Append's batch behind (catching up), a learner."""
+        needed = self.majority - (1 if self.id in self.voters else 0)
+        busy = sorted(
+            (
+                (f.match_index, -p)
+                for p, f in self._followers.items()
+                if p in self.voters and f.inflight
+            ),
+            reverse=True,
+        )
+        if not 0 < needed <= len(busy):
+            return frozenset()
+        bar = busy[needed - 1]  # a spare is behind this one
+        return frozenset(
+            p
+            for p, f in self._followers.items()
+            if p in self.voters
+            and p not in self._notify
+            and (f.match_index, -p) < bar
+            and self.log.last_index - f.next_index < self.max_batch
+        )
 
     def _expire(self, follower: _Follower, now: float) -> None:
         """The oldest Append in flight has waited `resend_after`: count everything in
@@ -272,12 +311,13 @@ class Replicator:
         """Send the Appends noted since `hold_sends`: one to each peer owed one, and
         more while entries beyond one Append's batch wait and its window has room."""
         due, self._due = self._due, None
+        spares = self._spares() if due else frozenset()
         for peer in due or ():
             follower = self._followers.get(peer)
             if follower is None:
                 continue  # (dropped since: retired, or this peer stepped down)
             self._build_append(peer, now)
-            while self._may_send(follower):
+            while self._may_send(peer, follower, spares):
                 self._build_append(peer, now)
 
     def _send_append(self, peer: int, now: float) -> None:
@@ -373,7 +413,7 @@ class Replicator:
             follower.inflight.clear()
             follower.probing = True
         self._expire(follower, now)
-        if self._may_send(follower):
+        if self._may_send(msg.sender, follower, self._spares()):
             self._send_append(msg.sender, now)
         elif not follower.inflight and self._waits(msg.sender):
             self._send_append(msg.sender, now)  # the commit index alone
