@@ -409,6 +409,52 @@ def test_under_load_the_followers_a_majority_does_not_need_get_entries_by_heartb
     assert all(f.log.entries == machine.log.entries for f in followers)
 
 
+def test_spares_stay_spares_for_the_linger_after_the_last_busy_majority() -> None:
+    """Module docstring (`_spares`): the load is judged at each send; once the followers
+    ahead were all busy, the others stay spares for `spare_linger` seconds even at a
+    send that finds the followers ahead idle, and then get each entry again."""
+    p2, p3 = follower(2), follower(3)
+    machine, net = serving_leader(p2, p3)
+    machine.spare_linger = 0.1
+    machine.propose(1.0, ["c1"])
+    first = machine.take_messages()
+    (c2,) = machine.propose(1.01, ["c2"])  # 2 is busy with c1: 3 is a spare until 1.11
+    second = machine.take_messages()
+    assert loaded(second, 3) == []
+    written(machine)
+    net.run(1.02, [s for s in first + second if s[0] == 2])  # 2 answers: idle again
+    (c3,) = machine.propose(1.05, ["c3"])
+    third = machine.take_messages()
+    assert loaded(third, 3) == []  # within the linger
+    written(machine)
+    net.run(1.06, third)
+    (c4,) = machine.propose(1.2, ["c4"])  # past it, with 2 idle: 3 gets what it lacks
+    out = machine.take_messages()
+    assert [a.entries for a in loaded(out, 3)] == [(c2, c3, c4)]
+
+
+def test_spares_overtake_a_follower_ahead_that_stops_answering() -> None:
+    """A follower ahead that goes silent does not hold the commit back: the spares'
+    answers (here to their last Append) rank them ahead of it, so they are sent what it
+    lacks and carry the commit from then on."""
+    followers = {n: follower(n) for n in (2, 3, 4, 5)}
+    machine, net = serving_leader(*followers.values(), peers=FIVE)
+    machine.propose(1.0, ["c1"])
+    first = machine.take_messages()
+    machine.propose(1.01, ["c2"])  # 2 and 3 busy: 4 and 5 are spares
+    second = machine.take_messages()
+    written(machine)
+    alive = [s for s in first + second if s[0] != 2]  # 2 stopped answering
+    assert loaded(second, 4) == [] and loaded(second, 5) == []
+    net.run(1.02, alive)
+    assert machine.commit_index == 3  # c2 too: 4 answered c1, ranked ahead of 2, got c2
+    (c3,) = machine.propose(1.12, ["c3"])
+    out = [s for s in machine.take_messages() if s[0] != 2]
+    written(machine)
+    net.run(1.12, out)
+    assert machine.commit_index == c3.index  # without 2: the others are ahead of it now
+
+
 def test_a_follower_waiting_to_hear_of_a_commit_is_never_a_spare() -> None:
     """A follower that forwarded the write (or was given a task) hears of its commit at
     once, so it gets the entry at once even when a majority is busy without it."""
@@ -421,8 +467,8 @@ def test_a_follower_waiting_to_hear_of_a_commit_is_never_a_spare() -> None:
 
 
 def test_with_no_follower_busy_every_follower_gets_each_entry_at_once() -> None:
-    """At low load (no Append in flight when an entry comes) there is no spare: the
-    commit takes the fastest majority of all the followers."""
+    """On a quiet cluster (no busy majority within the linger: here each entry is
+    answered before the next) there is no spare: every follower gets each entry."""
     p2, p3 = follower(2), follower(3)
     machine, net = serving_leader(p2, p3)
     for i in range(3):
@@ -482,6 +528,7 @@ def test_append_in_flight_counts_as_lost_after_resend_after() -> None:
     after that, a proposal or a heartbeat sends again from the follower's next index."""
     machine, _ = serving_leader(follower(2), follower(3), resend_after=0.25)
     machine.window = 1  # (the loss rule alone; the window has its own test)
+    machine.spare_linger = 0.0  # (and so have spares)
     (c1,) = machine.propose(1.0, ["c1"])
     machine.take_messages()  # lost
     (c2,) = machine.propose(1.2, ["c2"])
@@ -524,6 +571,7 @@ def test_reply_is_news_only_unless_it_is_the_idle_answer() -> None:
     needs no cycle of its own."""
     machine, _ = serving_leader(follower(2), follower(3))
     machine.window = 1  # one Append in flight: entries then wait for a reply
+    machine.spare_linger = 0.0  # (spares have their own tests)
     idle = AppendReply(1, 2, True, 1)
     assert not machine.reply_is_news(idle)
     assert machine.reply_is_news(AppendReply(1, 2, False, 0))

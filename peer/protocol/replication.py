@@ -3,8 +3,8 @@
 Leader: up to `window` Appends in flight per follower (one while probing: at the start,
 after a refusal or a loss, until one is accepted); entries proposed while the window is
 full go out together in the next one (group commit), at most `max_batch` per message.
-The followers beyond those a majority needs are spares (`_spare`): they get their
-entries with each heartbeat, not each round.
+On a busy cluster the followers beyond those a majority needs are spares (`_spares`):
+they get their entries with each heartbeat, not each round.
 An index of the leader's own term is committed once a majority holds it on disk, and
 everything below with it. The leader sends its entries while its own write of them is
 still in flight (Raft thesis 10.2.1): its own copy counts only from `persisted`, when
@@ -120,6 +120,8 @@ class Replicator:
         self._persist_from: int | None = None
         self._outbox: list[tuple[int, ReplicationMessage]] = []
         self._due: dict[int, None] | None = None  # holding: the peers owed an Append
+        self.spare_linger = 0.1  # seconds spares stay spares after a busy majority (`_spares`)
+        self._spares_until = float("-inf")
 
     # -------------------------------------------------------------- membership
 
@@ -221,7 +223,7 @@ class Replicator:
                     self._notify[peer] = entries[-1].index
         for follower in self._followers.values():
             self._expire(follower, now)
-        spares = self._spares()
+        spares = self._spares(now)
         for peer, follower in self._followers.items():
             if self._may_send(peer, follower, spares):
                 self._send_append(peer, now)
@@ -261,35 +263,35 @@ class Replicator:
             return False
         return len(follower.inflight) < (1 if follower.probing else self.window)
 
-    def _spares(self) -> frozenset[int]:
-        """The followers that wait for the heartbeat for their entries: those behind
-        enough busy voting followers (an Append in flight; a higher match index, or the
-        same and a lower id) to make a majority with the leader's own copy. Under load
-        a round then costs the spares no frame, write or reply, and the busy followers
-        carry the commit; a spare holds every entry a heartbeat later. At low load no
-        follower is busy when an entry comes, so every follower gets it at once (the
-        commit takes the fastest majority). Never a spare: one waiting to hear of a
-        commit at once (it forwarded the write, or a task was given to it), one more
-        than one Append's batch behind (catching up), a learner."""
+    def _spares(self, now: float) -> frozenset[int]:
+        """The followers that wait for the heartbeat for their entries: all but the
+        `needed` voting followers furthest ahead (the highest match index, or the same
+        and the lowest id), which with the leader's own copy make a majority, once the
+        cluster is busy: those followers all had an Append in flight at some send in the
+        last `spare_linger` seconds. Under any steady traffic (one client's included)
+        that holds nearly always; after a quiet spell the next entry goes to every
+        follower. A round then costs the spares no frame, write or reply, and a commit
+        makes three peers write at once, not five; a spare holds every entry a heartbeat
+        later, and if a follower ahead stops answering, the spares overtake it at their
+        next heartbeat. Never a spare: one waiting to hear of a commit at once (it
+        forwarded the write, or a task was given to it), one more than one Append's
+        batch behind (catching up), a learner."""
         needed = self.majority - (1 if self.id in self.voters else 0)
-        busy = sorted(
-            (
-                (f.match_index, -p)
-                for p, f in self._followers.items()
-                if p in self.voters and f.inflight
-            ),
+        ranked = sorted(
+            (((f.match_index, -p), p, f) for p, f in self._followers.items() if p in self.voters),
+            key=lambda item: item[0],
             reverse=True,
         )
-        if not 0 < needed <= len(busy):
+        if not 0 < needed < len(ranked):
             return frozenset()
-        bar = busy[needed - 1]  # a spare is behind this one
+        if all(f.inflight for _, _, f in ranked[:needed]):
+            self._spares_until = now + self.spare_linger
+        elif now >= self._spares_until:
+            return frozenset()
         return frozenset(
             p
-            for p, f in self._followers.items()
-            if p in self.voters
-            and p not in self._notify
-            and (f.match_index, -p) < bar
-            and self.log.last_index - f.next_index < self.max_batch
+            for _, p, f in ranked[needed:]
+            if p not in self._notify and self.log.last_index - f.next_index < self.max_batch
         )
 
     def _expire(self, follower: _Follower, now: float) -> None:
@@ -311,7 +313,7 @@ class Replicator:
         """Send the Appends noted since `hold_sends`: one to each peer owed one, and
         more while entries beyond one Append's batch wait and its window has room."""
         due, self._due = self._due, None
-        spares = self._spares() if due else frozenset()
+        spares = self._spares(now) if due else frozenset()
         for peer in due or ():
             follower = self._followers.get(peer)
             if follower is None:
@@ -413,7 +415,7 @@ class Replicator:
             follower.inflight.clear()
             follower.probing = True
         self._expire(follower, now)
-        if self._may_send(msg.sender, follower, self._spares()):
+        if self._may_send(msg.sender, follower, self._spares(now)):
             self._send_append(msg.sender, now)
         elif not follower.inflight and self._waits(msg.sender):
             self._send_append(msg.sender, now)  # the commit index alone
