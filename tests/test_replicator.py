@@ -455,6 +455,53 @@ def test_spares_overtake_a_follower_ahead_that_stops_answering() -> None:
     assert machine.commit_index == c3.index  # without 2: the others are ahead of it now
 
 
+def test_a_spare_whose_heartbeat_could_not_carry_all_it_lacks_gets_the_window() -> None:
+    """Catching up is judged by what one Append carries (entries and bytes): a spare
+    whose heartbeat Append was cut short by `max_bytes` is sent the rest at its reply,
+    not one Append per heartbeat (big batch entries would leave it far behind)."""
+    followers = {n: follower(n) for n in (2, 3, 4, 5)}
+    machine, net = serving_leader(*followers.values(), peers=FIVE)
+    machine.max_bytes = 1  # every Append carries one entry
+    machine.propose(1.0, ["c1"])
+    net.run(1.0, machine.take_messages())  # everyone holds c1
+    machine.propose(1.01, ["c2"])  # to everyone (nobody was busy)
+    to_all = machine.take_messages()
+    machine.propose(1.02, ["c3"])  # 2 and 3 busy: 4 and 5 spares
+    (c4,) = machine.propose(1.03, ["c4"])
+    ahead = machine.take_messages()
+    assert loaded(ahead, 4) == []
+    written(machine)
+    net.run(1.04, [s for s in to_all if s[0] in (2, 3)] + ahead)  # 2 and 3 hold c4
+    machine.heartbeat(1.05, 4)
+    beat = machine.take_messages()
+    assert [a.entries[-1].command for a in loaded(beat, 4)] == ["c3"]  # cut short
+    net.deliver(1.05, [s for s in to_all if s[0] == 4] + beat)
+    net.deliver(1.05, followers[4].take_messages())  # 4 answers, still behind 2 and 3
+    assert [a.entries for a in loaded(machine.take_messages(), 4)] == [(c4,)]  # at once
+
+
+def test_probing_followers_do_not_make_the_cluster_busy() -> None:
+    """A follower ahead that probes (its Appends were lost: it may be dead) does not
+    count as busy, even with a heartbeat's probe in flight, so it cannot keep the
+    others spares: they get each entry at once again once the linger is over."""
+    followers = {n: follower(n) for n in (2, 3, 4, 5)}
+    machine, net = serving_leader(*followers.values(), peers=FIVE)
+    machine.propose(1.0, ["c1"])
+    net.run(1.0, machine.take_messages())  # everyone holds c1: 2 and 3 rank first
+    machine.propose(1.01, ["c2"])  # to everyone (nobody was busy), and lost
+    machine.take_messages()
+    machine.propose(1.02, ["c3"])
+    assert loaded(machine.take_messages(), 4) == []  # 2 and 3 busy: 4 and 5 spares
+    for peer in (2, 3):  # at 1.3 all that was in flight expired; heartbeats probe
+        machine.heartbeat(1.3, peer)
+    probes = machine.take_messages()
+    assert [len(loaded(probes, p)) for p in (2, 3)] == [1, 1]
+    (c4,) = machine.propose(1.31, ["c4"])
+    out = machine.take_messages()
+    assert loaded(out, 4) and loaded(out, 4)[-1].entries[-1] == c4
+    assert loaded(out, 5) and loaded(out, 5)[-1].entries[-1] == c4
+
+
 def test_a_follower_waiting_to_hear_of_a_commit_is_never_a_spare() -> None:
     """A follower that forwarded the write (or was given a task) hears of its commit at
     once, so it gets the entry at once even when a majority is busy without it."""

@@ -68,6 +68,7 @@ class _Follower:
     snapshot: Snapshot | None = None
     snapshot_offset: int = 0  # ... and where its part in flight starts
     retire_at: int = 0  # removed: dropped once it holds this entry, committed
+    behind: bool = False  # its last Append could not carry all that waited (catching up)
 
 
 class Replicator:
@@ -264,18 +265,23 @@ class Replicator:
         return len(follower.inflight) < (1 if follower.probing else self.window)
 
     def _spares(self, now: float) -> frozenset[int]:
-        """The followers that wait for the heartbeat for their entries: all but the
-        `needed` voting followers furthest ahead (the highest match index, or the same
-        and the lowest id), which with the leader's own copy make a majority, once the
-        cluster is busy: those followers all had an Append in flight at some send in the
-        last `spare_linger` seconds. Under any steady traffic (one client's included)
-        that holds nearly always; after a quiet spell the next entry goes to every
-        follower. A round then costs the spares no frame, write or reply, and a commit
-        makes three peers write at once, not five; a spare holds every entry a heartbeat
-        later, and if a follower ahead stops answering, the spares overtake it at their
-        next heartbeat. Never a spare: one waiting to hear of a commit at once (it
-        forwarded the write, or a task was given to it), one more than one Append's
-        batch behind (catching up), a learner."""
+        """The followers that wait for the heartbeat for their entries.
+
+        All but the `needed` voting followers furthest ahead (the highest match index,
+        or the same and the lowest id), which with the leader's own copy make a
+        majority, once the cluster is busy: those followers all had an Append in
+        flight, and were not probing (a dead or refusing one probes, and must not keep
+        the cluster busy), at some send in the last `spare_linger` seconds. Under any
+        steady traffic (one client's included) that holds nearly always; after a quiet
+        spell the next entry goes to every follower. A round then costs the spares no
+        frame, write or reply, and a commit makes three peers write at once, not five.
+        A spare holds every entry a heartbeat later, and if a follower ahead stops
+        answering, the spares overtake it at their next heartbeat.
+
+        Never a spare: one waiting to hear of a commit at once (it forwarded the write,
+        or a task was given to it); one catching up (its last Append could not carry
+        all that waited, by count or by bytes, or it is over one batch behind); a
+        learner."""
         needed = self.majority - (1 if self.id in self.voters else 0)
         ranked = sorted(
             (((f.match_index, -p), p, f) for p, f in self._followers.items() if p in self.voters),
@@ -284,14 +290,16 @@ class Replicator:
         )
         if not 0 < needed < len(ranked):
             return frozenset()
-        if all(f.inflight for _, _, f in ranked[:needed]):
+        if all(f.inflight and not f.probing for _, _, f in ranked[:needed]):
             self._spares_until = now + self.spare_linger
         elif now >= self._spares_until:
             return frozenset()
         return frozenset(
             p
             for _, p, f in ranked[needed:]
-            if p not in self._notify and self.log.last_index - f.next_index < self.max_batch
+            if p not in self._notify
+            and not f.behind
+            and self.log.last_index - f.next_index < self.max_batch
         )
 
     def _expire(self, follower: _Follower, now: float) -> None:
@@ -346,6 +354,7 @@ class Replicator:
         if entries:
             follower.inflight.append((entries[-1].index, now + self.resend_after))
             follower.next_index = entries[-1].index + 1
+        follower.behind = follower.next_index <= self.log.last_index
 
     def _batch_from(self, start: int) -> tuple[Entry, ...]:
         """The entries from `start` one message carries: `max_batch` at most, and no
