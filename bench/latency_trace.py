@@ -79,6 +79,15 @@ async def traced_send(self, batch):
     events.append((now(), "send", self.to))
     return await send(self, batch)
 transport.PeerOutbox._send = traced_send
+from peer.protocol import core
+cycle = core.PeerCore.cycle
+def traced_cycle(self, *args, **kwargs):
+    events.append((now(), "cycle", 0))
+    try:
+        return cycle(self, *args, **kwargs)
+    finally:
+        events.append((now(), "cycle_end", 0))
+core.PeerCore.cycle = traced_cycle
 take = peer_routes._take_frame
 def traced_take(node_, frame):
     events.append((now(), "frame_in", len(frame)))
@@ -135,9 +144,15 @@ def steps(leader: int, traces: dict[int, list[Event]], count: int) -> dict[str, 
         note("to_first_send", min(sent.values()) - propose)
         for n in followers:
             frame_in = first(traces[n], "frame_in", sent[n], h1)
+            write_start = first(traces[n], "write_start", frame_in, h1)
             write_end = first(traces[n], "write_end", frame_in, h1)
             note("follower_frame_in", frame_in - sent[n])
             note("follower_write_done", write_end - frame_in)
+            note("follower_write_wait", write_start - frame_in)
+            cycle_at = first(traces[n], "cycle", frame_in, h1)
+            note("follower_to_cycle", cycle_at - frame_in)
+            note("follower_cycle", first(traces[n], "cycle_end", cycle_at, h1) - cycle_at)
+            note("follower_write", write_end - write_start)
             note("follower_reply", first(traces[n], "send", write_end, h1, leader) - write_end)
         replies = [at for at, name, _ in own[i:] if name == "frame_in" and propose <= at <= h1]
         if len(replies) > 1:

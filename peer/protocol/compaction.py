@@ -2,7 +2,13 @@
 
 A snapshot is taken right after applying an entry whose index is a multiple of
 `snapshot_every`, or that carried the text of all entries applied past a multiple of
-`snapshot_bytes` (so every peer takes it at the same index), and goes out with the
+`snapshot_bytes` (so every peer takes it at the same index), both steps doubled as
+often as it takes for a step of text to hold `snapshot_task_chars` per task the table
+holds (a function of the table, so the same on every peer at an index): a snapshot
+costs time in proportion to the table, so under fixed steps a growing table made the
+same log cost more and more to snapshot; doubled steps keep the cost per character of
+log bounded, and the log a restart replays at most a few times the snapshot's own
+load. The snapshot goes out with the
 core's next batch to be stored. Once the driver reports it stored, the log is cut
 before it, but for the last `snapshot_keep` entries (fewer if they hold over a quarter
 of `snapshot_bytes`), kept for followers a little behind. A snapshot installed from
@@ -16,20 +22,34 @@ from peer.protocol.settings import Settings
 from peer.protocol.snapshot import Snapshot, SnapshotWrite, encode_table
 from peer.protocol.tasks import TaskTable
 
+DEFAULT_BYTES = Settings().snapshot_bytes  # the text step scaled when `snapshot_bytes` is 0
+
 
 class Compaction:
     def __init__(self, settings: Settings) -> None:
         self.every = settings.snapshot_every
         self.size = settings.snapshot_bytes
+        self.task_chars = settings.snapshot_task_chars
         self.keep = settings.snapshot_keep
         self._write: SnapshotWrite | None = None  # for the next batch to store
         self._storing: dict[int, SnapshotWrite] = {}  # own snapshots on their way to disk
 
-    def due(self, entry: Entry, bytes_before: int, bytes_after: int) -> bool:
+    def due(self, entry: Entry, bytes_before: int, bytes_after: int, tasks: int) -> bool:
         """Whether applying `entry` (the log's text applied went from `bytes_before` to
-        `bytes_after` characters) calls for a snapshot."""
-        crossed = self.size and bytes_before // self.size != bytes_after // self.size
-        return bool(crossed or (self.every and entry.index % self.every == 0))
+        `bytes_after` characters, and the table holds `tasks` tasks after it) calls for
+        a snapshot."""
+        scale = self.scale(tasks)
+        size, every = self.size * scale, self.every * scale
+        crossed = size and bytes_before // size != bytes_after // size
+        return bool(crossed or (every and entry.index % every == 0))
+
+    def scale(self, tasks: int) -> int:
+        """The power of two the steps are multiplied by for a table of `tasks` tasks:
+        the least that makes a step of text at least `snapshot_task_chars` per task
+        (a multiple of a bigger step is one of every smaller one)."""
+        reference = self.size or DEFAULT_BYTES
+        need = -(-tasks * self.task_chars // reference)  # (ceiling)
+        return 1 << (need - 1).bit_length() if need > 1 else 1
 
     def take(self, table: TaskTable, entry: Entry, log: Log) -> None:
         """The table as applying the log up to `entry` left it, to store."""

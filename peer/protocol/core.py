@@ -401,7 +401,7 @@ class PeerCore(Reconfiguration):
         for entry in self.replicator.take_committed():
             before = self.tasks.log_bytes
             batch.applied.append(self._apply(entry))
-            if self.compaction.due(entry, before, self.tasks.log_bytes):
+            if self.compaction.due(entry, before, self.tasks.log_bytes, len(self.tasks.tasks)):
                 self.compaction.take(self.tasks, entry, self.log)
         if self._own and not self.replicator.leading:
             self._own.clear()  # what it proposed and did not commit is another's now

@@ -55,6 +55,7 @@ class Settings:
     max_forget: int = 2000  # tasks one retention entry trims or forgets at most
     snapshot_every: int = 20000  # entries between snapshots (at multiples; 0: never)
     snapshot_bytes: int = 2 << 20  # ... and characters of entries between them (0: never)
+    snapshot_task_chars: int = 64  # ... at least this many per task held (0: fixed steps)
     snapshot_keep: int = 500  # entries kept before a snapshot (for followers behind) ...
     snapshot_chunk: int = 1 << 18  # characters of a snapshot per message
 

@@ -193,7 +193,8 @@ class Node:
                 batch = self.core.cycle(time.monotonic(), time.time(), inbox)
                 self._await_proposed(batch)
                 self._carry_out(batch)
-            self._start_write(loop)
+            if self._start_write(loop):
+                self._finish_write()  # (written at once: its replies leave this round)
             next_tick = self.core.next_tick()
             if not self._wake.is_set():
                 # a timer handle, not `asyncio.timeout`: most idle wake-ups are the tick,
@@ -256,14 +257,16 @@ class Node:
             self.changed.set()
             self.changed = asyncio.Event()
 
-    def _start_write(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _start_write(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Write what the cycles staged: a big write (or a snapshot) off the loop, so
         the driver goes on cycling (and handlers on proposing) meanwhile, which is what
-        fills the next write; a small one on the loop, once the callbacks already due
-        ran (`_save_inline`)."""
+        fills the next write; a small one on the loop (`_save_inline`): a leader's once
+        the callbacks already due ran (its appends leave first, so its disk and the
+        network work at once), any other peer's at once (what it sends, its replies
+        and votes, waits for the write anyway). True when the write is already done."""
         write = self.writes.take_write(self.core.log)
         if write is None:
-            return
+            return False
         self._write_started = time.perf_counter()
         if (
             write.snapshot is None
@@ -271,13 +274,17 @@ class Node:
             and self.placement.inline(time.monotonic())
         ):
             self._writing = loop.create_future()
-            loop.call_soon(self._save_inline, write, self._writing)
-            return
+            if self.core.replicator.leading:
+                loop.call_soon(self._save_inline, write, self._writing)
+                return False
+            self._save_inline(write, self._writing, wake=False)
+            return True
         self._writing = loop.run_in_executor(self._disk, self._save, write)
         # a refused write is noticed at the next cycle and retried after it, not at once
         self._writing.add_done_callback(self._wake_if_written)
+        return False
 
-    def _save_inline(self, write: Write, done: asyncio.Future[None]) -> None:
+    def _save_inline(self, write: Write, done: asyncio.Future[None], wake: bool = True) -> None:
         """A small write, on the loop: after the callbacks already due (a leader's
         appends leave first), and cheaper than handing it to the disk thread and back,
         which costs more than the write when it is small. A disk slow for a run of writes,
@@ -292,7 +299,8 @@ class Node:
             done.set_exception(exc)  # noticed at the next cycle, as a thread's write
             return
         done.set_result(None)
-        self._wake.set()
+        if wake:
+            self._wake.set()
         self.placement.took(time.perf_counter() - started, time.monotonic())
         if time.monotonic() - self._trimmed_at > TRIM_EVERY:
             self._trimmed_at = time.monotonic()
