@@ -202,10 +202,12 @@ class Node:
                 alarm = loop.call_later(max(0.0, next_tick - time.monotonic()), self._wake.set)
                 await self._wake.wait()
                 alarm.cancel()
-            if time.monotonic() < next_tick:
+            if self.core.replicator.leading and time.monotonic() < next_tick:
                 # woken by work, not the clock: let every callback already due run first
                 # (requests, frames), so one cycle takes all they bring, and its writes
-                # and frames carry more per syscall
+                # and frames carry more per syscall. (Not on a follower: what wakes it is
+                # the leader's stream, whose handler took every frame it had buffered
+                # before the driver runs, so one more turn would only delay its write.)
                 await asyncio.sleep(0)
             self._wake.clear()
 
