@@ -65,6 +65,7 @@ class ClusterConfig:
     keep_keys: float = _DEFAULTS.keep_keys
     snapshot_every: int = _DEFAULTS.snapshot_every  # entries (peer/protocol/snapshot.py)
     snapshot_bytes: int = _DEFAULTS.snapshot_bytes
+    snapshot_task_chars: int = _DEFAULTS.snapshot_task_chars
     snapshot_keep: int = _DEFAULTS.snapshot_keep
     snapshot_chunk: int = _DEFAULTS.snapshot_chunk
     queues: tuple[tuple[str, QueuePolicy], ...] = ()  # [queues.NAME] tables
@@ -204,6 +205,7 @@ _CHECKS = {
     "max_finished": _positive_int,
     "snapshot_every": _count,
     "snapshot_bytes": _count,
+    "snapshot_task_chars": _count,
     "snapshot_keep": _count,
     "snapshot_chunk": _positive_int,
     "data_dir": _string,

@@ -1,9 +1,14 @@
 """Ring 1 for when snapshots are due (`Compaction.due`): at the multiples of the steps
 for a small table, the steps doubled as the table grows (a step of log text holds at
-least `snapshot_task_chars` per task), and fixed when that is 0."""
+least `snapshot_task_chars` per task), and fixed when that is 0; cluster.toml sets it."""
 
 from __future__ import annotations
 
+import tomllib
+
+import pytest
+
+from peer.config import ConfigError, parse_config
 from peer.protocol.compaction import Compaction
 from peer.protocol.log import Entry
 from peer.protocol.settings import Settings
@@ -48,3 +53,12 @@ def test_with_no_step_of_text_the_step_of_entries_doubles_against_the_default_te
 def test_fixed_steps_when_the_table_does_not_count() -> None:
     settings = Settings(snapshot_every=0, snapshot_bytes=1000, snapshot_task_chars=0)
     assert due_at(Compaction(settings), 100, 30, tasks=10**6) == [10, 20, 30]
+
+
+def test_cluster_toml_sets_the_characters_per_task_and_refuses_a_negative_count() -> None:
+    nodes = '[[node]]\nid = 1\nhost = "127.0.0.1"\nport = 7001\n'
+    config = parse_config(tomllib.loads("[cluster]\nsnapshot_task_chars = 0\n" + nodes))
+    assert config.settings().snapshot_task_chars == 0
+    assert parse_config(tomllib.loads(nodes)).settings().snapshot_task_chars == 64
+    with pytest.raises(ConfigError, match="snapshot_task_chars"):
+        parse_config(tomllib.loads("[cluster]\nsnapshot_task_chars = -1\n" + nodes))
