@@ -287,8 +287,9 @@ class Node:
         return False
 
     def _save_inline(self, write: Write, done: asyncio.Future[None], wake: bool = True) -> None:
-        """A small write, on the loop: after the callbacks already due (a leader's
-        appends leave first), and cheaper than handing it to the disk thread and back,
+        """A small write, on the loop (a leader's after the callbacks already due, so
+        its appends leave first; `wake` False when the driver itself calls it and
+        finishes the write at once), cheaper than handing it to the disk thread and back,
         which costs more than the write when it is small. A disk slow for a run of writes,
         or one write that stalls, sends the writes of the next second to the thread
         (`WritePlacement`), so a slow disk never holds up the loop's heartbeats for long."""
@@ -298,7 +299,7 @@ class Node:
                 write.hard_state, write.entries_from, write.entries, write.commit_index
             )
         except Exception as exc:
-            done.set_exception(exc)  # noticed at the next cycle, as a thread's write
+            done.set_exception(exc)  # noticed by `_finish_write`, as a thread's write
             return
         done.set_result(None)
         if wake:

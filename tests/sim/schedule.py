@@ -53,8 +53,8 @@ def random_snapshots(seed: int) -> dict[str, int]:
         "snapshot_bytes": rng.choice([0, 0, 1500, 6000]),
         "snapshot_keep": rng.choice([0, 3, 20]),
         "snapshot_chunk": rng.choice([1000, 8000, 1 << 18]),
-        # (drawn last, so the draws before stay the same): steps growing with the table,
-        # often not at all, where the simulator's small tables would hardly snapshot
+        # (drawn last, so the draws before stay the same): most runs keep the steps
+        # fixed, since growing steps would make the small tables here snapshot rarely
         "snapshot_task_chars": rng.choice([0, 0, 0, 8, 32]),
     }
 
