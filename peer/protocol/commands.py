@@ -81,13 +81,18 @@ class TaskSpec:
         are looked at (most specs carry two or three), unknown ones are ignored."""
         if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
             raise CommandError("tasks: a spec needs a kind")
+        if len(data) == 2 and "args" in data:  # the most common spec: nothing to check
+            return cls(data["kind"], data["args"])
         fields: dict[str, Any] = {}
         for name, value in data.items():
-            check = _SPEC_CHECKS.get(name)
+            check = _SPEC_FIELDS.get(name)
             if check is not None:
                 fields[name] = value if check is _as_is else check(value, name)
         return cls(**fields)
 
+
+# how `from_json` takes each field: the kind it has checked already
+_SPEC_FIELDS = {**_SPEC_CHECKS, "kind": _as_is}
 
 _SPEC_DEFAULTS: dict[str, Any] = {
     "args": None,
@@ -410,7 +415,7 @@ def _decode_submit(data: dict[str, Any]) -> Submit:
     tasks = tuple(TaskSpec.from_json(s) for s in _list(data, "tasks", required=True))
     refs: set[str] = set()
     for spec in tasks:  # `after` may only name specs that come before it
-        if not refs.issuperset(spec.after):
+        if spec.after and not refs.issuperset(spec.after):
             raise CommandError("after: names a spec that does not come before it")
         refs.add(spec.ref or "")
     place = _decode_place(data, len(tasks)) if "place" in data else ()
