@@ -42,7 +42,7 @@ def test_a_trimmed_task_keeps_its_state_but_not_its_data_and_cannot_be_retried()
     assert apply(t, Trim(10.0, (1, 99))).task_ids == (1,)
     task = t.table.tasks[1]
     assert task.state == "succeeded" and task.trimmed
-    assert task.args is None and task.result is None and task.attempts == []
+    assert task.args is None and task.result is None and task.attempts == ()
     assert t.table.tasks[2].result == {"n": 2}
     assert apply(t, Trim(11.0, (1,))).task_ids == ()  # once
     assert t.table.retry_blocker(task) is not None

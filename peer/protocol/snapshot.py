@@ -43,6 +43,7 @@ _task_row = operator.attrgetter(*TASK_FIELDS)
 _STATE = TASK_FIELDS.index("state")
 _DEPENDS_ON = TASK_FIELDS.index("depends_on")
 _ATTEMPTS = TASK_FIELDS.index("attempts")
+_DEPENDENTS = TASK_FIELDS.index("dependents")
 ITEMS_PER_SLICE = 2000
 
 
@@ -158,7 +159,8 @@ def _build(doc: dict[str, Any], queues: dict[str, QueuePolicy]) -> TaskTable:
     for row in doc["tasks"]:
         row[_STATE] = TaskState(row[_STATE])
         row[_DEPENDS_ON] = tuple(row[_DEPENDS_ON])
-        row[_ATTEMPTS] = [Attempt(**a) for a in row[_ATTEMPTS]]
+        row[_ATTEMPTS] = [Attempt(**a) for a in row[_ATTEMPTS]] or ()
+        row[_DEPENDENTS] = row[_DEPENDENTS] or ()
         task = Task(*row)
         task.kind, task.queue = table.name(task.kind), table.name(task.queue)
         table.tasks[task.id] = task

@@ -228,7 +228,10 @@ class TaskTable:
         task.attempt, task.worker, task.incarnation = attempt, worker, incarnation
         self.stats.wait_seconds.observe(at - task.not_before)
         task.started_at, task.finished_at = at, None
-        task.attempts.append(Attempt(attempt, worker, at))
+        if isinstance(task.attempts, list):
+            task.attempts.append(Attempt(attempt, worker, at))
+        else:
+            task.attempts = [Attempt(attempt, worker, at)]
         self.running.setdefault(worker, set()).add(task.id)
         self.running_by_queue[task.queue] = self.running_by_queue.get(task.queue, 0) + 1
         self.rates.started(task.queue, at)
@@ -350,8 +353,13 @@ class TaskTable:
             self.schedules.fired(task.schedule, task.due, task.id)
         if deps:
             for dep in deps:
-                if dep in self.tasks:
-                    self.tasks[dep].dependents.append(task.id)
+                parent = self.tasks.get(dep)
+                if parent is None:
+                    continue
+                if isinstance(parent.dependents, list):
+                    parent.dependents.append(task.id)
+                else:
+                    parent.dependents = [task.id]
             task.state = self._initial_state(task)
         elif task.not_before > at:
             task.state = TaskState.SCHEDULED
@@ -457,7 +465,7 @@ class TaskTable:
             if task is None or task.state not in TERMINAL or task.trimmed:
                 continue
             task.args = task.result = None
-            task.attempts = []
+            task.attempts = ()
             task.trimmed = True
             self.finished.get(task.queue, {}).pop(task_id, None)
             self.trimmed.setdefault(task.queue, {})[task_id] = at
@@ -481,8 +489,9 @@ class TaskTable:
                     added += 1
             for parent_id in task.depends_on:
                 parent = self.tasks.get(parent_id)
-                if parent is not None and task_id in parent.dependents:
-                    parent.dependents.remove(task_id)
+                siblings = parent.dependents if parent is not None else ()
+                if isinstance(siblings, list) and task_id in siblings:
+                    siblings.remove(task_id)
             done.append(task_id)
         self.forgotten += len(done)
         if added:
