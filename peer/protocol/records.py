@@ -108,7 +108,7 @@ class Task:
             "schedule": self.schedule,
             "due": self.due,
             "lateness": None if self.due is None else self.submitted_at - self.due,
-            "attempts": [a.to_json() for a in self.attempts],
+            "attempts": [a.to_json() for a in self.attempts] if self.attempts else [],
             "dependents": list(self.dependents),
             "trimmed": self.trimmed,
         }
