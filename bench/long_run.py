@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
         "--snapshot-bytes", type=int, help="characters of log between snapshots (the default)"
     )
     parser.add_argument(
+        "--snapshot-task-chars", type=int, help="log characters per task a step holds (default)"
+    )
+    parser.add_argument(
         "--load-only", action="store_true", help="skip the restart and the wiped peer (A/B runs)"
     )
     parser.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
@@ -199,7 +202,10 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     elif args.snapshot_bytes is not None:
         overrides.update(snapshot_bytes=args.snapshot_bytes)
     out: dict[str, Any] = {"nodes": args.nodes, "tasks": args.tasks, "keep": args.keep}
+    if args.snapshot_task_chars is not None:
+        overrides.update(snapshot_task_chars=args.snapshot_task_chars)
     out["snapshot_bytes"] = overrides.get("snapshot_bytes")
+    out["snapshot_task_chars"] = overrides.get("snapshot_task_chars")
     out["snapshots"] = not args.no_snapshots
     with Cluster(args.nodes, data_dir, overrides, log_level="WARNING") as cluster:
         out["empty_start_s"] = timed_start(cluster, "an empty cluster to elect")
