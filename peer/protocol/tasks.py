@@ -326,7 +326,7 @@ class TaskTable:
         )
         names = self._names
         # positional, in the order of Task's fields (a batch submit makes thousands, and
-        # keywords cost a fifth of the apply): id, kind, args, queue, priority,
+        # keywords cost a sixth of the apply): id, kind, args, queue, priority,
         # max_attempts, timeout, depends_on, key, submitted_at, not_before
         task = Task(
             self.next_id,
