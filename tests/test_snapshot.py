@@ -156,8 +156,9 @@ def views(table: TaskTable) -> list[object]:
 def test_a_table_decoded_from_its_snapshot_goes_on_as_the_table_that_applied_the_log(
     seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if seed % 2:  # the tasks encoded in many slices, not one
+    if seed % 2:  # the tasks encoded in many chunks, the rest in many slices, not one
         monkeypatch.setattr(snapshot, "ITEMS_PER_SLICE", 7)
+        monkeypatch.setattr(TaskTable, "chunk_bits", 2)
     rng = random.Random(seed)
     history = random_history(rng, 160)
     cut = rng.randint(1, len(history) - 1)
@@ -172,6 +173,22 @@ def test_a_table_decoded_from_its_snapshot_goes_on_as_the_table_that_applied_the
     check_consistent(restored)
     assert encode_table(restored) == encode_table(whole)
     assert views(restored) == views(whole)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_snapshot_reusing_kept_task_rows_is_the_one_encoded_afresh(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every kind of change to a task drops the rows kept for its chunk: after every
+    entry of a random history, the snapshot with the kept rows is the one without."""
+    monkeypatch.setattr(TaskTable, "chunk_bits", seed % 3)  # chunks of 1, 2 or 4 ids
+    table, reused = TaskTable(QUEUES), 0
+    for index, command in enumerate(random_history(random.Random(seed), 200), start=1):
+        kept = dict(table.snapshot_segments)
+        table.apply(index, encode_command(command))
+        reused += sum(1 for c, s in table.snapshot_segments.items() if kept.get(c) is s)
+        assert encode_table(table) == encode_table(table, reuse=False), index
+    assert reused > 200  # (kept rows were reused, not all rebuilt)
 
 
 def test_the_random_histories_reach_every_kind_of_state() -> None:
@@ -189,6 +206,12 @@ def _packed(doc: object) -> str:
     return base64.b64encode(zlib.compress(orjson.dumps(doc))).decode()
 
 
+def _row(task_id: int) -> list[object]:
+    table = applied([Submit(1.0, (TaskSpec("echo"),))])
+    doc = orjson.loads(zlib.decompress(base64.b64decode(encode_table(table))))
+    return [task_id, *doc["tasks"][0][1:]]
+
+
 EMPTY = orjson.loads(zlib.decompress(base64.b64decode(encode_table(TaskTable()))))
 
 
@@ -204,6 +227,8 @@ EMPTY = orjson.loads(zlib.decompress(base64.b64decode(encode_table(TaskTable()))
         _packed({**EMPTY, "fields": ["id"]}),
         _packed({**EMPTY, "tasks": [[1]]}),
         _packed({**EMPTY, "running": 5}),
+        _packed({**EMPTY, "tasks": [_row(2), _row(1)]}),  # ids out of order
+        _packed({**EMPTY, "tasks": [_row(1), _row(1)]}),  # one id twice
         base64.b64encode(zlib.compress(b"{not json")).decode(),
     ],
 )

@@ -33,6 +33,7 @@ class Compaction:
         self.keep = settings.snapshot_keep
         self._write: SnapshotWrite | None = None  # for the next batch to store
         self._storing: dict[int, SnapshotWrite] = {}  # own snapshots on their way to disk
+        self.verify = False  # (the simulator's check: each snapshot also encoded afresh)
 
     def due(self, entry: Entry, bytes_before: int, bytes_after: int, tasks: int) -> bool:
         """Whether applying `entry` (the log's text applied went from `bytes_before` to
@@ -53,7 +54,10 @@ class Compaction:
 
     def take(self, table: TaskTable, entry: Entry, log: Log) -> None:
         """The table as applying the log up to `entry` left it, to store."""
-        snapshot = Snapshot(entry.index, entry.term, encode_table(table))
+        data = encode_table(table)
+        if self.verify and data != encode_table(table, reuse=False):
+            raise AssertionError(f"the snapshot at {entry.index} reused stale task rows")
+        snapshot = Snapshot(entry.index, entry.term, data)
         base = self._cut(entry.index, log)
         base_term = log.term_at(base)
         assert base_term is not None

@@ -33,6 +33,7 @@ from peer.protocol.configuration import Configuration
 from peer.protocol.queues import Bucket
 from peer.protocol.records import Attempt, Task, TaskState
 from peer.protocol.schedules import Schedule
+from peer.protocol.segments import Segment, Stitcher, deflated
 from peer.protocol.settings import QueuePolicy
 from peer.protocol.stats import Histogram
 from peer.protocol.tasks import TaskTable
@@ -45,6 +46,7 @@ _DEPENDS_ON = TASK_FIELDS.index("depends_on")
 _ATTEMPTS = TASK_FIELDS.index("attempts")
 _DEPENDENTS = TASK_FIELDS.index("dependents")
 ITEMS_PER_SLICE = 2000
+COMMA: Segment = deflated(b",")  # between two chunks of task rows
 
 
 class SnapshotError(ValueError):
@@ -70,23 +72,62 @@ class SnapshotWrite:
     base_term: int
 
 
-def encode_table(table: TaskTable) -> str:
-    """The table's snapshot text. Its big collections (tasks, keys, request ids, the
+def encode_table(table: TaskTable, reuse: bool = True) -> str:
+    """The table's snapshot text. Its tasks go a chunk of ids at a time (`_write_tasks`),
+    each chunk deflated apart and kept in the table until one of its tasks changes
+    (`reuse`: False builds every chunk afresh and keeps none, for checks): between two
+    snapshots most of a big table is finished or waiting and unchanged, so a snapshot
+    re-encodes only what changed. The other big collections (keys, request ids, the
     retention orders) are encoded a slice at a time into the deflater: orjson reserves
-    far more than it writes while it encodes a long list, so one pass over a table of
-    50,000 tasks would briefly take more memory than the table's snapshot is worth."""
-    deflate = zlib.compressobj(1)
-    out = [deflate.compress(orjson.dumps(_small_parts(table))[:-1])]
+    far more than it writes while it encodes a long list."""
+    out = Stitcher()
+    out.write(orjson.dumps(_small_parts(table))[:-1])
+    out.write(b',"tasks":[')
+    _write_tasks(out, table, reuse)
+    out.write(b"]")
     for name, items in _big_parts(table).items():
-        out.append(deflate.compress(b',"' + name.encode() + b'":['))
+        out.write(b',"' + name.encode() + b'":[')
         rest, first = iter(items), True
         while chunk := list(islice(rest, ITEMS_PER_SLICE)):
-            out.append(deflate.compress((b"" if first else b",") + orjson.dumps(chunk)[1:-1]))
+            out.write((b"" if first else b",") + orjson.dumps(chunk)[1:-1])
             first = False
-        out.append(deflate.compress(b"]"))
-    out.append(deflate.compress(b"}"))
-    out.append(deflate.flush())
-    return base64.b64encode(b"".join(out)).decode("ascii")
+        out.write(b"]")
+    out.write(b"}")
+    return base64.b64encode(out.finish()).decode("ascii")
+
+
+def _write_tasks(out: Stitcher, table: TaskTable, reuse: bool) -> None:
+    """The task rows, in id order, a segment per chunk of ids (`TaskTable.chunk_bits`):
+    the kept one if the table still has it (no task of the chunk changed, came or went
+    since), else one encoded now (and kept if `reuse`)."""
+    kept = table.snapshot_segments if reuse else {}
+    bits = table.chunk_bits
+    tasks = iter(table.tasks.values())
+    task = next(tasks, None)
+    previous = -1
+    while task is not None:
+        chunk = task.id >> bits
+        assert chunk > previous, "the table holds its tasks in id order"
+        if previous >= 0:
+            out.add(COMMA)
+        previous = chunk
+        segment = kept.get(chunk)
+        if segment is None:
+            rows = [_task_row(task)]
+            for task in tasks:
+                if task.id >> bits != chunk:
+                    break
+                rows.append(_task_row(task))
+            else:
+                task = None
+            segment = deflated(orjson.dumps(rows)[1:-1], len(rows))
+            if reuse:
+                kept[chunk] = segment
+        else:  # (its tasks are the next `count`: a change to any would have dropped it)
+            tail = deque(islice(tasks, segment.count - 1), maxlen=1)
+            assert (tail[0] if tail else task).id >> bits == chunk, "a kept chunk is stale"
+            task = next(tasks, None)
+        out.add(segment)
 
 
 def _small_parts(table: TaskTable) -> dict[str, Any]:
@@ -122,9 +163,9 @@ def _small_parts(table: TaskTable) -> dict[str, Any]:
 
 
 def _big_parts(table: TaskTable) -> dict[str, Iterable[Any]]:
-    """The collections that grow with the tasks, as items to encode a slice at a time."""
+    """The collections that grow with the tasks (but the tasks), as items to encode a
+    slice at a time."""
     return {
-        "tasks": map(_task_row, table.tasks.values()),
         "by_key": table.by_key.items(),
         "by_rid": table.by_rid.items(),
         "rid_times": table.rid_times.items(),
@@ -156,12 +197,16 @@ def _build(doc: dict[str, Any], queues: dict[str, QueuePolicy]) -> TaskTable:
     fields = tuple(doc["fields"])
     if fields != TASK_FIELDS:
         raise SnapshotError("the snapshot's task fields differ from this version's")
+    last_id = 0
     for row in doc["tasks"]:
         row[_STATE] = TaskState(row[_STATE])
         row[_DEPENDS_ON] = tuple(row[_DEPENDS_ON])
         row[_ATTEMPTS] = [Attempt(**a) for a in row[_ATTEMPTS]] or ()
         row[_DEPENDENTS] = row[_DEPENDENTS] or ()
         task = Task(*row)
+        if task.id <= last_id:  # (ids only grow: chunks of rows and `low_id` rely on it)
+            raise SnapshotError(f"task {task.id} comes after task {last_id}")
+        last_id = task.id
         task.kind, task.queue = table.name(task.kind), table.name(task.queue)
         table.tasks[task.id] = task
     table.by_key = {str(key): int(task_id) for key, task_id in doc["by_key"]}

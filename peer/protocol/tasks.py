@@ -54,6 +54,7 @@ from peer.protocol.configuration import Configuration
 from peer.protocol.queues import RateBook
 from peer.protocol.records import READY, STATES, TERMINAL, Applied, Attempt, Task, TaskState
 from peer.protocol.schedules import ScheduleBook
+from peer.protocol.segments import Segment
 from peer.protocol.settings import QueuePolicy
 from peer.protocol.stats import TaskStats, failure_reason
 
@@ -82,6 +83,8 @@ def _ended(task: Task, at: float, outcome: str, error: Any) -> None:
 class TaskTable:
     """Every task, by id, and the indexes applying needs (keys, request ids, dependents,
     running attempts per worker, counts per state)."""
+
+    chunk_bits = 11  # a snapshot keeps its task rows per 2**chunk_bits ids
 
     def __init__(self, queues: Mapping[str, QueuePolicy] | None = None) -> None:
         """`queues`: the per-queue policies; the table keeps the start budget of those
@@ -117,6 +120,9 @@ class TaskTable:
         # what the entry being applied changes; handed out in its `Applied`, then reset
         self._ready: list[int] = []
         self._ended: list[tuple[int, int]] = []
+        # the snapshot's deflated task rows, per chunk of ids (`peer.protocol.snapshot`);
+        # a change to a task drops its chunk's (`_touch`)
+        self.snapshot_segments: dict[int, Segment] = {}
 
     # ------------------------------------------------------------------ apply
 
@@ -346,6 +352,7 @@ class TaskTable:
         )
         self.next_id += 1
         self.tasks[task.id] = task
+        self.snapshot_segments.pop(task.id >> self.chunk_bits, None)
         self.stats.submitted[(task.queue, task.kind)] += 1
         if task.key:
             self.by_key[task.key] = task.id
@@ -360,6 +367,7 @@ class TaskTable:
                     parent.dependents.append(task.id)
                 else:
                     parent.dependents = [task.id]
+                self._touch(dep)
             task.state = self._initial_state(task)
         elif task.not_before > at:
             task.state = TaskState.SCHEDULED
@@ -437,7 +445,15 @@ class TaskTable:
             for child in current.dependents:
                 pending.append((self.tasks[child], f"dependency {current.id} was cancelled"))
 
+    def _touch(self, task_id: int) -> None:
+        """The task changed (came, went, or any of its fields or attempt records did):
+        the snapshot's rows kept for its chunk are stale."""
+        self.snapshot_segments.pop(task_id >> self.chunk_bits, None)
+
     def _set_state(self, task: Task, state: TaskState) -> None:
+        """(Every change to a task goes with one, but for a new task's first state, a
+        trim, a forget and a new dependent: those touch it themselves.)"""
+        self._touch(task.id)
         self._count(task.queue, task.state, -1)
         if task.state in TERMINAL and state not in TERMINAL:  # retried
             self.finished.get(task.queue, {}).pop(task.id, None)
@@ -467,6 +483,7 @@ class TaskTable:
             task.args = task.result = None
             task.attempts = ()
             task.trimmed = True
+            self._touch(task_id)
             self.finished.get(task.queue, {}).pop(task_id, None)
             self.trimmed.setdefault(task.queue, {})[task_id] = at
             done.append(task_id)
@@ -479,6 +496,7 @@ class TaskTable:
             if task is None or task.state not in TERMINAL:
                 continue
             del self.tasks[task_id]
+            self._touch(task_id)
             self._count(task.queue, task.state, -1)
             self.finished.get(task.queue, {}).pop(task_id, None)
             self.trimmed.get(task.queue, {}).pop(task_id, None)
@@ -492,6 +510,7 @@ class TaskTable:
                 siblings = parent.dependents if parent is not None else ()
                 if isinstance(siblings, list) and task_id in siblings:
                     siblings.remove(task_id)
+                    self._touch(parent_id)
             done.append(task_id)
         self.forgotten += len(done)
         if added:

@@ -153,6 +153,7 @@ class SimCluster:
             snapshot=disk.snapshot,
             bootstrap=self.bootstrap(node_id),
         )
+        self.nodes[node_id].compaction.verify = True  # (no stale task rows reused)
         disk.stored = True
 
     def bootstrap(self, node_id: int) -> Configuration:
