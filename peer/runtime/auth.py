@@ -3,9 +3,8 @@ timestamp, sequence number and body, and the refusal of replays.
 
 `sign` builds a request's headers and `verify` checks them; `seal` and `unseal` do the
 same for one frame of a peer stream. Each says why it refuses. A message is bound to
-its receiver and its channel (`stream` frames, a stream's `open`ing request, forwarded
-`writes` posted or streamed as `forward` frames and their `answers` frames, posted
-`messages`), so a capture cannot be redirected, and carries
+its receiver and its channel (`stream` frames, the stream's `open`ing request,
+forwarded `writes`, posted `messages`), so a capture cannot be redirected, and carries
 its sender's sequence number: each sender counts up from its incarnation shifted left
 by 32 bits (`Signer`; the incarnation is stored and grows with every start), so a
 restarted sender continues above what it sent before even if the clock stepped back.
@@ -27,7 +26,7 @@ SENDER = "X-Peer-Id"
 TIMESTAMP = "X-Peer-Time"
 SEQUENCE = "X-Peer-Seq"
 SIGNATURE = "X-Peer-Signature"
-CHANNELS = ("stream", "open", "writes", "messages", "forward", "answers")
+CHANNELS = ("stream", "open", "writes", "messages")
 HEX = frozenset("0123456789abcdef")
 
 
@@ -50,12 +49,10 @@ def sign(
     }
 
 
-def seal(
-    secret: bytes, sender: int, to: int, seq: int, now: float, body: bytes, channel: str = "stream"
-) -> bytes:
+def seal(secret: bytes, sender: int, to: int, seq: int, now: float, body: bytes) -> bytes:
     """One signed stream frame: `sender\\ntimestamp\\nseq\\nmac\\n` then the body."""
     timestamp = f"{now:.3f}"
-    mac = _mac(secret, str(sender), to, channel, timestamp, str(seq), body)
+    mac = _mac(secret, str(sender), to, "stream", timestamp, str(seq), body)
     return f"{sender}\n{timestamp}\n{seq}\n{mac}\n".encode() + body
 
 
@@ -75,8 +72,8 @@ class Signer:
     def headers(self, to: int, channel: str, now: float, body: bytes) -> dict[str, str]:
         return sign(self.secret, self.sender, to, channel, self._take(channel), now, body)
 
-    def frame(self, to: int, now: float, body: bytes, channel: str = "stream") -> bytes:
-        return seal(self.secret, self.sender, to, self._take(channel), now, body, channel)
+    def frame(self, to: int, now: float, body: bytes) -> bytes:
+        return seal(self.secret, self.sender, to, self._take("stream"), now, body)
 
 
 class ReplayGuard:
@@ -153,7 +150,7 @@ def verify(
 
 
 def unseal(
-    secret: bytes, to: int, frame: bytes, now: float, guard: ReplayGuard, channel: str = "stream"
+    secret: bytes, to: int, frame: bytes, now: float, guard: ReplayGuard
 ) -> tuple[int, bytes] | str:
     """(sender, body) of an authentic, fresh, first-seen frame for `to`, else the reason
     it is refused."""
@@ -161,5 +158,5 @@ def unseal(
     if len(parts) != 5 or not parts[0].isdigit():
         return "malformed frame"
     sender, timestamp, seq, mac = (p.decode(errors="replace") for p in parts[:4])
-    reason = _check(secret, (sender, timestamp, seq, mac), to, channel, parts[4], now, guard)
+    reason = _check(secret, (sender, timestamp, seq, mac), to, "stream", parts[4], now, guard)
     return reason if reason is not None else (int(sender), parts[4])

@@ -1,7 +1,5 @@
 """The signed `/peer/...` routes: messages posted or streamed by other peers, and the
-writes a follower forwards to this leader (posted, or streamed as numbered `forward`
-frames, each answered with an `answers` frame of the same number as soon as all its
-writes are; several at a time).
+writes a follower forwards to this leader.
 
 Each request or frame is verified first (HMAC for this peer and channel, fresh, never
 seen before, and with mutual TLS a peer certificate), then decoded strictly and queued
@@ -11,12 +9,10 @@ for the driver; an unsigned request is refused before its body is read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import weakref
 from dataclasses import replace
-from typing import Any
 
 import orjson
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -24,7 +20,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from peer.registry import Registry
 from peer.runtime.auth import SENDER, SIGNATURE, unseal, verify
 from peer.runtime.forwarding import PATH as FORWARD_PATH
-from peer.runtime.forwarding import STREAM_PATH as FORWARD_STREAM_PATH
 from peer.runtime.node import Node
 from peer.runtime.responses import (
     NODE,
@@ -125,83 +120,14 @@ async def post_peer_writes(request: web.Request) -> web.Response:
     signer = request.headers[SENDER]  # signed: the peer that forwarded these writes
     origin = int(signer) if signer.isascii() and signer.isdigit() else None
     try:
-        writes = _forwarded(orjson.loads(body), origin, request.app[REGISTRY])
+        writes = [replace(Write.from_json(w), origin=origin) for w in orjson.loads(body)]
+        for write in writes:  # a signed peer is trusted, but what enters the log is checked
+            check_forwarded(write, request.app[REGISTRY])
     except (orjson.JSONDecodeError, KeyError, TypeError, BadRequest) as exc:
         return error(400, "bad_message", f"malformed forwarded writes: {exc!r}")
-    return json_response(await _carried_out(request.app, writes))
-
-
-def _forwarded(raw: Any, origin: int | None, registry: Registry) -> list[Write]:
-    """The writes a follower forwarded; a signed peer is trusted, but what enters the
-    log is checked (`BadRequest`, `KeyError` or `TypeError` if it is malformed)."""
-    if not isinstance(raw, list):
-        raise TypeError("forwarded writes come as a list")
-    writes = [replace(Write.from_json(w), origin=origin) for w in raw]
-    for write in writes:
-        check_forwarded(write, registry)
-    return writes
-
-
-async def _carried_out(app: web.Application, writes: list[Write]) -> list[list[Any]]:
-    service = app[WRITES]
+    service = request.app[WRITES]
     replies = await asyncio.gather(*(service.write(w) for w in writes))
-    return [[r.status, r.body] for r in replies]
-
-
-async def forward_stream(request: web.Request) -> web.StreamResponse:
-    """A follower's stream of forwarded writes: each signed frame `[number, [write,
-    ...]]` is carried out apart and answered `[number, [[status, body], ...]]` (or
-    `[number, null]` if its writes are malformed: the follower retries them)."""
-    node = request.app[NODE]
-    await verified_body(request, "open")
-    signer = request.headers[SENDER]
-    sender = int(signer) if signer.isascii() and signer.isdigit() else -1
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, autoping=True)
-    await ws.prepare(request)
-    request.app[STREAMS].add(ws)
-    answering: set[asyncio.Task[None]] = set()
-    async for frame in ws:
-        if frame.type != WSMsgType.BINARY:
-            continue
-        transport = node.transport
-        opened = unseal(
-            transport.secret, node.id, frame.data, time.time(), transport.guard, "forward"
-        )
-        if isinstance(opened, str) or opened[0] != sender:
-            refused = opened if isinstance(opened, str) else "frame sender is not the signed sender"
-            log.warning("closing a forward stream: %s", refused)
-            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=refused.encode()[:120])
-            break
-        task = asyncio.create_task(_answer(request.app, ws, sender, opened[1]))
-        answering.add(task)
-        task.add_done_callback(answering.discard)
-    return ws
-
-
-async def _answer(
-    app: web.Application, ws: web.WebSocketResponse, sender: int, body: bytes
-) -> None:
-    """Carry out one forwarded frame's writes and send their answers back."""
-    try:
-        number, raw = orjson.loads(body)
-        if not isinstance(number, int):
-            raise TypeError("a frame's number is an integer")
-    except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-        log.warning("a forward frame from %s is malformed: %r", sender, exc)
-        return
-    try:
-        answers: list[list[Any]] | None = await _carried_out(
-            app, _forwarded(raw, sender, app[REGISTRY])
-        )
-    except (KeyError, TypeError, BadRequest) as exc:
-        log.warning("forwarded writes from %s are malformed: %r", sender, exc)
-        answers = None
-    node = app[NODE]
-    reply = node.transport.signer.frame(
-        sender, time.time(), orjson.dumps([number, answers]), "answers"
-    )
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await ws.send_bytes(reply)
+    return json_response([[r.status, r.body] for r in replies])
 
 
 def check_forwarded(write: Write, registry: Registry) -> None:
@@ -226,6 +152,5 @@ def add_peer_routes(app: web.Application) -> None:
     app.router.add_post(PEER_PATH, post_peer_messages)
     app.router.add_get(STREAM_PATH, peer_stream)
     app.router.add_post(FORWARD_PATH, post_peer_writes)
-    app.router.add_get(FORWARD_STREAM_PATH, forward_stream)
     app[STREAMS] = weakref.WeakSet()
     app.on_shutdown.append(close_streams)
