@@ -513,6 +513,33 @@ def test_a_follower_waiting_to_hear_of_a_commit_is_never_a_spare() -> None:
     assert [a.entries for a in loaded(machine.take_messages(), 3)] == [(c2,)]
 
 
+def test_a_spare_that_asks_gets_what_it_lacks_and_the_commit_index_at_once() -> None:
+    """`hurry` (a follower holds a read for a write it forwarded): a spare gets the
+    entries it lacks now, not with its heartbeat, and hears of their commit as soon as
+    its reply is in; one with an Append in flight hears of the commit after its reply."""
+    followers = [follower(n) for n in (2, 3, 4, 5)]
+    machine, net = serving_leader(*followers, peers=FIVE)
+    (c1,) = machine.propose(1.0, ["c1"])
+    out = machine.take_messages()
+    (c2,) = machine.propose(1.01, ["c2"])  # all four busy with c1: 4 and 5 are spares
+    out2 = machine.take_messages()
+    assert loaded(out2, 4) == []
+    written(machine)
+    net.run(1.01, out + [m for m in out2 if m[0] != 4 and m[0] != 5])
+    assert machine.commit_index == c2.index
+    machine.hurry(1.02, 4)  # 4 has c1 and heard of no commit beyond it
+    asked = machine.take_messages()
+    (append,) = loaded(asked, 4)
+    assert append.entries == (c2,) and append.commit == c2.index
+    net.run(1.02, asked)
+    assert followers[2].log.entries == machine.log.entries
+    machine.hurry(1.03, 2)  # 2 holds everything: the commit index alone
+    (told,) = [m for to, m in machine.take_messages() if to == 2]
+    assert isinstance(told, Append) and told.entries == () and told.commit == c2.index
+    machine.hurry(1.04, 9)  # not a follower: nothing
+    assert machine.take_messages() == []
+
+
 def test_with_no_follower_busy_every_follower_gets_each_entry_at_once() -> None:
     """On a quiet cluster (no busy majority within the linger: here each entry is
     answered before the next) there is no spare: every follower gets each entry."""

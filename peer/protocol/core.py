@@ -46,7 +46,15 @@ from peer.protocol.commands import (
 from peer.protocol.compaction import Compaction
 from peer.protocol.config_log import ConfigLog
 from peer.protocol.configuration import ChangeRefused, Configuration
-from peer.protocol.cycle import Completed, CoreReady, Input, Persisted, Received, SnapshotStored
+from peer.protocol.cycle import (
+    Completed,
+    CoreReady,
+    Hurry,
+    Input,
+    Persisted,
+    Received,
+    SnapshotStored,
+)
 from peer.protocol.dispatch import Dispatcher, WorkOrders
 from peer.protocol.events import (
     CoreEvent,
@@ -184,6 +192,8 @@ class PeerCore(Reconfiguration):
                 self.replicator.persisted(now, item.index, item.term)
             elif isinstance(item, SnapshotStored):
                 self._snapshot_stored(item.index)
+            elif isinstance(item, Hurry):
+                self.replicator.hurry(now, item.peer)
             else:
                 try:
                     entries = self.propose(now, list(item.commands), item.origin)

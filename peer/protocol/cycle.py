@@ -1,5 +1,6 @@
 """What goes into one core cycle and what comes out: the inbox's items (`Received`,
-`Proposal`, `Completed`, `Persisted`) and the `CoreReady` batch the driver carries out.
+`Proposal`, `Completed`, `Persisted`, `SnapshotStored`, `Hurry`) and the `CoreReady`
+batch the driver carries out.
 Pure data.
 """
 
@@ -57,7 +58,15 @@ class SnapshotStored:
     index: int
 
 
-Input = Received | Proposal | Completed | Persisted | SnapshotStored
+@dataclass(frozen=True, slots=True)
+class Hurry:
+    """Follower `peer` asked this leader for the log up to the commit index now, not
+    with its next heartbeat (it holds a read until it has applied a write it forwarded)."""
+
+    peer: int
+
+
+Input = Received | Proposal | Completed | Persisted | SnapshotStored | Hurry
 
 
 @dataclass(slots=True)

@@ -231,6 +231,18 @@ class Replicator:
         self._advance_commit()
         return entries
 
+    def hurry(self, now: float, peer: int) -> None:
+        """Follower `peer` asked for the log up to the commit index now (a spare gets
+        it with the heartbeat otherwise): its entries go at once if its window has room,
+        and the commit index with them or, if some are on their way, after its reply."""
+        follower = self._followers.get(peer)
+        if not self.serving or follower is None:
+            return
+        self._notify.setdefault(peer, self.commit_index)  # (told once its reply is in)
+        self._expire(follower, now)
+        if self._may_send(peer, follower) or not follower.inflight:
+            self._send_append(peer, now)  # (nothing to send: the commit index alone)
+
     def heartbeat(self, now: float, peer: int) -> None:
         """The election's heartbeat to `peer`, as an Append (entries if any are due)."""
         follower = self._followers.get(peer)

@@ -199,9 +199,13 @@ async def errors_as_json(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """The one middleware around every handler (one layer per request, not several):
-    the token check first, then every refusal as its JSON error."""
+    the token check first, then a read waits until this peer has applied the writes
+    acknowledged through it (read your writes), then every refusal as its JSON error."""
     try:
         check_token(request)
+        node = request.app[NODE]
+        if node.reads_wait_for > node.core.tasks.applied_index and _gated(request):
+            await request.app[WRITES].catch_up(node.config.submit_wait)
         return await handler(request)
     except BadRequest as exc:
         return bad_request(exc)
@@ -217,6 +221,17 @@ async def errors_as_json(
         if exc.status < 400:
             raise
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+
+
+def _gated(request: web.Request) -> bool:
+    """A read that waits for this peer to apply the writes acknowledged through it (the
+    peers' own routes, health and metrics never wait)."""
+    path = request.path
+    return (
+        request.method in ("GET", "HEAD")
+        and not path.startswith("/peer/")
+        and path not in ("/health", "/metrics")
+    )
 
 
 def build_app(node: Node, registry: Registry) -> web.Application:

@@ -1,10 +1,12 @@
 """Forwarding writes from a follower to the leader, many per request.
 
 Writes that reach a follower queue here; one sender task sends everything queued in one
-signed `POST /peer/writes` to the leader and hands each write its answer. While one
-request is in flight the next batch gathers, so a busy follower costs the leader one
-HTTP request per round, not one per client request. A write whose forward fails gets
-`None` back, and its caller retries (its request id keeps the retry from duplicating).
+signed `POST /peer/writes` to the leader and hands each write its answer: a status, a
+body and the log index the leader had applied when it answered (None from a leader
+before that field). While one request is in flight the next batch gathers, so a busy
+follower costs the leader one HTTP request per round, not one per client request. A
+write whose forward fails gets `None` back, and its caller retries (its request id keeps
+the retry from duplicating).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from peer.runtime.node import Node
 PATH = "/peer/writes"
 MAX_WRITES = 256
 
-Answer = tuple[int, Any]
+Answer = tuple[int, Any, int | None]  # status, body, the leader's applied index
 
 
 Item = tuple[int, bytes, "asyncio.Future[Answer | None]"]  # leader, encoded write, answer
@@ -102,7 +104,7 @@ class Forwarder:
         except (TimeoutError, aiohttp.ClientError, OSError, orjson.JSONDecodeError):
             return None
         try:
-            return [(int(a[0]), a[1]) for a in answers]
+            return [(int(a[0]), a[1], int(a[2]) if len(a) > 2 else None) for a in answers]
         except (TypeError, ValueError, IndexError, KeyError):
             return None  # not the leader's answer shape: as if unreachable
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import dataclasses
 import logging
 import os
@@ -37,6 +36,7 @@ from peer.protocol.core import PeerCore
 from peer.protocol.cycle import (
     Completed,
     CoreReady,
+    Hurry,
     Input,
     Persisted,
     Proposal,
@@ -58,10 +58,6 @@ from peer.runtime.write_placement import WritePlacement
 log = logging.getLogger(__name__)
 
 MAX_INBOX = 50_000
-# the follower a write being handled was forwarded by (set per request by the service)
-FORWARDED_BY: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "forwarded_by", default=None
-)
 RECENT_EVENTS = 20  # core events `/cluster` shows, newest last
 TRIM_EVERY = 1.0  # seconds between two returns of free heap memory to the system
 INLINE_WRITE_CHARS = 64 * 1024  # writes of at most this much log text run on the loop
@@ -124,6 +120,9 @@ class Node:
         self.disk_error: str | None = None
         self._waiters: dict[int, tuple[int, asyncio.Future[Applied]]] = {}
         self.changed = asyncio.Event()  # set and replaced after every cycle that did work
+        # the log index every write acknowledged through this peer was applied by on the
+        # leader: reads here wait until this peer has applied that far (`caught_up`)
+        self.reads_wait_for = 0
         self.failed: BaseException | None = None
         self.recent_events: deque[dict[str, Any]] = deque(maxlen=RECENT_EVENTS)
         self.event_counts: Counter[str] = Counter()  # core events seen, by name
@@ -157,8 +156,9 @@ class Node:
 
     async def propose(self, command: Command) -> Applied:
         """Append `command` through the log (at the driver's next cycle) and wait until
-        it is applied here. A follower that forwarded the write (`FORWARDED_BY`) hears
-        of the commit at once, so it can answer its client with the write applied.
+        it is applied here. (A follower that forwarded the write is not told of the
+        commit at once: it answers from this peer's reply, and holds its reads until it
+        has applied it, `caught_up`; so it can stay a spare.)
 
         Raises `NotLeader` when this peer is not a ready leader, `LeadershipLost` when
         the entry was replaced by another leader's (the caller may retry safely).
@@ -170,7 +170,7 @@ class Node:
         self._proposals += 1
         future: asyncio.Future[Applied] = asyncio.get_running_loop().create_future()
         self._proposed[self._proposals] = future
-        self._inbox.append(Proposal(self._proposals, (command,), FORWARDED_BY.get()))
+        self._inbox.append(Proposal(self._proposals, (command,)))
         self._wake.set()
         return await future
 
@@ -379,6 +379,29 @@ class Node:
             future.set_result(applied)
         else:
             future.set_exception(LeadershipLost())
+
+    def read_after(self, index: int) -> None:
+        """A write acknowledged through this peer was applied at `index` on the leader."""
+        self.reads_wait_for = max(self.reads_wait_for, index)
+
+    def behind(self) -> bool:
+        """Whether this peer has yet to apply a write acknowledged through it."""
+        return self.core.tasks.applied_index < self.reads_wait_for
+
+    def hurry(self, peer: int) -> None:
+        """Follower `peer` asked for the log up to the commit index now (as leader)."""
+        self._inbox.append(Hurry(peer))
+        self._wake.set()
+
+    async def caught_up(self, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) until this peer has applied every write
+        acknowledged through it, so a client reads back what it wrote here."""
+        deadline = time.monotonic() + timeout
+        while self.core.tasks.applied_index < self.reads_wait_for:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await self.wait_changed(left)
 
     async def wait_changed(self, timeout: float) -> None:
         """Return after the next cycle that applied entries or changed roles, or timeout."""

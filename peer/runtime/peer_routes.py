@@ -115,7 +115,9 @@ def _take_frame(node: Node, frame: bytes) -> str | None:
 
 
 async def post_peer_writes(request: web.Request) -> web.Response:
-    """Writes a follower forwards to this leader, answered in order."""
+    """Writes a follower forwards to this leader, answered in order: each with its
+    status, its body and the index this peer had applied once all were (the follower
+    holds its reads until it has applied that far)."""
     body = await verified_body(request, "writes")
     signer = request.headers[SENDER]  # signed: the peer that forwarded these writes
     origin = int(signer) if signer.isascii() and signer.isdigit() else None
@@ -127,7 +129,8 @@ async def post_peer_writes(request: web.Request) -> web.Response:
         return error(400, "bad_message", f"malformed forwarded writes: {exc!r}")
     service = request.app[WRITES]
     replies = await asyncio.gather(*(service.write(w) for w in writes))
-    return json_response([[r.status, r.body] for r in replies])
+    applied = request.app[NODE].core.tasks.applied_index
+    return json_response([[r.status, r.body, applied] for r in replies])
 
 
 def check_forwarded(write: Write, registry: Registry) -> None:

@@ -24,7 +24,7 @@ from peer.protocol.commands import Cancel, Submit, TaskSpec
 from peer.protocol.records import TERMINAL, Applied, Task, forgotten_json
 from peer.runtime.forwarding import Forwarder
 from peer.runtime.member_writes import MEMBER_OPS, write_member
-from peer.runtime.node import FORWARDED_BY, DiskRefused, LeadershipLost, Node, NotLeader
+from peer.runtime.node import DiskRefused, LeadershipLost, Node, NotLeader
 from peer.runtime.schedule_writes import SCHEDULE_OPS, schedule_settled, write_schedule
 from peer.runtime.task_writes import TASK_OPS, write_task_op
 from peer.runtime.validation import BadRequest
@@ -36,6 +36,9 @@ ERROR_FIELD = "X-Error-Field"  # response header: the request field a 400 refuse
 HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 MAX_LONG_POLLS = 256  # `GET /tasks/{id}?wait=` requests one peer holds at once
 DISK_RETRY_AFTER = "5"  # seconds a client is told to wait while the disk refuses writes
+
+
+CATCH_UP = "catch_up"  # a follower asks for the log now (`WriteService.catch_up`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +164,6 @@ class WriteService:
         new leader within its own `submit_wait`.
         """
         forwarded = write.origin is not None
-        if forwarded:  # (this request's own context: `Node.propose` reads it)
-            FORWARDED_BY.set(write.origin)
         wait = FORWARDED_WAIT if forwarded else self.node.config.submit_wait
         deadline = time.monotonic() + min(wait, self.node.config.submit_wait)
         while True:
@@ -178,25 +179,38 @@ class WriteService:
             if not forwarded and leader is not None and leader != self.node.id:
                 answer = await self.forwarder.forward(leader, write.to_json(), deadline)
                 if answer is not None and answer[0] != 503:
-                    if write.op in SCHEDULE_OPS:
+                    status, body, applied = answer
+                    if applied is not None:  # reads here wait for it (`Node.caught_up`)
+                        self.node.read_after(applied)
+                    elif write.op in SCHEDULE_OPS:  # (a leader of an earlier version)
                         await self._settle(lambda: schedule_settled(self.node, write), deadline)
                     elif write.op == "submit":
-                        await self._catch_up(answer, deadline)
-                    return forwarded_reply(*answer)
+                        await self._catch_up(status, body, deadline)
+                    return forwarded_reply(status, body)
             left = deadline - time.monotonic()
             if left <= 0:
                 return unavailable("no ready leader; retry later")
             await self.node.wait_changed(min(left, 0.05))
+
+    async def catch_up(self, timeout: float) -> None:
+        """Hold a read until this peer has applied every write acknowledged through it
+        (at most `timeout` seconds): a follower that is a spare asks the leader for the
+        log now rather than waiting for its next heartbeat."""
+        deadline = time.monotonic() + timeout
+        leader = self.node.core.leader
+        if self.node.behind() and leader is not None and leader != self.node.id:
+            await self.forwarder.forward(leader, Write(CATCH_UP, rid="").to_json(), deadline)
+        await self.node.caught_up(max(0.0, deadline - time.monotonic()))
 
     async def _settle(self, done: Callable[[], bool], deadline: float) -> None:
         """Wait (bounded) until `done()` holds here: a forwarded write applied locally."""
         while not done() and (left := deadline - time.monotonic()) > 0:
             await self.node.wait_changed(left)
 
-    async def _catch_up(self, answer: tuple[int, Any], deadline: float) -> None:
-        """After a forwarded submit, wait (bounded) until this peer has applied it too,
-        so the client can read its write back from the peer it wrote to."""
-        status, body = answer
+    async def _catch_up(self, status: int, body: Any, deadline: float) -> None:
+        """After a submit forwarded to a leader that gives no index, wait (bounded)
+        until this peer has applied it too, so the client can read its write back from
+        the peer it wrote to."""
         if status not in (200, 201) or not isinstance(body, dict):
             return
         tasks = body.get("tasks", [body])
@@ -209,6 +223,9 @@ class WriteService:
         try:
             if write.op == "submit":
                 return await self._submit(write)
+            if write.op == CATCH_UP and write.origin is not None:
+                self.node.hurry(write.origin)
+                return Reply(200, None)
             if write.op == "cancel":
                 return await self._cancel(write)
             if write.op in SCHEDULE_OPS:

@@ -44,6 +44,7 @@ from peer.protocol.core import PeerCore
 from peer.protocol.cycle import (
     Completed,
     CoreReady,
+    Hurry,
     Input,
     Persisted,
     Proposal,
@@ -320,6 +321,9 @@ class SimCluster:
         spec = TaskSpec.from_json({**self.make_task(self.proposals), "key": key})
         self.proposal_keys[self.proposals] = key
         self.inbox[leader].append(Proposal(self.proposals, (Submit(self.now, (spec,)),)))
+        others = [i for i in self.nodes if i != leader]
+        if others and self.rng.random() < 0.3:  # a read on a follower that forwarded
+            self.inbox[leader].append(Hurry(self.rng.choice(others)))
         self.woken.add(leader)
 
     def propose_command(self, command: Command) -> bool:
