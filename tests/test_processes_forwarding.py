@@ -4,7 +4,7 @@ follower has applied the write, asking the leader for the log at once.
 
 - A submit, then a cancel, through a follower: the same follower's next read (by id and
   in the listing) shows each, every time, with no pause between write and read.
-- Reads of peer routes, `/health` and `/metrics` never wait.
+- The status, health and metrics routes answer too (they never wait).
 """
 
 from __future__ import annotations
@@ -48,6 +48,6 @@ def test_a_follower_reads_back_every_write_made_through_it(cluster_factory: Clus
             assert status == 200 and isinstance(listed, dict), listed
             assert task["id"] in [t["id"] for t in listed["tasks"]], listed
     for peer in followers:
-        for path in ("/health", "/metrics"):
+        for path in ("/cluster", "/health", "/metrics"):
             answer = cluster.request(peer, "GET", path)
             assert answer is not None and answer[0] == 200, (peer, path)

@@ -223,15 +223,13 @@ async def errors_as_json(
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
 
 
+GATED = ("/tasks", "/schedules", "/members")  # the reads of what client writes change
+
+
 def _gated(request: web.Request) -> bool:
-    """A read that waits for this peer to apply the writes acknowledged through it (the
-    peers' own routes, health and metrics never wait)."""
-    path = request.path
-    return (
-        request.method in ("GET", "HEAD")
-        and not path.startswith("/peer/")
-        and path not in ("/health", "/metrics")
-    )
+    """A read that waits for this peer to apply the writes acknowledged through it: of
+    tasks, schedules or members (the status, page, health and peer routes never wait)."""
+    return request.method in ("GET", "HEAD") and request.path.startswith(GATED)
 
 
 def build_app(node: Node, registry: Registry) -> web.Application:
