@@ -74,3 +74,19 @@ def test_unserialisable_result_fails_with_a_clear_error() -> None:
 def test_shell_is_refused_unless_allowed() -> None:
     assert "shell" not in Registry()
     assert "shell" in Registry(allow_shell=True)
+
+
+def test_a_function_that_changes_its_arguments_leaves_the_task_record_alone() -> None:
+    """(The record is the replicated table's: a snapshot kept of it must stay true.)"""
+
+    def grab(args: dict[str, list[int]]) -> int:
+        args["xs"].append(99)
+        args["new"] = []
+        return len(args["xs"])
+
+    registry = Registry()
+    registry.kinds["grab"] = grab
+    task = _task(1, "grab", {"xs": [1, 2]})
+    [item] = asyncio.run(_run(registry, task))
+    assert item.ok and orjson.loads(item.value) == 3
+    assert task.args == {"xs": [1, 2]}

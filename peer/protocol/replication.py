@@ -238,10 +238,11 @@ class Replicator:
         follower = self._followers.get(peer)
         if not self.serving or follower is None:
             return
-        self._notify.setdefault(peer, self.commit_index)  # (told once its reply is in)
         self._expire(follower, now)
         if self._may_send(peer, follower) or not follower.inflight:
             self._send_append(peer, now)  # (nothing to send: the commit index alone)
+        else:  # its window is full: it hears of the commit once a reply is in
+            self._notify.setdefault(peer, self.commit_index)
 
     def heartbeat(self, now: float, peer: int) -> None:
         """The election's heartbeat to `peer`, as an Append (entries if any are due)."""

@@ -123,8 +123,13 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 def read_headers(node: Node) -> dict[str, str]:
     """A read served by a follower still catching up says so: `X-Catching-Up` is the
-    number of committed entries it knows it lacks (its reads may miss them)."""
-    return {CATCHING_UP: str(node.core.behind)} if node.core.catching_up else {}
+    number of committed entries it knows it lacks (its reads may miss them), counting
+    those of writes acknowledged through it that it has not applied (a read that waited
+    `submit_wait` for them in vain)."""
+    lacking = node.reads_wait_for - node.core.tasks.applied_index
+    if node.core.catching_up or lacking > 0:
+        return {CATCHING_UP: str(max(node.core.behind, lacking))}
+    return {}
 
 
 async def cancel_task(request: web.Request) -> web.Response:

@@ -397,7 +397,8 @@ class Node:
         """Wait (at most `timeout` seconds) until this peer has applied every write
         acknowledged through it, so a client reads back what it wrote here."""
         deadline = time.monotonic() + timeout
-        while self.core.tasks.applied_index < self.reads_wait_for:
+        target = self.reads_wait_for  # (not the writes acknowledged after the read came)
+        while self.core.tasks.applied_index < target:
             left = deadline - time.monotonic()
             if left <= 0:
                 return

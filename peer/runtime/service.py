@@ -11,6 +11,7 @@ Reads are local (see `peer.runtime.api`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -152,6 +153,7 @@ class WriteService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.forwarder = Forwarder(node)
+        self._asking: asyncio.Task[Any] | None = None  # a catch_up on its way to the leader
 
     async def close(self) -> None:
         await self.forwarder.close()
@@ -196,11 +198,18 @@ class WriteService:
         """Hold a read until this peer has applied every write acknowledged through it
         (at most `timeout` seconds): a follower that is a spare asks the leader for the
         log now rather than waiting for its next heartbeat."""
-        deadline = time.monotonic() + timeout
         leader = self.node.core.leader
-        if self.node.behind() and leader is not None and leader != self.node.id:
-            await self.forwarder.forward(leader, Write(CATCH_UP, rid="").to_json(), deadline)
-        await self.node.caught_up(max(0.0, deadline - time.monotonic()))
+        asking = self._asking
+        if (
+            self.node.behind()
+            and leader is not None
+            and leader != self.node.id
+            and (asking is None or asking.done())
+        ):  # (one request at a time, whatever the number of reads waiting)
+            request = Write(CATCH_UP, rid="").to_json()
+            deadline = time.monotonic() + timeout
+            self._asking = asyncio.create_task(self.forwarder.forward(leader, request, deadline))
+        await self.node.caught_up(timeout)
 
     async def _settle(self, done: Callable[[], bool], deadline: float) -> None:
         """Wait (bounded) until `done()` holds here: a forwarded write applied locally."""

@@ -63,7 +63,7 @@ class TaskRunner:
                 self.executing += 1
                 try:
                     async with asyncio.timeout(task.timeout):
-                        value = await self._call(task.kind, task.args)
+                        value = await self._call(task.kind, _own_copy(task.args))
                 finally:
                     self.executing -= 1
             item = ResultItem(task.id, task.attempt, True, _encode(value))
@@ -81,6 +81,7 @@ class TaskRunner:
             self.on_done(item)
 
     async def _call(self, kind: str, args: Any) -> Any:
+        """Run the kind's function on `args` (in a thread unless it is a coroutine)."""
         func = self.registry.kinds.get(kind)
         if func is None:
             raise TaskFailed(f"unknown task kind {kind!r} on this peer")
@@ -111,3 +112,11 @@ def _cut(error: str) -> str:
     if len(error) <= MAX_ERROR:
         return error
     return f"{error[:MAX_ERROR]}... ({len(error) - MAX_ERROR} more characters)"
+
+
+def _own_copy(args: Any) -> Any:
+    """The task's arguments for its function to keep: a copy of a list or an object, so
+    a function that changes what it was given cannot change the replicated table."""
+    if args is None or isinstance(args, (str, int, float, bool)):
+        return args
+    return orjson.loads(orjson.dumps(args))
