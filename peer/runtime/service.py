@@ -156,6 +156,8 @@ class WriteService:
         self._asking: asyncio.Task[Any] | None = None  # a catch_up on its way to the leader
 
     async def close(self) -> None:
+        if self._asking is not None:
+            self._asking.cancel()
         await self.forwarder.close()
 
     async def write(self, write: Write) -> Reply:
