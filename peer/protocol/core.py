@@ -293,8 +293,7 @@ class PeerCore(Reconfiguration):
         self, now: float, commands: list[Command], origin: int | None = None
     ) -> list[Entry]:
         """Append commands to the log; empty unless this peer is a ready leader. The
-        peer the write came from (`origin`, when a follower forwarded it) hears of the
-        commit at once."""
+        peer `origin` names, if any, hears of the commit at once."""
         self._now = now
         if not self.is_ready_leader:
             return []

@@ -29,7 +29,8 @@ class Received:
 @dataclass(frozen=True, slots=True)
 class Proposal:
     """Commands a client write wants in the log; `ref` names it in `CoreReady.proposed`;
-    `origin` is the follower that forwarded it (it hears of the commit at once)."""
+    `origin`, if given, a follower to tell of the commit at once (the driver names none
+    since a forwarding follower answers from the leader's reply: `Hurry` instead)."""
 
     ref: int
     commands: tuple[Command, ...]

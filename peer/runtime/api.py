@@ -209,7 +209,7 @@ async def errors_as_json(
     try:
         check_token(request)
         node = request.app[NODE]
-        if node.reads_wait_for > node.core.tasks.applied_index and _gated(request):
+        if node.behind() and _gated(request):
             await request.app[WRITES].catch_up(node.config.submit_wait)
         return await handler(request)
     except BadRequest as exc:
