@@ -4,6 +4,8 @@ follower has applied the write, asking the leader for the log at once.
 
 - A submit, then a cancel, through a follower: the same follower's next read (by id and
   in the listing) shows each, every time, with no pause between write and read.
+- A follower the write did not pass through reads it by id at once too: before it says
+  "not found" of an id past its newest, it catches up to the leader.
 - The status, health and metrics routes answer too (they never wait).
 """
 
@@ -41,12 +43,17 @@ def test_a_follower_reads_back_every_write_made_through_it(cluster_factory: Clus
         assert isinstance(task, dict)
         status, read = _call(cluster, peer, "GET", f"/tasks/{task['id']}")
         assert status == 200 and isinstance(read, dict) and read["args"] == i, read
+        other = followers[(i + 1) % len(followers)]  # (not asked: confirms with the leader)
+        status, read = _call(cluster, other, "GET", f"/tasks/{task['id']}")
+        assert status == 200 and isinstance(read, dict) and read["args"] == i, (other, read)
         if i % 4 == 0:
             status, cancelled = _call(cluster, peer, "POST", f"/tasks/{task['id']}/cancel", {})
             assert status == 200, cancelled
             status, listed = _call(cluster, peer, "GET", "/tasks?state=cancelled")
             assert status == 200 and isinstance(listed, dict), listed
             assert task["id"] in [t["id"] for t in listed["tasks"]], listed
+    status, missing = _call(cluster, followers[0], "GET", "/tasks/999999")
+    assert status == 404, missing
     for peer in followers:
         for path in ("/cluster", "/health", "/metrics"):
             answer = cluster.request(peer, "GET", path)

@@ -102,6 +102,9 @@ async def get_task(request: web.Request) -> web.Response:
         raise BadRequest(unknown[0], "unknown parameter")
     wait = check_wait(request.query.get("wait"))
     node = request.app[NODE]
+    table = node.core.tasks
+    if table.get(task_id) is None and task_id >= table.next_id:  # (not seen here yet)
+        await request.app[WRITES].confirm(node.config.submit_wait)
     if wait:
         await wait_terminal(node, task_id, wait)
     table = node.core.tasks

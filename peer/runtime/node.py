@@ -396,8 +396,12 @@ class Node:
     async def caught_up(self, timeout: float) -> None:
         """Wait (at most `timeout` seconds) until this peer has applied every write
         acknowledged through it, so a client reads back what it wrote here."""
+        await self.applied_through(self.reads_wait_for, timeout)  # (fixed: not later writes)
+
+    async def applied_through(self, target: int, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) until this peer has applied the log through
+        index `target`."""
         deadline = time.monotonic() + timeout
-        target = self.reads_wait_for  # (not the writes acknowledged after the read came)
         while self.core.tasks.applied_index < target:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -213,6 +213,20 @@ class WriteService:
             self._asking = asyncio.create_task(self.forwarder.forward(leader, request, deadline))
         await self.node.caught_up(timeout)
 
+    async def confirm(self, timeout: float) -> None:
+        """Hold a read of something this follower has not seen (a task id past its
+        newest) until it has applied what the leader had applied when asked, at most
+        `timeout` seconds: its "not found" is then not one that a write acknowledged
+        elsewhere before the read had already made wrong. A no-op when leading or when
+        no leader is known (the read is served as it stands)."""
+        leader = self.node.core.leader
+        if leader is None or leader == self.node.id:
+            return
+        deadline = time.monotonic() + timeout
+        answer = await self.forwarder.forward(leader, Write(CATCH_UP, rid="").to_json(), deadline)
+        if answer is not None and answer[0] == 200 and isinstance(answer[2], int):
+            await self.node.applied_through(answer[2], deadline - time.monotonic())
+
     async def _settle(self, done: Callable[[], bool], deadline: float) -> None:
         """Wait (bounded) until `done()` holds here: a forwarded write applied locally."""
         while not done() and (left := deadline - time.monotonic()) > 0:
