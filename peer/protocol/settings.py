@@ -41,7 +41,7 @@ class Settings:
     max_batch: int = 512  # entries per Append or LogChunk at most
     max_append_bytes: int = 1 << 20  # ... and characters of commands (past the first)
     slots: int = 4  # attempts a peer runs at once
-    prefetch: int = 2  # a worker holds up to slots x prefetch assigned attempts
+    prefetch: int = 4  # a worker holds up to slots x prefetch assigned attempts (see README)
     policy: str = "fifo"  # fifo | priority | fair
     retry_base: float = 0.5  # seconds of backoff after a first failed attempt
     retry_max: float = 30.0  # the longest backoff
