@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from peer.protocol.commands import Cancel, Submit, TaskSpec
 from peer.protocol.records import TERMINAL, Applied, Task, forgotten_json
-from peer.runtime.forwarding import Forwarder
+from peer.runtime.forwarding import Answer, Forwarder
 from peer.runtime.member_writes import MEMBER_OPS, write_member
 from peer.runtime.node import DiskRefused, LeadershipLost, Node, NotLeader
 from peer.runtime.schedule_writes import SCHEDULE_OPS, schedule_settled, write_schedule
@@ -208,9 +208,8 @@ class WriteService:
             and leader != self.node.id
             and (asking is None or asking.done())
         ):  # (one request at a time, whatever the number of reads waiting)
-            request = Write(CATCH_UP, rid="").to_json()
             deadline = time.monotonic() + timeout
-            self._asking = asyncio.create_task(self.forwarder.forward(leader, request, deadline))
+            self._asking = asyncio.create_task(self._ask_for_log(leader, deadline))
         await self.node.caught_up(timeout)
 
     async def confirm(self, timeout: float) -> None:
@@ -223,9 +222,14 @@ class WriteService:
         if leader is None or leader == self.node.id:
             return
         deadline = time.monotonic() + timeout
-        answer = await self.forwarder.forward(leader, Write(CATCH_UP, rid="").to_json(), deadline)
+        answer = await self._ask_for_log(leader, deadline)
         if answer is not None and answer[0] == 200 and isinstance(answer[2], int):
             await self.node.applied_through(answer[2], deadline - time.monotonic())
+
+    async def _ask_for_log(self, leader: int, deadline: float) -> Answer | None:
+        """A forwarded `catch_up`: the leader sends this peer the log now (`Hurry`) and
+        answers with the index it had applied."""
+        return await self.forwarder.forward(leader, Write(CATCH_UP, rid="").to_json(), deadline)
 
     async def _settle(self, done: Callable[[], bool], deadline: float) -> None:
         """Wait (bounded) until `done()` holds here: a forwarded write applied locally."""
