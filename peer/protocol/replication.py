@@ -121,6 +121,7 @@ class Replicator:
         self._persist_from: int | None = None
         self._outbox: list[tuple[int, ReplicationMessage]] = []
         self._due: dict[int, None] | None = None  # holding: the peers owed an Append
+        self._proposed_held = False  # holding: entries were proposed (`flush` offers them)
         self.spare_linger = 0.1  # seconds spares stay spares after a busy majority (`_spares`)
         self._spares_until = float("-inf")
 
@@ -222,14 +223,22 @@ class Replicator:
             for peer in notify:
                 if peer in self._followers:
                     self._notify[peer] = entries[-1].index
+        if self._due is not None:
+            self._proposed_held = True  # `flush` looks at the followers once for them all
+        else:
+            self._offer_entries(now)
+        self._advance_commit()
+        return entries
+
+    def _offer_entries(self, now: float) -> None:
+        """New entries wait: an Append to each follower whose window has room and that
+        is no spare (noted for `flush` while sends are held)."""
         for follower in self._followers.values():
             self._expire(follower, now)
         spares = self._spares(now)
         for peer, follower in self._followers.items():
             if self._may_send(peer, follower, spares):
                 self._send_append(peer, now)
-        self._advance_commit()
-        return entries
 
     def hurry(self, now: float, peer: int) -> None:
         """Follower `peer` asked for the log up to the commit index now (a spare gets
@@ -333,6 +342,9 @@ class Replicator:
     def flush(self, now: float) -> None:
         """Send the Appends noted since `hold_sends`: one to each peer owed one, and
         more while entries beyond one Append's batch wait and its window has room."""
+        if self._proposed_held:  # (once per cycle, not once per proposal)
+            self._proposed_held = False
+            self._offer_entries(now)
         due, self._due = self._due, None
         spares = self._spares(now) if due else frozenset()
         for peer in due or ():
