@@ -46,6 +46,7 @@ class ClusterConfig:
     slots: int = _DEFAULTS.slots
     fanout: int = _DEFAULTS.fanout  # gossip targets per round beyond 9 peers
     prefetch: int = _DEFAULTS.prefetch
+    prefetch_below: float = _DEFAULTS.prefetch_below
     policy: str = _DEFAULTS.policy
     task_modules: tuple[str, ...] = field(default_factory=tuple)
     allow_shell: bool = False
@@ -193,6 +194,7 @@ _CHECKS = {
     "slots": _positive_int,
     "fanout": _positive_int,
     "prefetch": _positive_int,
+    "prefetch_below": _seconds,
     "max_body": _positive_int,
     "max_connections_per_client": _positive_int,
     "header_timeout": _seconds,

@@ -34,6 +34,8 @@ class Cluster:
         self.index += 1
         applied = self.table.apply(self.index, orjson.dumps(command).decode())
         assert applied.outcome == "ok", command
+        if command["op"] == "finish":
+            self.scheduler.finished(self.table, applied.task_ids)
         if command["op"] in ("assign", "finish", "cancel"):
             self.scheduler.applied(self.table, applied.task_ids)
         self.scheduler.take_ready(self.table, applied.ready)
@@ -155,6 +157,85 @@ def test_a_reported_result_frees_the_slot_before_the_finish_commits() -> None:
     assert tasks_of(c.run([W1])) == [2]
     c.finish(1)  # the finish commits later: the slot is not counted free twice
     assert c.plan([W1]) == []
+
+
+# --------------------------------------------------------------------- prefetch
+
+
+def slow(**extra: Any) -> dict[str, Any]:
+    return {"kind": "slow", **extra}
+
+
+def learned(c: Cluster, **seconds: float) -> None:
+    """Run and finish one attempt of each kind, taking `seconds` from assign to finish."""
+    for kind, took in seconds.items():
+        (task,) = c.submit({"kind": kind})
+        (item,) = c.plan([W3])
+        c.assign([item], at=1.0)
+        c.finish(task, at=1.0 + took)
+
+
+def test_a_kind_not_seen_to_finish_yet_gets_only_the_slots() -> None:
+    c = Cluster(slots=2, prefetch=4)
+    c.submit(*[echo() for _ in range(20)])
+    assert len(c.run([W1])) == 2
+
+
+def test_a_kind_whose_attempts_were_short_is_prefetched() -> None:
+    c = Cluster(slots=2, prefetch=4)
+    learned(c, echo=0.01)
+    c.submit(*[echo() for _ in range(20)])
+    assert workers_of(c.run([W1, W2])) == [1, 2] * 8  # slots x prefetch each
+    assert c.run([W1, W2]) == []
+
+
+def test_a_worker_that_holds_a_long_attempt_holds_no_more_than_its_slots() -> None:
+    c = Cluster(slots=2, prefetch=4)
+    learned(c, echo=0.01, slow=5.0)
+    long_one, *short = c.submit(slow(), *[echo() for _ in range(10)])
+    assert tasks_of(c.run([W1])) == [long_one, short[0]]  # nothing queued behind it
+    c.finish(short[0], at=1.01)
+    assert tasks_of(c.run([W1])) == [short[1]]  # a slot is free again, no more
+    c.finish(long_one, at=6.0)
+    c.finish(short[1], at=1.02)
+    assert c.scheduler._long("slow") and not c.scheduler._long("echo")
+    assert len(c.run([W1])) == 8  # holding short ones only: prefetched again
+
+
+def test_a_long_attempt_may_follow_short_ones_but_nothing_follows_it() -> None:
+    c = Cluster(slots=2, prefetch=4)
+    learned(c, echo=0.01, slow=5.0)
+    ids = c.submit(*[echo() for _ in range(5)], slow(), echo())
+    assert tasks_of(c.run([W1])) == list(ids[:6])  # it waits behind five short ones
+    assert c.run([W1]) == []
+
+
+def test_a_kind_whose_attempts_turn_long_loses_its_prefetch() -> None:
+    c = Cluster(slots=2, prefetch=4)
+    learned(c, echo=0.01)
+    for _ in range(6):
+        learned(c, echo=2.0)  # a moving mean: a few long attempts tip it
+    assert c.scheduler._long("echo")
+    c.submit(*[echo() for _ in range(20)])
+    assert len(c.run([W1])) == 2
+
+
+def test_a_new_leader_learns_the_durations_from_the_table() -> None:
+    c = Cluster(slots=2, prefetch=4)
+    learned(c, echo=0.01, slow=5.0)
+    fresh = Scheduler("fifo", 2, random.Random(0), prefetch=4)
+    fresh.reset(c.table)
+    assert not fresh._long("echo") and fresh._long("slow")
+    c.scheduler = fresh
+    c.submit(*[echo() for _ in range(20)])
+    assert len(c.run([W1])) == 8
+
+
+def test_prefetch_one_is_one_attempt_per_slot_whatever_the_kind() -> None:
+    c = Cluster(slots=2, prefetch=1)
+    learned(c, echo=0.01)
+    c.submit(*[echo() for _ in range(20)])
+    assert len(c.run([W1])) == 2
 
 
 def test_a_result_reported_twice_is_proposed_once() -> None:

@@ -147,6 +147,7 @@ class PeerCore(Reconfiguration):
             settings.prefetch,
             queues,
             settings.priority_aging,
+            settings.prefetch_below,
         )
         self.dispatcher = Dispatcher(node_id, incarnation, scheduler)
         self.retention = Retention(settings)

@@ -115,6 +115,8 @@ class Dispatcher:
         orders = WorkOrders()
         for entry in applied:
             if leading:
+                if entry.op == "finish":
+                    self.scheduler.finished(table, entry.task_ids)
                 if entry.op in ("assign", "finish", "cancel"):
                     self.scheduler.applied(table, entry.task_ids)
                 elif entry.op == "submit":

@@ -18,6 +18,13 @@ jitter from the `random.Random` passed in.
 Assignments and failures it has proposed are held "in flight" until their entry is
 applied, so nothing is proposed twice. No I/O, no clock reads.
 
+Prefetch is earned per kind: a worker may hold `slots x prefetch` attempts (the next
+ones already committed there when a slot frees) only while every attempt it holds is of
+a kind whose recent attempts were short (`prefetch_below` seconds on average, from
+assignment to finish, learned from the finishes applied); one of a long or not yet seen
+kind drops it to `slots`, so nothing ever waits on a worker behind a long attempt while
+another worker idles. Short tasks keep the deep pipeline that makes them fast.
+
 A submit may start its tasks in its own entry (`place`): when a worker has a free slot
 and nothing waits to be assigned, a spec that can run at once (no delay, no
 dependencies, a queue with no `[queues.X]` policy) is placed on the next worker round-robin,
@@ -27,6 +34,7 @@ so the task costs one round fewer. Its slot is held until that entry is applied.
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -36,6 +44,9 @@ from peer.protocol.queues import QueueChooser
 from peer.protocol.records import READY, Task, TaskState
 from peer.protocol.settings import POLICIES, QueuePolicy
 from peer.protocol.tasks import TaskTable
+
+LEARN_RATE = 0.25  # weight of the newest attempt in its kind's moving mean duration
+SEED_FROM = 1000  # a new leader learns the durations from this many newest tasks
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +66,15 @@ class Scheduler:
         prefetch: int = 1,
         queues: Mapping[str, QueuePolicy] | None = None,
         priority_aging: float = 0.0,
+        prefetch_below: float = 0.1,
     ) -> None:
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}")
         self.policy = policy
         self.slots = slots
-        self.prefetch = prefetch  # a worker holds up to slots x prefetch attempts
+        self.prefetch = prefetch  # a worker holds up to slots x prefetch attempts ...
+        self.prefetch_below = prefetch_below  # ... of kinds that took less (seconds)
+        self._durations: dict[str, float] = {}  # kind -> its attempts' recent mean
         self.rng = rng
         self.retry_base = retry_base
         self.retry_max = retry_max
@@ -87,6 +101,10 @@ class Scheduler:
         for task in table.tasks.values():
             if task.state in READY:
                 self._push(task)
+        self._durations = {}
+        newest = itertools.islice(reversed(table.tasks.values()), SEED_FROM)
+        for task in reversed(list(newest)):  # oldest first, as they finished
+            self._learn(task)
 
     def take_ready(self, table: TaskTable, task_ids: Iterable[int]) -> None:
         """Take in tasks an applied entry made ready."""
@@ -140,17 +158,52 @@ class Scheduler:
                 break
             if task.queue in room:
                 room[task.queue] -= 1
-            worker = slots.take()
+            worker = slots.take(task.kind)
             out.append(Assignment(task.id, task.attempt + 1, worker, slots.incarnations[worker]))
             self._assigning[task.id] = worker
         return out
 
-    def _free_slots(self, worker: int, table: TaskTable) -> int:
-        running = table.running.get(worker, set())
-        busy = len(running - self._reported.get(worker, set()))
-        busy += sum(1 for w in self._assigning.values() if w == worker)
-        busy += self._placed.get(worker, 0)
-        return max(0, self.slots * self.prefetch - busy)
+    def _held(self, worker: int, table: TaskTable) -> tuple[int, bool]:
+        """The attempts `worker` holds (running there and not reported, assignments on
+        their way, placed specs not yet applied), and whether it may hold more than its
+        slots: only while all it holds is of short kinds (a placed spec counts as long
+        until its entry is applied: its kind is not kept)."""
+        reported = self._reported.get(worker, ())
+        held = [t for t in table.running.get(worker, ()) if t not in reported]
+        held += [t for t, w in self._assigning.items() if w == worker]
+        placed = self._placed.get(worker, 0)
+        if self.prefetch == 1:
+            return len(held) + placed, False
+        tasks = table.tasks
+        deep = not placed and not any(
+            self._long(task.kind) for t in held if (task := tasks.get(t)) is not None
+        )
+        return len(held) + placed, deep
+
+    def _long(self, kind: str) -> bool:
+        """Whether attempts of `kind` are not prefetched: long on average lately, or
+        none seen finish yet."""
+        seconds = self._durations.get(kind)
+        return seconds is None or seconds > self.prefetch_below
+
+    def finished(self, table: TaskTable, task_ids: Iterable[int]) -> None:
+        """A finish entry was applied: learn how long its attempts took, per kind."""
+        for task_id in task_ids:
+            task = table.tasks.get(task_id)
+            if task is not None:
+                self._learn(task)
+
+    def _learn(self, task: Task) -> None:
+        """Fold `task`'s last attempt, if it ended, into its kind's moving mean."""
+        if not task.attempts:
+            return
+        attempt = task.attempts[-1]
+        if attempt.finished_at is None:
+            return
+        seconds = max(0.0, attempt.finished_at - attempt.started_at)
+        before = self._durations.get(task.kind)
+        mean = seconds if before is None else before + LEARN_RATE * (seconds - before)
+        self._durations[task.kind] = mean
 
     # ------------------------------------------------------------ placement
 
@@ -167,7 +220,7 @@ class Scheduler:
                 break
             if not self._startable(spec):
                 continue
-            worker = slots.take()
+            worker = slots.take(spec.kind)
             out.append(Placement(position, worker, slots.incarnations[worker]))
             self._placed[worker] = self._placed.get(worker, 0) + 1
         return out
@@ -306,20 +359,31 @@ class Scheduler:
 
 class _Slots:
     """One round's free slots per worker, handed out round-robin from the scheduler's
-    cursor (which carries on across rounds)."""
+    cursor (which carries on across rounds): `slots x prefetch` per worker that holds
+    only short attempts, `slots` per one that holds a long one."""
 
     def __init__(self, scheduler: Scheduler, table: TaskTable, workers: Iterable[Worker]):
         self.scheduler = scheduler
-        self.free = {w.id: scheduler._free_slots(w.id, table) for w in workers}
+        self.held: dict[int, int] = {}
+        self.deep: dict[int, bool] = {}  # worker -> it may hold slots x prefetch
+        for w in workers:
+            self.held[w.id], self.deep[w.id] = scheduler._held(w.id, table)
         self.incarnations = {w.id: w.incarnation for w in workers}
-        self.order = sorted(w for w, n in self.free.items() if n > 0)  # with a free slot
+        self.order = sorted(w for w in self.held if self._room(w) > 0)  # with a free slot
 
-    def take(self) -> int:
-        """The next worker after the cursor with a free slot; that slot is taken."""
+    def _room(self, worker: int) -> int:
+        depth = self.scheduler.prefetch if self.deep[worker] else 1
+        return self.scheduler.slots * depth - self.held[worker]
+
+    def take(self, kind: str) -> int:
+        """The next worker after the cursor with a free slot; that slot is taken by an
+        attempt of `kind` (one of a long kind leaves the worker only its slots)."""
         worker = next((w for w in self.order if w > self.scheduler._last_worker), self.order[0])
         self.scheduler._last_worker = worker
-        self.free[worker] -= 1
-        if self.free[worker] == 0:
+        self.held[worker] += 1
+        if self.deep[worker] and self.scheduler._long(kind):
+            self.deep[worker] = False
+        if self._room(worker) <= 0:
             self.order.remove(worker)
         return worker
 

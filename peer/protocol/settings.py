@@ -42,6 +42,7 @@ class Settings:
     max_append_bytes: int = 1 << 20  # ... and characters of commands (past the first)
     slots: int = 4  # attempts a peer runs at once
     prefetch: int = 4  # a worker holds up to slots x prefetch assigned attempts (see README)
+    prefetch_below: float = 0.1  # ... of kinds whose attempts took less (seconds, mean)
     policy: str = "fifo"  # fifo | priority | fair
     retry_base: float = 0.5  # seconds of backoff after a first failed attempt
     retry_max: float = 30.0  # the longest backoff
