@@ -7,11 +7,13 @@ applied entries through `take_ready` and `applied`, as the dispatcher tells it.
 from __future__ import annotations
 
 import random
+import tomllib
 from typing import Any
 
 import orjson
 import pytest
 
+from peer.config import ConfigError, parse_config
 from peer.protocol.commands import Assignment
 from peer.protocol.dispatch import Dispatcher
 from peer.protocol.scheduler import Scheduler, Worker
@@ -236,6 +238,15 @@ def test_prefetch_one_is_one_attempt_per_slot_whatever_the_kind() -> None:
     learned(c, echo=0.01)
     c.submit(*[echo() for _ in range(20)])
     assert len(c.run([W1])) == 2
+
+
+def test_cluster_toml_sets_prefetch_below_and_refuses_one_not_positive() -> None:
+    nodes = '[[node]]\nid = 1\nhost = "127.0.0.1"\nport = 7001\n'
+    config = parse_config(tomllib.loads("[cluster]\nprefetch_below = 2.5\n" + nodes))
+    assert config.settings().prefetch_below == 2.5
+    assert parse_config(tomllib.loads(nodes)).settings().prefetch_below == 0.1
+    with pytest.raises(ConfigError, match="prefetch_below"):
+        parse_config(tomllib.loads("[cluster]\nprefetch_below = 0\n" + nodes))
 
 
 def test_a_result_reported_twice_is_proposed_once() -> None:

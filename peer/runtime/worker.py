@@ -3,7 +3,7 @@
 `TaskRunner.start` runs an attempt's function from the registry (async functions on
 the loop, sync ones in a thread pool), at most `slots` at once (attempts assigned
 beyond that wait their turn here: the leader may hand a worker `slots x prefetch`
-attempts so the next ones are ready when a slot frees), bounded by the task's timeout
+attempts of short kinds so the next ones are ready when a slot frees), bounded by the task's timeout
 from when it starts running, and hands the outcome to `on_done` as a `ResultItem`.
 A result that orjson cannot serialise, or whose JSON is over `MAX_RESULT` bytes (it
 would be replicated to every peer's log), fails the attempt with a clear error; an
