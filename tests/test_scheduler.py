@@ -37,7 +37,7 @@ class Cluster:
         applied = self.table.apply(self.index, orjson.dumps(command).decode())
         assert applied.outcome == "ok", command
         if command["op"] == "finish":
-            self.scheduler.finished(self.table, applied.task_ids)
+            self.scheduler.finished(self.table, applied.ended)
         if command["op"] in ("assign", "finish", "cancel"):
             self.scheduler.applied(self.table, applied.task_ids)
         self.scheduler.take_ready(self.table, applied.ready)
@@ -215,11 +215,37 @@ def test_a_long_attempt_may_follow_short_ones_but_nothing_follows_it() -> None:
 def test_a_kind_whose_attempts_turn_long_loses_its_prefetch() -> None:
     c = Cluster(slots=2, prefetch=4)
     learned(c, echo=0.01)
-    for _ in range(6):
-        learned(c, echo=2.0)  # a moving mean: a few long attempts tip it
+    learned(c, echo=0.2)
+    assert not c.scheduler._long("echo")  # a moving mean: one long attempt does not tip it
+    learned(c, echo=0.2)
+    learned(c, echo=0.2)
     assert c.scheduler._long("echo")
     c.submit(*[echo() for _ in range(20)])
     assert len(c.run([W1])) == 2
+
+
+def test_the_time_an_attempt_waited_behind_those_held_ahead_of_it_is_not_its_own() -> None:
+    c = Cluster(slots=2, prefetch=4)
+    learned(c, echo=0.01)
+    c.submit(*[echo() for _ in range(8)])
+    items = c.run([W1])
+    assert len(items) == 8
+    *first, last = tasks_of(items)
+    for task in first:
+        c.finish(task, at=1.01)
+    c.finish(last, at=1.5)  # three slots' worth were held ahead of it: 0.125 s its own
+    assert not c.scheduler._long("echo")
+
+
+def test_a_long_attempt_goes_to_a_worker_with_a_slot_free_to_start_it() -> None:
+    c = Cluster(slots=2, prefetch=4)
+    learned(c, echo=0.01, slow=5.0)
+    c.submit(*[echo() for _ in range(3)])
+    c.run([W1])  # W1 holds three short ones: one waits for a slot
+    (long_one,) = c.submit(slow())
+    c.scheduler._last_worker = 0  # (W1 would be next in turn)
+    assert workers_of(c.run([W1, W2])) == [2]
+    assert c.table.running[2] == {long_one}
 
 
 def test_a_new_leader_learns_the_durations_from_the_table() -> None:

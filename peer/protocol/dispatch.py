@@ -116,7 +116,7 @@ class Dispatcher:
         for entry in applied:
             if leading:
                 if entry.op == "finish":
-                    self.scheduler.finished(table, entry.task_ids)
+                    self.scheduler.finished(table, entry.ended)
                 if entry.op in ("assign", "finish", "cancel"):
                     self.scheduler.applied(table, entry.task_ids)
                 elif entry.op == "submit":

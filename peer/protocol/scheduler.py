@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from peer.protocol.commands import Assignment, Placement, TaskSpec
 from peer.protocol.queues import QueueChooser
-from peer.protocol.records import READY, Task, TaskState
+from peer.protocol.records import READY, Attempt, Task, TaskState
 from peer.protocol.settings import POLICIES, QueuePolicy
 from peer.protocol.tasks import TaskTable
 
@@ -75,6 +75,7 @@ class Scheduler:
         self.prefetch = prefetch  # a worker holds up to slots x prefetch attempts ...
         self.prefetch_below = prefetch_below  # ... of kinds that took less (seconds)
         self._durations: dict[str, float] = {}  # kind -> its attempts' recent mean
+        self._waves: dict[int, int] = {}  # task -> slots' worth held ahead of it when assigned
         self.rng = rng
         self.retry_base = retry_base
         self.retry_max = retry_max
@@ -101,10 +102,12 @@ class Scheduler:
         for task in table.tasks.values():
             if task.state in READY:
                 self._push(task)
-        self._durations = {}
+        self._durations, self._waves = {}, {}
         newest = itertools.islice(reversed(table.tasks.values()), SEED_FROM)
-        for task in reversed(list(newest)):  # oldest first, as they finished
-            self._learn(task)
+        ended = [a for t in newest if (a := _finished_attempt(t)) is not None]
+        ended.sort(key=lambda pair: pair[1].finished_at or 0.0)  # in the order they finished
+        for task, attempt in ended:
+            self._learn(task.kind, attempt, 0)
 
     def take_ready(self, table: TaskTable, task_ids: Iterable[int]) -> None:
         """Take in tasks an applied entry made ready."""
@@ -159,6 +162,7 @@ class Scheduler:
             if task.queue in room:
                 room[task.queue] -= 1
             worker = slots.take(task.kind)
+            self._waves[task.id] = slots.waves_ahead(worker)
             out.append(Assignment(task.id, task.attempt + 1, worker, slots.incarnations[worker]))
             self._assigning[task.id] = worker
         return out
@@ -186,24 +190,28 @@ class Scheduler:
         seconds = self._durations.get(kind)
         return seconds is None or seconds > self.prefetch_below
 
-    def finished(self, table: TaskTable, task_ids: Iterable[int]) -> None:
-        """A finish entry was applied: learn how long its attempts took, per kind."""
-        for task_id in task_ids:
+    def finished(self, table: TaskTable, ended: Iterable[tuple[int, int]]) -> None:
+        """A finish entry was applied, ending these (task, attempt) pairs: learn how
+        long each took, per kind."""
+        for task_id, number in ended:
+            waves = self._waves.pop(task_id, 0)
             task = table.tasks.get(task_id)
-            if task is not None:
-                self._learn(task)
+            if task is None or not task.attempts:
+                continue
+            attempt = next((a for a in reversed(task.attempts) if a.attempt == number), None)
+            if attempt is not None and attempt.finished_at is not None:
+                self._learn(task.kind, attempt, waves)
 
-    def _learn(self, task: Task) -> None:
-        """Fold `task`'s last attempt, if it ended, into its kind's moving mean."""
-        if not task.attempts:
-            return
-        attempt = task.attempts[-1]
-        if attempt.finished_at is None:
-            return
-        seconds = max(0.0, attempt.finished_at - attempt.started_at)
-        before = self._durations.get(task.kind)
-        mean = seconds if before is None else before + LEARN_RATE * (seconds - before)
-        self._durations[task.kind] = mean
+    def _learn(self, kind: str, attempt: Attempt, waves: int) -> None:
+        """Fold an ended attempt into its kind's moving mean: its time from assignment
+        to finish, less the waves of attempts its worker held ahead of it (each about one
+        attempt's time), so a prefetched short kind does not look long for its queue."""
+        assert attempt.finished_at is not None
+        seconds = max(0.0, attempt.finished_at - attempt.started_at) / (1 + waves)
+        before = self._durations.get(kind)
+        self._durations[kind] = (
+            seconds if before is None else before + LEARN_RATE * (seconds - before)
+        )
 
     # ------------------------------------------------------------ placement
 
@@ -295,6 +303,8 @@ class Scheduler:
         for task_id in task_ids:
             self._assigning.pop(task_id, None)
             task = table.tasks.get(task_id)
+            if task is None or task.state is not TaskState.RUNNING:
+                self._waves.pop(task_id, None)  # (cancelled, or its assignment did not take)
             if task is not None and task.state in READY:
                 self._push(task)  # the assignment did not take: it is ready again
         self._finishing = {(t, a) for t, a in self._finishing if _still_running(table, t, a)}
@@ -371,14 +381,23 @@ class _Slots:
         self.incarnations = {w.id: w.incarnation for w in workers}
         self.order = sorted(w for w in self.held if self._room(w) > 0)  # with a free slot
 
+    def waves_ahead(self, worker: int) -> int:
+        """How many slots' worth of attempts `worker` held before its latest one."""
+        return (self.held[worker] - 1) // self.scheduler.slots
+
     def _room(self, worker: int) -> int:
         depth = self.scheduler.prefetch if self.deep[worker] else 1
         return self.scheduler.slots * depth - self.held[worker]
 
     def take(self, kind: str) -> int:
         """The next worker after the cursor with a free slot; that slot is taken by an
-        attempt of `kind` (one of a long kind leaves the worker only its slots)."""
-        worker = next((w for w in self.order if w > self.scheduler._last_worker), self.order[0])
+        attempt of `kind`. One of a long kind goes, if it can, to a worker with a slot
+        free to start it, and leaves the worker only its slots."""
+        order, cursor = self.order, self.scheduler._last_worker
+        if self.scheduler._long(kind):
+            idle = [w for w in order if self.held[w] < self.scheduler.slots]
+            order = idle or order
+        worker = next((w for w in order if w > cursor), order[0])
         self.scheduler._last_worker = worker
         self.held[worker] += 1
         if self.deep[worker] and self.scheduler._long(kind):
@@ -386,6 +405,16 @@ class _Slots:
         if self._room(worker) <= 0:
             self.order.remove(worker)
         return worker
+
+
+def _finished_attempt(task: Task) -> tuple[Task, Attempt] | None:
+    """`task` and its last attempt, if that ran to a finish (not cancelled)."""
+    if not task.attempts:
+        return None
+    attempt = task.attempts[-1]
+    if attempt.finished_at is None or attempt.outcome not in ("succeeded", "failed"):
+        return None
+    return task, attempt
 
 
 def _still_running(table: TaskTable, task_id: int, attempt: int) -> bool:
