@@ -176,13 +176,14 @@ class Scheduler:
         held = [t for t in table.running.get(worker, ()) if t not in reported]
         held += [t for t, w in self._assigning.items() if w == worker]
         placed = self._placed.get(worker, 0)
-        if self.prefetch == 1:
-            return len(held) + placed, False
+        count = len(held) + placed
+        if placed or self.prefetch == 1 or count >= self.slots * self.prefetch:
+            return count, False  # (full either way: its kinds need no look)
         tasks = table.tasks
         deep = not placed and not any(
             self._long(task.kind) for t in held if (task := tasks.get(t)) is not None
         )
-        return len(held) + placed, deep
+        return count, deep
 
     def _long(self, kind: str) -> bool:
         """Whether attempts of `kind` are not prefetched: long on average lately, or
@@ -198,7 +199,9 @@ class Scheduler:
             task = table.tasks.get(task_id)
             if task is None or not task.attempts:
                 continue
-            attempt = next((a for a in reversed(task.attempts) if a.attempt == number), None)
+            attempt: Attempt | None = task.attempts[-1]
+            if attempt is not None and attempt.attempt != number:  # (ended again since)
+                attempt = next((a for a in task.attempts if a.attempt == number), None)
             if attempt is not None and attempt.finished_at is not None:
                 self._learn(task.kind, attempt, waves)
 
