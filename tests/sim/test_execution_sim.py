@@ -309,3 +309,49 @@ def test_a_delayed_task_is_assigned_when_it_falls_due_not_a_heartbeat_later() ->
         start = sim.now
         assert sim.run_until(lambda s=sim: _assigned(s), 2.0)  # type: ignore[misc]
         assert 0.355 <= sim.now - start <= 0.355 + 0.05, (seed, sim.now - start)
+
+
+class _WatchedWorkers(SimCluster):
+    """Checks, at every attempt a peer starts holding, the rule of earned prefetch:
+    nothing more joins a peer that holds a long attempt (`sleep` here) and its slots'
+    worth; and notes how many short attempts a peer held at most beyond its slots."""
+
+    deepest = 0
+
+    def _run_work(self, node_id: int, batch: Any) -> None:
+        work = self.work.setdefault(node_id, {})
+        for key in batch.stops:
+            work.pop(key, None)
+        slots = self.settings.slots
+        for task in batch.starts:
+            held = [t for t, _ in work]
+            kinds = {self.nodes[node_id].tasks.tasks[t].kind for t in held}
+            assert "sleep" not in kinds or len(held) < slots, (node_id, held, task.id)
+            if "sleep" not in kinds:
+                self.deepest = max(self.deepest, len(held) + 1)
+            super()._run_work(node_id, _Starting(task))
+
+
+class _Starting:
+    """One start, as a batch carrying only it."""
+
+    def __init__(self, task: Any) -> None:
+        self.starts, self.stops = [task], []
+
+
+def test_nothing_queues_behind_a_long_attempt_while_short_ones_are_prefetched() -> None:
+    settings = Settings(slots=2, prefetch=4, prefetch_below=0.5)  # (echo runs 0.01-0.3 s)
+    sim = _WatchedWorkers(3, seed=11, settings=settings, execute=True)
+    sim.make_task = lambda n: (
+        {"kind": "sleep", "args": {"seconds": 2.0}} if n % 6 == 0 else {"kind": "echo", "args": n}
+    )
+    assert sim.run_until(lambda: any(n.is_ready_leader for n in sim.nodes.values()), 3.0)
+    for _ in range(90):
+        sim.propose()
+        sim.step()
+    assert sim.run_until(lambda: len(sim.acked) == 90 and _settled(sim), 30.0)
+    for node in sim.nodes.values():
+        assert {t.state for t in node.tasks.tasks.values()} == {"succeeded"}
+        assert all(t.attempt == 1 for t in node.tasks.tasks.values())
+    assert sim.deepest > settings.slots  # short ones were prefetched meanwhile
+    assert max(sim.peak_work.values()) <= settings.slots * settings.prefetch
