@@ -180,9 +180,7 @@ class Scheduler:
         if placed or self.prefetch == 1 or count >= self.slots * self.prefetch:
             return count, False  # (full either way: its kinds need no look)
         tasks = table.tasks
-        deep = not placed and not any(
-            self._long(task.kind) for t in held if (task := tasks.get(t)) is not None
-        )
+        deep = not any(self._long(task.kind) for t in held if (task := tasks.get(t)) is not None)
         return count, deep
 
     def _long(self, kind: str) -> bool:
