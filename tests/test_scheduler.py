@@ -177,6 +177,13 @@ def learned(c: Cluster, **seconds: float) -> None:
         c.finish(task, at=1.0 + took)
 
 
+def prefetching(**seconds: float) -> Cluster:
+    """2 slots, prefetch 4, and one finished attempt of each kind in `seconds`."""
+    c = Cluster(slots=2, prefetch=4)
+    learned(c, **seconds)
+    return c
+
+
 def test_a_kind_not_seen_to_finish_yet_gets_only_the_slots() -> None:
     c = Cluster(slots=2, prefetch=4)
     c.submit(*[echo() for _ in range(20)])
@@ -184,16 +191,14 @@ def test_a_kind_not_seen_to_finish_yet_gets_only_the_slots() -> None:
 
 
 def test_a_kind_whose_attempts_were_short_is_prefetched() -> None:
-    c = Cluster(slots=2, prefetch=4)
-    learned(c, echo=0.01)
+    c = prefetching(echo=0.01)
     c.submit(*[echo() for _ in range(20)])
     assert workers_of(c.run([W1, W2])) == [1, 2] * 8  # slots x prefetch each
     assert c.run([W1, W2]) == []
 
 
 def test_a_worker_that_holds_a_long_attempt_holds_no_more_than_its_slots() -> None:
-    c = Cluster(slots=2, prefetch=4)
-    learned(c, echo=0.01, slow=5.0)
+    c = prefetching(echo=0.01, slow=5.0)
     long_one, *short = c.submit(slow(), *[echo() for _ in range(10)])
     assert tasks_of(c.run([W1])) == [long_one, short[0]]  # nothing queued behind it
     c.finish(short[0], at=1.01)
@@ -205,16 +210,14 @@ def test_a_worker_that_holds_a_long_attempt_holds_no_more_than_its_slots() -> No
 
 
 def test_a_long_attempt_may_follow_short_ones_but_nothing_follows_it() -> None:
-    c = Cluster(slots=2, prefetch=4)
-    learned(c, echo=0.01, slow=5.0)
+    c = prefetching(echo=0.01, slow=5.0)
     ids = c.submit(*[echo() for _ in range(5)], slow(), echo())
     assert tasks_of(c.run([W1])) == list(ids[:6])  # it waits behind five short ones
     assert c.run([W1]) == []
 
 
 def test_a_kind_whose_attempts_turn_long_loses_its_prefetch() -> None:
-    c = Cluster(slots=2, prefetch=4)
-    learned(c, echo=0.01)
+    c = prefetching(echo=0.01)
     learned(c, echo=0.2)
     assert not c.scheduler._long("echo")  # a moving mean: one long attempt does not tip it
     learned(c, echo=0.2)
@@ -225,8 +228,7 @@ def test_a_kind_whose_attempts_turn_long_loses_its_prefetch() -> None:
 
 
 def test_the_time_an_attempt_waited_behind_those_held_ahead_of_it_is_not_its_own() -> None:
-    c = Cluster(slots=2, prefetch=4)
-    learned(c, echo=0.01)
+    c = prefetching(echo=0.01)
     c.submit(*[echo() for _ in range(8)])
     items = c.run([W1])
     assert len(items) == 8
@@ -238,8 +240,7 @@ def test_the_time_an_attempt_waited_behind_those_held_ahead_of_it_is_not_its_own
 
 
 def test_a_long_attempt_goes_to_a_worker_with_a_slot_free_to_start_it() -> None:
-    c = Cluster(slots=2, prefetch=4)
-    learned(c, echo=0.01, slow=5.0)
+    c = prefetching(echo=0.01, slow=5.0)
     c.submit(*[echo() for _ in range(3)])
     c.run([W1])  # W1 holds three short ones: one waits for a slot
     (long_one,) = c.submit(slow())
@@ -249,8 +250,7 @@ def test_a_long_attempt_goes_to_a_worker_with_a_slot_free_to_start_it() -> None:
 
 
 def test_a_new_leader_learns_the_durations_from_the_table() -> None:
-    c = Cluster(slots=2, prefetch=4)
-    learned(c, echo=0.01, slow=5.0)
+    c = prefetching(echo=0.01, slow=5.0)
     fresh = Scheduler("fifo", 2, random.Random(0), prefetch=4)
     fresh.reset(c.table)
     assert not fresh._long("echo") and fresh._long("slow")
